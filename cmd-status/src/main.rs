@@ -1,0 +1,27 @@
+//! `status-pusher`: Accepts call status events (POST /v1/status-events), keeps them in its SQLite outbox and pushes them to subscribers in per-call order.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use push_core::Service;
+
+/// Accepts call status events (POST /v1/status-events), keeps them in its SQLite outbox and pushes them to subscribers in per-call order.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// YAML configuration file (default: config/config.yaml if present, else built-in defaults).
+    #[arg(long, env = "VOICE_PUSH_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match push_core::app::run_program(Service::Status, args.config.as_deref()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("status-pusher: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! callsim: a carrier call simulator, a subscriber's test receiver and a load driver for
+//! voice-push, talking to the pushers only through the ingest API of the SPEC.
+//!
+//! The library exposes the pieces so that tests and benchmarks can reuse them:
+//! [`generator::CallGenerator`] (pure, seeded call generation), [`calls::CallsDriver`]
+//! (posts calls in real time to the pushers) and [`receive::Receiver`] (the webhook
+//! receiver with signature, order and duplicate checks).
+
+pub mod generator;
+pub mod mix;
+pub mod model;
+pub mod numbers;
+pub mod timeline;
+pub mod calls;
+pub mod ingest;
+pub mod signature;
+pub mod stats;

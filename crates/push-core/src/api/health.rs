@@ -1,0 +1,22 @@
+//! `/healthz` (the process runs) and `/readyz` (it accepts events and its outbox answers).
+
+use axum::{extract::State, http::StatusCode, Json};
+use serde_json::{json, Value};
+
+use super::AppState;
+
+/// 200 while the process runs.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// 200 when the outbox is reachable and the program accepts events, else 503.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting down"})));
+    }
+    if !state.outbox.is_ready().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "outbox unavailable"})));
+    }
+    (StatusCode::OK, Json(json!({"status": "ready"})))
+}

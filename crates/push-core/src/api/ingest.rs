@@ -1,0 +1,92 @@
+//! `POST /v1/cdrs` and `POST /v1/status-events`: parse, validate, commit, then 202.
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{header, HeaderMap, StatusCode},
+    response::IntoResponse,
+    Json,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{error::ApiError, AppState};
+use crate::{
+    outbox::{Accepted, IngestItem, IngestOutcome},
+    schema,
+    telemetry::metrics as m,
+};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AcceptedItem {
+    call_id: String,
+    event_id: String,
+    duplicate: bool,
+}
+
+#[derive(Serialize)]
+struct AcceptedBody {
+    accepted: Vec<AcceptedItem>,
+}
+
+/// Accepts one event or an array; answers 202 only once every item is committed.
+pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<impl IntoResponse, ApiError> {
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::Unavailable("shutting down; nothing was stored".into()));
+    }
+    require_json(&headers)?;
+    let limit = state.settings.ingest.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let events = schema::validate_body(state.service, &value).map_err(ApiError::Validation)?;
+    let items: Vec<IngestItem> = events
+        .into_iter()
+        .map(|event| IngestItem {
+            subscribers: state.routes.matching(&event),
+            event_id: uuid::Uuid::now_v7().to_string(),
+            event,
+        })
+        .collect();
+    let fanout: Vec<Vec<String>> = items.iter().map(|i| i.subscribers.clone()).collect();
+    let outcome = state.outbox.ingest(items, state.clock.now_ms()).await.map_err(|e| {
+        tracing::error!(error = %e, "ingest could not be committed");
+        ApiError::Unavailable("the outbox is unavailable; nothing was stored".into())
+    })?;
+    match outcome {
+        IngestOutcome::Accepted(accepted) => {
+            note_accepted(&state, &accepted, &fanout);
+            let accepted = accepted
+                .into_iter()
+                .map(|a| AcceptedItem { call_id: a.call_id, event_id: a.event_id, duplicate: a.duplicate })
+                .collect();
+            Ok((StatusCode::ACCEPTED, Json(AcceptedBody { accepted })))
+        }
+        IngestOutcome::AfterHangup { index, call_id } => Err(ApiError::AfterHangup { index, call_id }),
+    }
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+/// Metrics and the delivery loop's wake-up, after a commit.
+fn note_accepted(state: &AppState, accepted: &[Accepted], fanout: &[Vec<String>]) {
+    let mut new = 0;
+    for (_, subscribers) in accepted.iter().zip(fanout).filter(|(a, _)| !a.duplicate) {
+        new += 1;
+        for s in subscribers {
+            m::queue_depth_add(s, 1.0);
+        }
+    }
+    m::ingested(new, accepted.len() as u64 - new);
+    if new > 0 {
+        state.wake.notify_one();
+    }
+}

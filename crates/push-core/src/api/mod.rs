@@ -1,0 +1,73 @@
+//! The HTTP API: ingest (SPEC §3) and operations (SPEC §5). Ingest never makes outbound HTTP;
+//! a 202 means the outbox committed the events.
+
+pub mod error;
+mod health;
+mod ingest;
+mod ops;
+
+use std::sync::Arc;
+
+use axum::{
+    routing::{get, post},
+    Router,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clock::Clock,
+    config::{Service, Settings},
+    outbox::Outbox,
+    subscribers::Routes,
+};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Which program this is.
+    pub service: Service,
+    /// The validated configuration.
+    pub settings: Arc<Settings>,
+    /// Subscribers of this program.
+    pub routes: Arc<Routes>,
+    /// The outbox.
+    pub outbox: Outbox,
+    /// Wakes the delivery loop after a commit.
+    pub wake: Arc<Notify>,
+    /// Cancelled at shutdown: ingest then answers 503.
+    pub shutdown: CancellationToken,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// The ingest path of a program.
+pub fn ingest_path(service: Service) -> &'static str {
+    match service {
+        Service::Cdr => "/v1/cdrs",
+        Service::Status => "/v1/status-events",
+    }
+}
+
+/// All routes of one program.
+pub fn router(state: AppState) -> Router {
+    let ingest = Router::new().route(ingest_path(state.service), post(ingest::ingest));
+    let admin = Router::new()
+        .route("/v1/deliveries", get(ops::list))
+        .route("/v1/deliveries/redeliver", post(ops::redeliver_bulk))
+        .route("/v1/deliveries/{id}", get(ops::get))
+        .route("/v1/deliveries/{id}/redeliver", post(ops::redeliver_one))
+        .route("/v1/stats", get(ops::stats));
+    let open = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(ops::metrics));
+    Router::new().merge(ingest).merge(admin).merge(open).fallback(not_found).with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::NotFound(format!("route {}", uri.path()))
+}

@@ -1,0 +1,149 @@
+//! The operations API of SPEC §5: deliveries, attempt logs, redelivery, stats, metrics.
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{header, StatusCode},
+    response::IntoResponse,
+    Json,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{error::ApiError, AppState};
+use crate::outbox::{DeliveryDetail, DeliveryFilter, Page, RedeliverFilter};
+
+const STATES: [&str; 3] = ["pending", "delivered", "dead"];
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 500;
+
+/// Query of `GET /v1/deliveries`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListQuery {
+    state: Option<String>,
+    subscriber: Option<String>,
+    call_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn storage(e: anyhow::Error) -> ApiError {
+    tracing::error!(error = %e, "outbox query failed");
+    ApiError::Unavailable("the outbox is unavailable".into())
+}
+
+fn check_state(state: &Option<String>) -> Result<(), ApiError> {
+    match state {
+        Some(s) if !STATES.contains(&s.as_str()) => {
+            Err(ApiError::BadParameter { field: "state", message: "must be pending, delivered or dead".into() })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `GET /v1/deliveries`: newest first, with a cursor to the next page.
+pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Page>, ApiError> {
+    check_state(&q.state)?;
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw.parse::<u32>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+            ApiError::BadParameter { field: "limit", message: format!("must be an integer from 1 to {MAX_LIMIT}") }
+        })?,
+    };
+    let before_id = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(raw.parse::<i64>().map_err(|_| ApiError::BadParameter {
+            field: "cursor",
+            message: "must be the `next` value of a previous page".into(),
+        })?),
+    };
+    let filter = DeliveryFilter { state: q.state, subscriber: q.subscriber, call_id: q.call_id, limit, before_id };
+    Ok(Json(state.outbox.list_deliveries(&filter).await.map_err(storage)?))
+}
+
+/// `GET /v1/deliveries/{id}`: one delivery with its attempt log.
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeliveryDetail>, ApiError> {
+    let id = parse_id(&id)?;
+    match state.outbox.delivery(id).await.map_err(storage)? {
+        Some(detail) => Ok(Json(detail)),
+        None => Err(ApiError::NotFound(format!("delivery {id}"))),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse().map_err(|_| ApiError::BadParameter { field: "id", message: "must be a delivery id (integer)".into() })
+}
+
+/// `POST /v1/deliveries/{id}/redeliver`: back to pending with a fresh schedule.
+pub async fn redeliver_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let Some(detail) = state.outbox.delivery(id).await.map_err(storage)? else {
+        return Err(ApiError::NotFound(format!("delivery {id}")));
+    };
+    let filter = RedeliverFilter { id: Some(id), ..Default::default() };
+    let count = state.outbox.redeliver(filter, state.clock.now_ms()).await.map_err(storage)?;
+    after_redeliver(&state, &[(detail.delivery.subscriber, count)]);
+    Ok((StatusCode::ACCEPTED, Json(json!({"redelivered": count}))))
+}
+
+/// Body of `POST /v1/deliveries/redeliver`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRedeliver {
+    state: Option<String>,
+    subscriber: Option<String>,
+}
+
+/// `POST /v1/deliveries/redeliver`: the same in bulk; answers how many.
+pub async fn redeliver_bulk(State(state): State<AppState>, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
+    let req: BulkRedeliver = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let wanted = req.state.unwrap_or_else(|| "dead".into());
+    if !["dead", "delivered"].contains(&wanted.as_str()) {
+        return Err(ApiError::BadParameter { field: "state", message: "must be dead or delivered".into() });
+    }
+    if let Some(s) = &req.subscriber {
+        if state.routes.get(s).is_none() {
+            return Err(ApiError::BadParameter { field: "subscriber", message: format!("no subscriber `{s}`") });
+        }
+    }
+    let subs: Vec<String> = match &req.subscriber {
+        Some(s) => vec![s.clone()],
+        None => state.routes.all().iter().map(|r| r.id.clone()).collect(),
+    };
+    let mut total = 0;
+    let mut per_sub = Vec::new();
+    for sub in subs {
+        let filter = RedeliverFilter { id: None, state: Some(wanted.clone()), subscriber: Some(sub.clone()) };
+        let n = state.outbox.redeliver(filter, state.clock.now_ms()).await.map_err(storage)?;
+        total += n;
+        per_sub.push((sub, n));
+    }
+    after_redeliver(&state, &per_sub);
+    Ok((StatusCode::ACCEPTED, Json(json!({"redelivered": total}))))
+}
+
+fn after_redeliver(state: &AppState, counts: &[(String, u64)]) {
+    for (sub, n) in counts {
+        crate::telemetry::metrics::queue_depth_add(sub, *n as f64);
+    }
+    state.wake.notify_one();
+}
+
+/// `GET /v1/stats`: counts by state, per subscriber.
+pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rows = state.outbox.stats().await.map_err(storage)?;
+    let mut subscribers = serde_json::Map::new();
+    for route in state.routes.all() {
+        subscribers.insert(route.id.clone(), json!({"pending": 0, "delivered": 0, "dead": 0}));
+    }
+    for row in rows {
+        let entry = subscribers.entry(row.subscriber).or_insert_with(|| json!({"pending": 0, "delivered": 0, "dead": 0}));
+        entry[row.state.as_str()] = json!(row.count);
+    }
+    Ok(Json(json!({"subscribers": subscribers})))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}

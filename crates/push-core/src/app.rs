@@ -1,0 +1,99 @@
+//! The only place that wires components together: outbox, delivery loop and HTTP server.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::{self, AppState},
+    clock::{Clock, SystemClock},
+    config::{Service, Settings},
+    delivery::Dispatcher,
+    outbox::Outbox,
+    subscribers::Routes,
+    telemetry::metrics as m,
+};
+
+/// Everything a program's `main` does after parsing flags: load the configuration (from
+/// `config_path`, or the defaults), start logging, build, and run until SIGINT/SIGTERM.
+pub async fn run_program(service: Service, config_path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let settings = crate::config::load(config_path)?;
+    let _logs = crate::telemetry::init(service.program(), &settings.log)?;
+    let shutdown = crate::shutdown::signal_token();
+    let app = Application::build(settings, service).await?;
+    app.run_until_stopped(shutdown).await
+}
+
+/// A built program, bound to its port, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    dispatcher: Dispatcher,
+    writer: JoinHandle<()>,
+}
+
+impl Application {
+    /// Builds `service` from `settings`, binding the configured listen address.
+    pub async fn build(settings: Settings, service: Service) -> anyhow::Result<Self> {
+        let listen = settings.service(service).listen.clone();
+        let listener = TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+        Self::build_with(settings, service, listener, Arc::new(SystemClock)).await
+    }
+
+    /// Builds with an injected listener and clock (tests, tools).
+    pub async fn build_with(settings: Settings, service: Service, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let section = settings.service(service);
+        let (outbox, writer) = Outbox::open(&section.database, service).await?;
+        let routes = Routes::new(&settings.subscribers, service);
+        for (sub, depth) in outbox.pending_counts().await? {
+            m::queue_depth_set(&sub, depth as f64);
+        }
+        let wake = Arc::new(Notify::new());
+        let dispatcher = Dispatcher::new(&settings, routes.clone(), outbox.clone(), wake.clone(), clock.clone())?;
+        let state = AppState {
+            service,
+            settings: Arc::new(settings),
+            routes: Arc::new(routes),
+            outbox,
+            wake,
+            shutdown: CancellationToken::new(),
+            clock,
+            metrics: m::handle(),
+        };
+        Ok(Application { listener, state, dispatcher, writer })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled; then stops intake, lets in-flight attempts finish
+    /// within the grace period, and closes the outbox.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application { listener, state, dispatcher, writer } = self;
+        let program = state.service.program();
+        let addr = listener.local_addr()?;
+        let tls = state.settings.service(state.service).tls.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, "{program} listening on {scheme}://{addr}");
+        let intake = state.shutdown.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            intake.cancel();
+        });
+        let outbox = state.outbox.clone();
+        let delivery = tokio::spawn(dispatcher.run(shutdown.clone()));
+        let router = api::router(state);
+        crate::server::serve(listener, router, tls, shutdown).await?;
+        delivery.await.context("delivery loop panicked")?;
+        outbox.close_readers().await;
+        drop(outbox);
+        writer.await.context("outbox writer panicked")?;
+        tracing::info!("{program} stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,399 @@
+//! Configuration: built-in defaults, then the YAML file, then `VOICE_PUSH__...` variables.
+//!
+//! This is the only module that reads configuration files or environment variables. The
+//! defaults are the repository's own `config/config.yaml`, compiled in, so the programs start
+//! from any working directory; a file given with `--config` (or `VOICE_PUSH_CONFIG`) and the
+//! environment override them key by key. Everything is validated once, at start, and an
+//! invalid value stops the program with a message naming its key.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use base64::Engine as _;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+/// The defaults every program starts from: the documented `config/config.yaml`.
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../../config/config.yaml");
+
+/// Prefix of environment overrides: `VOICE_PUSH__DELIVERY__TIMEOUT=5s`.
+pub const ENV_PREFIX: &str = "VOICE_PUSH";
+
+/// Keys whose environment override is a comma-separated list.
+const LIST_KEYS: [&str; 3] = ["retry.schedule", "ingest.auth_tokens", "ingest.allowed_ips"];
+
+/// Which of the two pushers a process is; picks its section of the config and its API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// `cdr-pusher`: call detail records, no ordering between records.
+    Cdr,
+    /// `status-pusher`: call status events, delivered in per-call order.
+    Status,
+}
+
+impl Service {
+    /// Program name, used for log files and the `User-Agent`-independent log fields.
+    pub fn program(self) -> &'static str {
+        match self {
+            Service::Cdr => "cdr-pusher",
+            Service::Status => "status-pusher",
+        }
+    }
+}
+
+/// A secret (token, signing key) that never shows up in `Debug` output or logs.
+#[derive(Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value that must not be logged.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret value, for the few places that must compare or use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The whole validated configuration of one program.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Log level and daily log files.
+    pub log: LogSettings,
+    /// Retry schedule of failed attempts.
+    pub retry: RetrySettings,
+    /// Outbound attempt limits.
+    pub delivery: DeliverySettings,
+    /// The PBX-facing ingest API.
+    pub ingest: IngestSettings,
+    /// The operations API.
+    pub admin: AdminSettings,
+    /// cdr-pusher's listener and database.
+    pub cdr: ServiceSettings,
+    /// status-pusher's listener and database.
+    pub status: ServiceSettings,
+    /// Who receives what.
+    pub subscribers: Vec<Subscriber>,
+}
+
+/// `log:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Default filter when `RUST_LOG` is not set.
+    pub level: String,
+    /// Directory of daily log files; empty for stdout only.
+    pub dir: String,
+}
+
+/// `retry:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Wait before retry 1..N, counted from the failure before it.
+    #[serde(deserialize_with = "durations")]
+    pub schedule: Vec<Duration>,
+    /// Longest wait a subscriber's `Retry-After` can ask for.
+    #[serde(with = "humantime_serde", default = "default_retry_after_cap")]
+    pub retry_after_cap: Duration,
+}
+
+/// `delivery:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Deadline of one attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Concurrent attempts of the whole program.
+    pub max_in_flight: usize,
+    /// Concurrent attempts to one subscriber, so one slow subscriber cannot take them all.
+    pub max_in_flight_per_subscriber: usize,
+    /// How long in-flight attempts may run on after a shutdown signal.
+    #[serde(with = "humantime_serde", default = "default_shutdown_grace")]
+    pub shutdown_grace: Duration,
+}
+
+/// `ingest:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Accepted Bearer tokens; empty means no authentication.
+    pub auth_tokens: Vec<Secret>,
+    /// Allowed client networks; empty means everyone.
+    #[serde(deserialize_with = "networks")]
+    pub allowed_ips: Vec<IpNet>,
+    /// Requests per second per client address; 0 turns the limit off.
+    pub rate_limit_per_second: u32,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+/// `admin:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token of the operations API; empty means open.
+    pub token: Secret,
+}
+
+/// `cdr:` and `status:` sections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// Address of the HTTP listener; port 0 picks a free port.
+    pub listen: String,
+    /// `sqlite://path`: the outbox file, created on first start.
+    pub database: String,
+    /// Serve HTTPS with this certificate and key.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+}
+
+/// PEM files of the optional HTTPS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
+
+/// One receiving application.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscriber {
+    /// Stable name, stored with each delivery.
+    pub id: String,
+    /// Where cdr-pusher posts; none means no CDRs for this subscriber.
+    #[serde(default)]
+    pub cdr_url: Option<String>,
+    /// Where status-pusher posts; none means no status events.
+    #[serde(default)]
+    pub status_url: Option<String>,
+    /// Service types (100, 200) this subscriber receives.
+    pub service_types: Vec<u16>,
+    /// Accounts this subscriber receives; empty means all.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// `whsec_<base64>` signing secret; none means unsigned pushes.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+}
+
+impl Subscriber {
+    /// The URL this subscriber wants `service`'s events at, if any.
+    pub fn url_for(&self, service: Service) -> Option<&str> {
+        match service {
+            Service::Cdr => self.cdr_url.as_deref(),
+            Service::Status => self.status_url.as_deref(),
+        }
+    }
+}
+
+impl Settings {
+    /// The section of the program that runs.
+    pub fn service(&self, service: Service) -> &ServiceSettings {
+        match service {
+            Service::Cdr => &self.cdr,
+            Service::Status => &self.status,
+        }
+    }
+
+    /// Mutable access to a program's section, for tests and tools that rewrite it.
+    pub fn service_mut(&mut self, service: Service) -> &mut ServiceSettings {
+        match service {
+            Service::Cdr => &mut self.cdr,
+            Service::Status => &mut self.status,
+        }
+    }
+
+    /// The built-in defaults alone (the documented config file).
+    pub fn defaults() -> Settings {
+        let sources = Sources { file: None, env: Some(HashMap::new()) };
+        load_from(sources).expect("the built-in config/config.yaml is valid")
+    }
+}
+
+/// Where to read configuration from, beyond the built-in defaults.
+#[derive(Debug, Default)]
+pub struct Sources {
+    /// A YAML file that must exist.
+    pub file: Option<PathBuf>,
+    /// Environment variables to use instead of the process environment (tests).
+    pub env: Option<HashMap<String, String>>,
+}
+
+/// An invalid configuration, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value broke a rule.
+    #[error("invalid configuration: key `{key}`: {message}")]
+    Invalid {
+        /// Dotted key path, e.g. `delivery.timeout`.
+        key: String,
+        /// The rule it broke.
+        message: String,
+    },
+    /// The file could not be read or parsed, or a value had the wrong type.
+    #[error("invalid configuration: {0}")]
+    Source(#[from] config::ConfigError),
+}
+
+/// Loads the configuration a program starts with: defaults, then `path` (or the default file
+/// `config/config.yaml` if it exists), then the process environment.
+pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    let default_file = Path::new("config/config.yaml");
+    let file = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None if default_file.exists() => Some(default_file.to_path_buf()),
+        None => None,
+    };
+    load_from(Sources { file, env: None })
+}
+
+/// Loads and validates configuration from explicit sources.
+pub fn load_from(sources: Sources) -> Result<Settings, ConfigError> {
+    let mut builder = config::Config::builder().add_source(config::File::from_str(
+        DEFAULT_CONFIG_YAML,
+        config::FileFormat::Yaml,
+    ));
+    if let Some(file) = &sources.file {
+        builder = builder.add_source(config::File::from(file.as_path()).required(true));
+    }
+    let mut env = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .list_separator(",")
+        .try_parsing(true);
+    for key in LIST_KEYS {
+        env = env.with_list_parse_key(key);
+    }
+    if let Some(vars) = sources.env {
+        env = env.source(Some(vars.into_iter().collect()));
+    }
+    let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+impl Settings {
+    /// Checks every rule the types alone do not express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.delivery.timeout.is_zero() {
+            return Err(invalid("delivery.timeout", "must be greater than 0s"));
+        }
+        if self.delivery.max_in_flight == 0 {
+            return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+        }
+        if self.delivery.max_in_flight_per_subscriber == 0 {
+            return Err(invalid("delivery.max_in_flight_per_subscriber", "must be at least 1"));
+        }
+        if self.ingest.max_body_bytes < 1024 {
+            return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            return Err(invalid("log.level", "must be one of error, warn, info, debug, trace"));
+        }
+        for (name, section) in [("cdr", &self.cdr), ("status", &self.status)] {
+            validate_service(name, section)?;
+        }
+        validate_subscribers(&self.subscribers)
+    }
+}
+
+fn validate_service(name: &str, section: &ServiceSettings) -> Result<(), ConfigError> {
+    if section.listen.parse::<SocketAddr>().is_err() {
+        return Err(invalid(format!("{name}.listen"), "must be an address such as 127.0.0.1:8081"));
+    }
+    match section.database.strip_prefix("sqlite://") {
+        Some(path) if !path.is_empty() => Ok(()),
+        _ => Err(invalid(format!("{name}.database"), "must be sqlite://<path>")),
+    }
+}
+
+fn validate_subscribers(subscribers: &[Subscriber]) -> Result<(), ConfigError> {
+    let mut ids = HashSet::new();
+    for (i, sub) in subscribers.iter().enumerate() {
+        let key = |field: &str| format!("subscribers[{i}].{field}");
+        if sub.id.is_empty() || sub.id.len() > 64 {
+            return Err(invalid(key("id"), "must be 1 to 64 characters"));
+        }
+        if !ids.insert(sub.id.as_str()) {
+            return Err(invalid(key("id"), format!("`{}` is used twice", sub.id)));
+        }
+        for (field, url) in [("cdr_url", &sub.cdr_url), ("status_url", &sub.status_url)] {
+            if let Some(url) = url {
+                match reqwest::Url::parse(url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    _ => return Err(invalid(key(field), "must be an http:// or https:// URL")),
+                }
+            }
+        }
+        if sub.service_types.is_empty() || sub.service_types.iter().any(|t| ![100, 200].contains(t)) {
+            return Err(invalid(key("service_types"), "must list 100 and/or 200"));
+        }
+        if let Some(secret) = &sub.secret {
+            if signing_key(secret).is_none() {
+                return Err(invalid(key("secret"), "must be whsec_ followed by a base64 key"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a `whsec_<base64>` secret into its HMAC key.
+pub fn signing_key(secret: &Secret) -> Option<Vec<u8>> {
+    let encoded = secret.expose().strip_prefix("whsec_")?;
+    let key = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    (!key.is_empty()).then_some(key)
+}
+
+fn durations<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<Duration>, D::Error> {
+    let raw = Vec::<String>::deserialize(de)?;
+    raw.iter()
+        .map(|s| {
+            humantime::parse_duration(s.trim())
+                .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration: {e}")))
+        })
+        .collect()
+}
+
+fn networks<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<IpNet>, D::Error> {
+    let raw = Vec::<String>::deserialize(de)?;
+    raw.iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a CIDR or address")))
+        })
+        .collect()
+}
+
+fn default_retry_after_cap() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}

@@ -1,0 +1,222 @@
+//! The outbox: the only module with SQL.
+//!
+//! One SQLite file per program, in WAL mode with `synchronous=FULL`. All writes go through a
+//! single writer task ([`writer`]) that takes every command waiting for it, applies them in
+//! one transaction and commits once: concurrent ingest requests, claims and attempt results
+//! share one fsync (group commit). Replies are sent only after the commit, so an `Ok` from
+//! [`Outbox::ingest`] means the events are durable. Reads for the operations API go to a
+//! small pool of reader connections ([`read`]) that never block the writer.
+
+mod read;
+mod writer;
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use anyhow::Context as _;
+use sqlx::{
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    ConnectOptions as _, SqlitePool,
+};
+use tokio::sync::{mpsc, oneshot};
+
+pub use self::read::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, StatsRow};
+use self::writer::Command;
+use crate::{config::Service, schema::ValidEvent};
+
+/// The schema, embedded from `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Commands the writer queue holds before callers wait for room.
+const QUEUE: usize = 4096;
+
+/// One event to store, with the subscribers it goes to.
+#[derive(Debug, Clone)]
+pub struct IngestItem {
+    /// The validated event.
+    pub event: ValidEvent,
+    /// Its new id (uuid v7), used unless the event is a duplicate.
+    pub event_id: String,
+    /// Subscribers that get a delivery.
+    pub subscribers: Vec<String>,
+}
+
+/// What the outbox did with one ingested item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The item's callId.
+    pub call_id: String,
+    /// The id it is known by: new, or the original one for a duplicate.
+    pub event_id: String,
+    /// It had been accepted before and was not stored again.
+    pub duplicate: bool,
+}
+
+/// Result of an ingest: all items stored (or recognized as duplicates), or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Committed.
+    Accepted(Vec<Accepted>),
+    /// A status arrived after its call's HANGUP; nothing was stored.
+    AfterHangup {
+        /// Position of the offending item.
+        index: usize,
+        /// The call.
+        call_id: String,
+    },
+}
+
+/// A delivery handed to the delivery loop for one attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Delivery id.
+    pub id: i64,
+    /// Sent as `webhook-id`.
+    pub event_id: String,
+    /// Who it goes to.
+    pub subscriber: String,
+    /// For logs and per-call ordering.
+    pub call_id: String,
+    /// The exact body, identical on every attempt.
+    pub payload: String,
+    /// Attempts made before this one, all rounds.
+    pub attempts: u32,
+    /// Attempts made before the last redelivery by hand.
+    pub round_start: u32,
+}
+
+/// A claim's answer: deliveries to attempt now, and when the next one falls due.
+#[derive(Debug, Default)]
+pub struct ClaimBatch {
+    /// Claimed deliveries.
+    pub items: Vec<Claimed>,
+    /// Earliest `next_attempt_at` (ms) still waiting among subscribers that had room.
+    pub next_due: Option<i64>,
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextState {
+    /// Done.
+    Delivered,
+    /// Pending, due at this time (ms).
+    RetryAt(i64),
+    /// Given up; kept for the operations API.
+    Dead,
+}
+
+/// The record of one finished attempt.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// Delivery id.
+    pub id: i64,
+    /// Subscriber, for re-linking the call's chain.
+    pub subscriber: String,
+    /// Call, for re-linking the call's chain.
+    pub call_id: String,
+    /// The attempt's number (1-based, all rounds).
+    pub attempt: u32,
+    /// When it started (ms).
+    pub at: i64,
+    /// HTTP status, if any answer came.
+    pub status: Option<u16>,
+    /// Transport error or non-2xx summary.
+    pub error: Option<String>,
+    /// Time to the answer or the failure.
+    pub latency_ms: i64,
+    /// What happens next.
+    pub next: NextState,
+}
+
+/// Which deliveries a bulk redelivery takes.
+#[derive(Debug, Clone, Default)]
+pub struct RedeliverFilter {
+    /// Only this delivery.
+    pub id: Option<i64>,
+    /// Only deliveries in this state (`dead` or `delivered`).
+    pub state: Option<String>,
+    /// Only this subscriber's.
+    pub subscriber: Option<String>,
+}
+
+/// Handle to one program's outbox: cheap to clone, shared by the API and the delivery loop.
+#[derive(Clone)]
+pub struct Outbox {
+    commands: mpsc::Sender<Command>,
+    readers: SqlitePool,
+}
+
+impl Outbox {
+    /// Opens (creating and migrating if needed) the database at `url`, resets claims left by
+    /// a previous run, and starts the writer task.
+    pub async fn open(url: &str, service: Service) -> anyhow::Result<(Outbox, tokio::task::JoinHandle<()>)> {
+        let options = connect_options(url)?;
+        let mut conn = options.connect().await.with_context(|| format!("opening {url}"))?;
+        MIGRATOR.run(&mut conn).await.context("migrating the outbox")?;
+        writer::reset_claims(&mut conn).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await
+            .context("opening reader connections")?;
+        let (commands, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(writer::run(conn, rx, service == Service::Status));
+        Ok((Outbox { commands, readers }, task))
+    }
+
+    /// Stores events; returns only after the commit.
+    pub async fn ingest(&self, items: Vec<IngestItem>, now: i64) -> anyhow::Result<IngestOutcome> {
+        self.call(|reply| Command::Ingest { items, now, reply }).await
+    }
+
+    /// Claims up to `limit` due deliveries for each listed subscriber.
+    pub async fn claim(&self, wants: Vec<(String, usize)>, now: i64) -> anyhow::Result<ClaimBatch> {
+        self.call(|reply| Command::Claim { wants, now, reply }).await
+    }
+
+    /// Records finished attempts and moves their deliveries on.
+    pub async fn complete(&self, done: Vec<Completion>) -> anyhow::Result<()> {
+        self.call(|reply| Command::Complete { done, reply }).await
+    }
+
+    /// Puts matching deliveries back to pending with a fresh schedule; returns how many.
+    pub async fn redeliver(&self, filter: RedeliverFilter, now: i64) -> anyhow::Result<u64> {
+        self.call(|reply| Command::Redeliver { filter, now, reply }).await
+    }
+
+    /// Lets unfinished claims go, so the next start attempts them again at once.
+    pub async fn release_claims(&self) -> anyhow::Result<()> {
+        self.call(|reply| Command::ReleaseClaims { reply }).await
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<anyhow::Result<T>>) -> Command) -> anyhow::Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| anyhow::anyhow!("the outbox writer has stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the outbox writer has stopped"))?
+    }
+
+    /// True while the writer runs and a reader can query the file.
+    pub async fn is_ready(&self) -> bool {
+        !self.commands.is_closed() && sqlx::query("SELECT 1").execute(&self.readers).await.is_ok()
+    }
+
+    /// Closes the reader pool (the writer stops when every handle is dropped).
+    pub async fn close_readers(&self) {
+        self.readers.close().await;
+    }
+}
+
+fn connect_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("database url {url}"))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(5))
+        .pragma("temp_store", "memory")
+        .pragma("cache_size", "-16000")
+        .disable_statement_logging())
+}

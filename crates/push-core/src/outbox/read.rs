@@ -1,0 +1,191 @@
+//! Read-only queries of the operations API, on the reader pool.
+
+use serde::Serialize;
+use sqlx::{QueryBuilder, Row as _, SqlitePool};
+
+use super::Outbox;
+
+/// Filter and page of a delivery listing.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// `pending`, `delivered` or `dead`.
+    pub state: Option<String>,
+    /// Subscriber id.
+    pub subscriber: Option<String>,
+    /// Call id.
+    pub call_id: Option<String>,
+    /// Items per page.
+    pub limit: u32,
+    /// Continue after this delivery id (from the previous page's `next`).
+    pub before_id: Option<i64>,
+}
+
+/// One delivery as the operations API lists it (SPEC §5).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRecord {
+    /// Delivery id.
+    pub id: i64,
+    /// The event's id (`webhook-id`).
+    pub event_id: String,
+    /// Subscriber id.
+    pub subscriber: String,
+    /// Call id.
+    pub call_id: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// When the next attempt is due (ms), while pending.
+    pub next_attempt_at: Option<i64>,
+    /// Last HTTP status.
+    pub last_status: Option<i64>,
+    /// Last error text.
+    pub last_error: Option<String>,
+    /// When the delivery was created (ms).
+    pub created_at: i64,
+    /// When it succeeded (ms).
+    pub delivered_at: Option<i64>,
+}
+
+/// One attempt in a delivery's log.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// 1-based attempt number.
+    pub attempt: i64,
+    /// When it started (ms).
+    pub at: i64,
+    /// HTTP status, if the subscriber answered.
+    pub status: Option<i64>,
+    /// Error text, if it failed.
+    pub error: Option<String>,
+    /// Time to the answer or failure.
+    pub latency_ms: i64,
+}
+
+/// A delivery with its attempt log.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryDetail {
+    /// The listed fields.
+    #[serde(flatten)]
+    pub delivery: DeliveryRecord,
+    /// Every attempt, oldest first.
+    pub attempt_log: Vec<AttemptRecord>,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    /// The items, newest first.
+    pub items: Vec<DeliveryRecord>,
+    /// Cursor of the next page, if there is one.
+    pub next: Option<String>,
+}
+
+/// Count of deliveries of one subscriber in one state.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatsRow {
+    /// Subscriber id.
+    pub subscriber: String,
+    /// State.
+    pub state: String,
+    /// How many.
+    pub count: i64,
+}
+
+const SELECT: &str = "SELECT d.id, e.event_id, d.subscriber, d.call_id, d.state, d.attempts,
+    CASE WHEN d.state = 'pending' THEN d.next_attempt_at END, d.last_status, d.last_error,
+    d.created_at, d.delivered_at FROM deliveries d JOIN events e ON e.id = d.event_row";
+
+fn record(row: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRecord, sqlx::Error> {
+    Ok(DeliveryRecord {
+        id: row.try_get(0)?,
+        event_id: row.try_get(1)?,
+        subscriber: row.try_get(2)?,
+        call_id: row.try_get(3)?,
+        state: row.try_get(4)?,
+        attempts: row.try_get(5)?,
+        next_attempt_at: row.try_get(6)?,
+        last_status: row.try_get(7)?,
+        last_error: row.try_get(8)?,
+        created_at: row.try_get(9)?,
+        delivered_at: row.try_get(10)?,
+    })
+}
+
+impl Outbox {
+    /// Deliveries matching `filter`, newest first, one page.
+    pub async fn list_deliveries(&self, filter: &DeliveryFilter) -> anyhow::Result<Page> {
+        let mut q = QueryBuilder::new(SELECT);
+        q.push(" WHERE 1 = 1");
+        if let Some(state) = &filter.state {
+            q.push(" AND d.state = ").push_bind(state.clone());
+        }
+        if let Some(subscriber) = &filter.subscriber {
+            q.push(" AND d.subscriber = ").push_bind(subscriber.clone());
+        }
+        if let Some(call_id) = &filter.call_id {
+            q.push(" AND d.call_id = ").push_bind(call_id.clone());
+        }
+        if let Some(before) = filter.before_id {
+            q.push(" AND d.id < ").push_bind(before);
+        }
+        q.push(" ORDER BY d.id DESC LIMIT ").push_bind(i64::from(filter.limit) + 1);
+        let rows = q.build().fetch_all(&self.readers).await?;
+        let mut items = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > filter.limit as usize {
+            items.truncate(filter.limit as usize);
+            items.last().map(|r| r.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// One delivery with its attempt log, if it exists.
+    pub async fn delivery(&self, id: i64) -> anyhow::Result<Option<DeliveryDetail>> {
+        let row = sqlx::query(&format!("{SELECT} WHERE d.id = ?1")).bind(id).fetch_optional(&self.readers).await?;
+        let Some(row) = row else { return Ok(None) };
+        let delivery = record(&row)?;
+        let attempt_log = attempts(&self.readers, id).await?;
+        Ok(Some(DeliveryDetail { delivery, attempt_log }))
+    }
+
+    /// Delivery counts per subscriber and state.
+    pub async fn stats(&self) -> anyhow::Result<Vec<StatsRow>> {
+        let rows = sqlx::query("SELECT subscriber, state, COUNT(*) FROM deliveries GROUP BY subscriber, state ORDER BY 1, 2")
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(StatsRow { subscriber: r.try_get(0)?, state: r.try_get(1)?, count: r.try_get(2)? }))
+            .collect()
+    }
+
+    /// Pending deliveries per subscriber (the queue depth), read at start for the gauge.
+    pub async fn pending_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT subscriber, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY subscriber")
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+}
+
+async fn attempts(pool: &SqlitePool, id: i64) -> anyhow::Result<Vec<AttemptRecord>> {
+    let rows = sqlx::query("SELECT attempt, at, status, error, latency_ms FROM attempts WHERE delivery_id = ?1 ORDER BY attempt")
+        .bind(id)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AttemptRecord {
+                attempt: r.try_get(0)?,
+                at: r.try_get(1)?,
+                status: r.try_get(2)?,
+                error: r.try_get(3)?,
+                latency_ms: r.try_get(4)?,
+            })
+        })
+        .collect()
+}

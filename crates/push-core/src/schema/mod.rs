@@ -1,0 +1,177 @@
+//! Payload schemas and validation of SPEC §2: pure, knows nothing of HTTP, SQL or retries.
+//!
+//! Validation works on the raw JSON so that one request gets *every* violated rule back, with
+//! the field and the rule named, instead of the first serde error. A valid event comes out as
+//! a [`ValidEvent`]: its routing facts plus the normalized body that subscribers receive
+//! (fields in the SPEC's order, `null` optionals dropped, everything else byte-for-byte as
+//! sent).
+
+mod fields;
+pub mod rules;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use self::fields::{FieldSpec, Need};
+use crate::config::Service;
+
+/// Most items one ingest request may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// One violated rule, as the API reports it in `details`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Position of the item in the request (0 for a single object).
+    pub index: usize,
+    /// The field at fault; empty when the item as a whole is wrong.
+    pub field: String,
+    /// The rule, as a sentence.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(index: usize, field: &str, message: impl Into<String>) -> Self {
+        FieldError { index, field: field.to_string(), message: message.into() }
+    }
+}
+
+/// A validated event: what the outbox needs to route, deduplicate and order it.
+#[derive(Debug, Clone)]
+pub struct ValidEvent {
+    /// `callId`.
+    pub call_id: String,
+    /// `party`, `CALLER` or `CALLEE`, when the call has one record per leg.
+    pub party: Option<String>,
+    /// `status` of a status event; `None` for a CDR.
+    pub status: Option<String>,
+    /// `serviceType`, 100 or 200.
+    pub service_type: u16,
+    /// `accountId`, used to route to subscribers.
+    pub account_id: Option<String>,
+    /// The normalized object subscribers receive (status events hold a `sequence` slot).
+    pub body: Map<String, Value>,
+}
+
+impl ValidEvent {
+    /// The idempotency key: (callId, party) for a CDR, (callId, party, status) for a status.
+    pub fn dedup_key(&self) -> String {
+        let party = self.party.as_deref().unwrap_or("");
+        match &self.status {
+            Some(status) => format!("{}\u{1f}{party}\u{1f}{status}", self.call_id),
+            None => format!("{}\u{1f}{party}", self.call_id),
+        }
+    }
+
+    /// The key of the HANGUP of this event's (callId, party): once it exists, nothing else may.
+    pub fn hangup_key(&self) -> String {
+        let party = self.party.as_deref().unwrap_or("");
+        format!("{}\u{1f}{party}\u{1f}HANGUP", self.call_id)
+    }
+
+    /// The body subscribers receive, with `sequence` filled in for status events.
+    pub fn body_json(&self, sequence: Option<i64>) -> String {
+        match sequence {
+            Some(seq) => {
+                let mut body = self.body.clone();
+                body.insert("sequence".into(), Value::from(seq));
+                Value::Object(body).to_string()
+            }
+            None => Value::Object(self.body.clone()).to_string(),
+        }
+    }
+}
+
+/// Validates a request body: one object or an array of 1..=[`MAX_BATCH`] objects, all valid.
+pub fn validate_body(service: Service, body: &Value) -> Result<Vec<ValidEvent>, Vec<FieldError>> {
+    let items: Vec<&Value> = match body {
+        Value::Array(items) if items.is_empty() || items.len() > MAX_BATCH => {
+            let msg = format!("an array must hold 1 to {MAX_BATCH} items (got {})", items.len());
+            return Err(vec![FieldError::new(0, "", msg)]);
+        }
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let mut valid = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match validate_event(service, index, item) {
+            Ok(event) => valid.push(event),
+            Err(mut errs) => errors.append(&mut errs),
+        }
+    }
+    if errors.is_empty() {
+        Ok(valid)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Validates one event object against the rules of `service`'s payload.
+pub fn validate_event(service: Service, index: usize, value: &Value) -> Result<ValidEvent, Vec<FieldError>> {
+    let Some(object) = value.as_object() else {
+        return Err(vec![FieldError::new(index, "", "must be a JSON object")]);
+    };
+    let specs = fields::specs(service);
+    let mut errors = unknown_fields(index, object, specs);
+    for spec in specs {
+        match object.get(spec.name) {
+            None | Some(Value::Null) if spec.need == Need::Required => {
+                errors.push(FieldError::new(index, spec.name, "is required"));
+            }
+            None | Some(Value::Null) => {}
+            Some(_) if spec.need == Need::OutputOnly => {
+                errors.push(FieldError::new(index, spec.name, "is output only; the pusher assigns it"));
+            }
+            Some(v) => {
+                if let Err(msg) = spec.rule.check(v) {
+                    errors.push(FieldError::new(index, spec.name, msg));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        fields::cross_check(service, index, object, &mut errors);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(normalize(service, object, specs))
+}
+
+fn unknown_fields(index: usize, object: &Map<String, Value>, specs: &[FieldSpec]) -> Vec<FieldError> {
+    object
+        .keys()
+        .filter(|key| !specs.iter().any(|s| s.name == key.as_str()))
+        .map(|key| {
+            let hint = specs.iter().find(|s| s.name.eq_ignore_ascii_case(key));
+            let msg = match hint {
+                Some(s) => format!("is not a known field; did you mean `{}`?", s.name),
+                None => "is not a known field".to_string(),
+            };
+            FieldError::new(index, key, msg)
+        })
+        .collect()
+}
+
+fn normalize(service: Service, object: &Map<String, Value>, specs: &[FieldSpec]) -> ValidEvent {
+    let mut body = Map::new();
+    for spec in specs {
+        if spec.need == Need::OutputOnly {
+            body.insert(spec.name.to_string(), Value::from(0));
+        } else if let Some(v) = object.get(spec.name).filter(|v| !v.is_null()) {
+            body.insert(spec.name.to_string(), v.clone());
+        }
+    }
+    let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
+    ValidEvent {
+        call_id: text("callId").unwrap_or_default(),
+        party: text("party"),
+        status: if service == Service::Status { text("status") } else { None },
+        service_type: body.get("serviceType").and_then(Value::as_u64).unwrap_or(0) as u16,
+        account_id: text("accountId"),
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+//! Who gets which event (SPEC §4), resolved once from the configuration.
+
+use crate::{
+    config::{signing_key, Service, Subscriber},
+    schema::ValidEvent,
+};
+
+/// A subscriber as one program sees it: its URL for this program and its signing key.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Subscriber id.
+    pub id: String,
+    /// Where this program posts.
+    pub url: String,
+    /// HMAC key, when the subscriber has a secret.
+    pub key: Option<Vec<u8>>,
+    service_types: Vec<u16>,
+    accounts: Vec<String>,
+}
+
+/// The subscribers of one program.
+#[derive(Debug, Clone, Default)]
+pub struct Routes(Vec<Route>);
+
+impl Routes {
+    /// Keeps the subscribers that have a URL for `service`.
+    pub fn new(subscribers: &[Subscriber], service: Service) -> Self {
+        Routes(
+            subscribers
+                .iter()
+                .filter_map(|s| {
+                    Some(Route {
+                        id: s.id.clone(),
+                        url: s.url_for(service)?.to_string(),
+                        key: s.secret.as_ref().and_then(signing_key),
+                        service_types: s.service_types.clone(),
+                        accounts: s.accounts.clone(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Ids of the subscribers that receive `event`: its serviceType is theirs, and their
+    /// account list is empty or names the event's accountId.
+    pub fn matching(&self, event: &ValidEvent) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|r| r.service_types.contains(&event.service_type))
+            .filter(|r| {
+                r.accounts.is_empty() || event.account_id.as_ref().is_some_and(|a| r.accounts.contains(a))
+            })
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
+    /// Every route.
+    pub fn all(&self) -> &[Route] {
+        &self.0
+    }
+
+    /// One route by subscriber id.
+    pub fn get(&self, id: &str) -> Option<&Route> {
+        self.0.iter().find(|r| r.id == id)
+    }
+}

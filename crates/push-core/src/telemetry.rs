@@ -1,0 +1,126 @@
+//! Logs and metrics: installs the global subscriber and recorder once; everything else only
+//! emits events through the helpers here.
+//!
+//! Logs go to stdout and, when `log.dir` is set, to daily files named
+//! `<program>.<YYYY-MM-DD>.log`. Every attempt is one line with eventId, callId, subscriber,
+//! attempt, HTTP status or error, and latency.
+
+use std::{io::IsTerminal as _, sync::OnceLock};
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_appender::{non_blocking::WorkerGuard, rolling};
+use tracing_subscriber::{fmt, layer::SubscriberExt as _, util::SubscriberInitExt as _, EnvFilter, Layer as _};
+
+use crate::{config::LogSettings, delivery::Sent, outbox::NextState};
+
+/// Keeps the log file writer alive; dropping it flushes the file.
+pub struct LogGuard {
+    _file: Option<WorkerGuard>,
+}
+
+/// Installs logging for `program`: `RUST_LOG` or `log.level`, stdout, and the daily files.
+pub fn init(program: &str, log: &LogSettings) -> anyhow::Result<LogGuard> {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let stdout = fmt::layer().with_ansi(std::io::stdout().is_terminal()).with_filter(filter());
+    let (file, guard) = if log.dir.is_empty() {
+        (None, None)
+    } else {
+        std::fs::create_dir_all(&log.dir).with_context(|| format!("creating log.dir {}", log.dir))?;
+        let appender = rolling::Builder::new()
+            .rotation(rolling::Rotation::DAILY)
+            .filename_prefix(program)
+            .filename_suffix("log")
+            .build(&log.dir)
+            .with_context(|| format!("opening daily log files in {}", log.dir))?;
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(appender);
+        (Some(fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter())), Some(guard))
+    };
+    tracing_subscriber::registry().with(stdout).with(file).try_init().context("installing the log subscriber")?;
+    Ok(LogGuard { _file: guard })
+}
+
+/// Logs one attempt: info when delivered, warn when it will be retried, error when dead.
+pub fn log_attempt(event_id: &str, call_id: &str, subscriber: &str, attempt: u32, sent: &Sent, next: NextState) {
+    let latency_ms = sent.latency.as_millis() as u64;
+    let status = sent.status.map(i64::from).unwrap_or(-1);
+    let error = sent.error.as_deref().unwrap_or("");
+    metrics::attempt(subscriber, sent, next);
+    match next {
+        NextState::Delivered => {
+            tracing::info!(target: "attempt", event_id, call_id, subscriber, attempt, status, latency_ms, "delivered")
+        }
+        NextState::RetryAt(at) => tracing::warn!(
+            target: "attempt", event_id, call_id, subscriber, attempt, status, error, latency_ms, retry_at = at,
+            "attempt failed; will retry"
+        ),
+        NextState::Dead if sent.status == Some(410) => tracing::error!(
+            target: "attempt", event_id, call_id, subscriber, attempt, status, error, latency_ms,
+            "subscriber answered 410 Gone: delivery is dead, check the subscriber's URL"
+        ),
+        NextState::Dead => tracing::error!(
+            target: "attempt", event_id, call_id, subscriber, attempt, status, error, latency_ms,
+            "attempt failed; no retries left: delivery is dead"
+        ),
+    }
+}
+
+/// Prometheus metrics of both programs, labelled by subscriber where it applies.
+pub mod metrics {
+    use super::*;
+
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+    /// Installs the process-wide recorder (once) and returns the handle `/metrics` renders.
+    pub fn handle() -> PrometheusHandle {
+        HANDLE
+            .get_or_init(|| {
+                let builder = PrometheusBuilder::new()
+                    .set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full("voice_push_attempt_latency_seconds".into()),
+                        &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                    )
+                    .expect("bucket list is not empty");
+                let recorder = builder.build_recorder();
+                let handle = recorder.handle();
+                // Another recorder may already be installed (tests); this one then only renders.
+                let _ = ::metrics::set_global_recorder(recorder);
+                handle
+            })
+            .clone()
+    }
+
+    /// Counts accepted events and duplicates of one ingest request.
+    pub fn ingested(accepted: u64, duplicates: u64) {
+        ::metrics::counter!("voice_push_events_accepted_total").increment(accepted);
+        ::metrics::counter!("voice_push_events_duplicate_total").increment(duplicates);
+    }
+
+    /// Moves the pending-deliveries gauge of `subscriber`.
+    pub fn queue_depth_add(subscriber: &str, delta: f64) {
+        ::metrics::gauge!("voice_push_queue_depth", "subscriber" => subscriber.to_string()).increment(delta);
+    }
+
+    /// Sets the pending-deliveries gauge of `subscriber` (at start).
+    pub fn queue_depth_set(subscriber: &str, value: f64) {
+        ::metrics::gauge!("voice_push_queue_depth", "subscriber" => subscriber.to_string()).set(value);
+    }
+
+    pub(super) fn attempt(subscriber: &str, sent: &Sent, next: NextState) {
+        let sub = subscriber.to_string();
+        ::metrics::histogram!("voice_push_attempt_latency_seconds", "subscriber" => sub.clone())
+            .record(sent.latency.as_secs_f64());
+        match next {
+            NextState::Delivered => ::metrics::counter!("voice_push_delivered_total", "subscriber" => sub).increment(1),
+            NextState::RetryAt(_) => {
+                ::metrics::counter!("voice_push_attempts_failed_total", "subscriber" => sub).increment(1)
+            }
+            NextState::Dead => {
+                ::metrics::counter!("voice_push_attempts_failed_total", "subscriber" => sub.clone()).increment(1);
+                ::metrics::counter!("voice_push_dead_total", "subscriber" => sub).increment(1);
+            }
+        }
+    }
+}
