@@ -15,3 +15,4 @@ pub mod calls;
 pub mod ingest;
 pub mod signature;
 pub mod stats;
+pub mod receive;

@@ -26,6 +26,8 @@ pub mod shutdown;
 pub mod signature;
 pub mod subscribers;
 pub mod telemetry;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use app::Application;
 pub use config::{Service, Settings};

@@ -118,6 +118,8 @@ pub struct Observation<'a> {
     pub sequence: Option<u64>,
     /// Signature verification result.
     pub signature: &'a SigState,
+    /// Whether a webhook-signature header was present.
+    pub signed: bool,
     /// HTTP status the receiver answers.
     pub answer: u16,
     /// Whether that answer is an injected failure.
@@ -252,9 +254,7 @@ impl Tracker {
             SigState::Bad(_) => s.bad_signatures += 1,
             SigState::None | SigState::Unchecked => {}
         }
-        if matches!(obs.signature, SigState::None)
-            || matches!(obs.signature, SigState::Bad(r) if r.contains("webhook-signature"))
-        {
+        if !obs.signed {
             s.unsigned += 1;
         }
     }
@@ -296,6 +296,7 @@ mod tests {
             call_id: Some("c1"),
             sequence: Some(seq),
             signature: &NONE,
+            signed: false,
             answer,
             injected: answer >= 500,
             malformed: false,

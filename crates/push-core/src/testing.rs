@@ -1,0 +1,239 @@
+//! Test helpers (feature `test-util`): a real receiver server, a real app on port 0 with a
+//! temporary SQLite file, and a poll-until-deadline helper. Used by this crate's tests and
+//! by the binaries' tests.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    Router,
+};
+use serde_json::Value;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clock::SystemClock,
+    config::{Service, Settings, Subscriber},
+    Application,
+};
+
+/// Polls `check` every 10 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Request path.
+    pub path: String,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Raw body.
+    pub body: Bytes,
+    /// When it arrived.
+    pub at: Instant,
+    /// The status it was answered with.
+    pub answered: u16,
+}
+
+impl Received {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("pushes are JSON")
+    }
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Decides the answer to each request: `(status, delay)`.
+pub type Behavior = Arc<dyn Fn(&Received) -> (u16, Duration) + Send + Sync>;
+
+#[derive(Clone)]
+struct ReceiverState {
+    log: Arc<Mutex<Vec<Received>>>,
+    behavior: Arc<Mutex<Behavior>>,
+}
+
+/// A subscriber's HTTP server on 127.0.0.1, port 0, recording every push.
+pub struct TestReceiver {
+    /// Bound address.
+    pub addr: SocketAddr,
+    state: ReceiverState,
+    task: JoinHandle<()>,
+}
+
+impl TestReceiver {
+    /// Starts a receiver that answers 200 to everything.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        Self::start_on(listener).await
+    }
+
+    /// Starts a receiver on a given listener (to restart on the same port).
+    pub async fn start_on(listener: TcpListener) -> Self {
+        let addr = listener.local_addr().expect("receiver address");
+        let state = ReceiverState {
+            log: Arc::default(),
+            behavior: Arc::new(Mutex::new(Arc::new(|_: &Received| (200, Duration::ZERO)))),
+        };
+        let app = Router::new().fallback(receive).with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestReceiver { addr, state, task }
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:4711`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Changes how requests are answered from now on.
+    pub fn set_behavior(&self, f: impl Fn(&Received) -> (u16, Duration) + Send + Sync + 'static) {
+        *self.state.behavior.lock().unwrap() = Arc::new(f);
+    }
+
+    /// Answers every request with `status`.
+    pub fn answer(&self, status: u16) {
+        self.set_behavior(move |_| (status, Duration::ZERO));
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests were answered 2xx; returns all requests.
+    pub async fn wait_for_successes(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        eventually(timeout, &format!("{n} successful pushes"), || async {
+            let all = self.received();
+            (all.iter().filter(|r| (200..300).contains(&r.answered)).count() >= n).then_some(all)
+        })
+        .await
+    }
+
+    /// Stops the server (connections refused from now on).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for TestReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn receive(State(state): State<ReceiverState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let mut received = Received { path: uri.path().to_string(), headers, body, at: Instant::now(), answered: 0 };
+    let behavior = state.behavior.lock().unwrap().clone();
+    let (status, delay) = behavior(&received);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    received.answered = status;
+    state.log.lock().unwrap().push(received);
+    StatusCode::from_u16(status).unwrap_or(StatusCode::OK).into_response()
+}
+
+/// Settings for a test: port 0, a database in `dir`, stdout-only logs, a fast retry schedule,
+/// and one subscriber `demo` posting to `receiver_url` (`/cdr` and `/status`).
+pub fn test_settings(dir: &std::path::Path, receiver_url: &str) -> Settings {
+    let mut settings = Settings::defaults();
+    settings.log.dir = String::new();
+    for (service, name) in [(Service::Cdr, "cdr.db"), (Service::Status, "status.db")] {
+        let section = settings.service_mut(service);
+        section.listen = "127.0.0.1:0".into();
+        section.database = format!("sqlite://{}", dir.join(name).display());
+    }
+    settings.retry.schedule = vec![Duration::from_millis(50); 3];
+    settings.delivery.timeout = Duration::from_secs(2);
+    settings.delivery.shutdown_grace = Duration::from_secs(2);
+    settings.subscribers = vec![subscriber("demo", receiver_url)];
+    settings
+}
+
+/// A subscriber of both service types posting to `<url>/cdr` and `<url>/status`.
+pub fn subscriber(id: &str, url: &str) -> Subscriber {
+    Subscriber {
+        id: id.into(),
+        cdr_url: Some(format!("{url}/cdr")),
+        status_url: Some(format!("{url}/status")),
+        service_types: vec![100, 200],
+        accounts: vec![],
+        secret: None,
+    }
+}
+
+/// A running program on 127.0.0.1 with its temporary database.
+pub struct TestApp {
+    /// Base URL of its API.
+    pub url: String,
+    /// A client for calling it.
+    pub client: reqwest::Client,
+    /// Which program.
+    pub service: Service,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Builds and starts `service` with `settings` (see [`test_settings`]).
+    pub async fn spawn(service: Service, settings: Settings) -> TestApp {
+        settings.validate().expect("test settings are valid");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
+        let app = Application::build_with(settings, service, listener, Arc::new(SystemClock)).await.expect("build app");
+        let url = format!("http://{}", app.local_addr());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        TestApp { url, client: reqwest::Client::new(), service, shutdown, task: Some(task) }
+    }
+
+    /// POSTs JSON to the program's ingest path.
+    pub async fn ingest(&self, body: &Value) -> reqwest::Response {
+        let path = crate::api::ingest_path(self.service);
+        self.client.post(format!("{}{path}", self.url)).json(body).send().await.expect("ingest request")
+    }
+
+    /// GETs a path of the API as JSON, with its status.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(format!("{}{path}", self.url)).send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Graceful stop, as on SIGTERM; returns the program's result.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.take().expect("running").await.expect("app task panicked")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of push-core: real servers on 127.0.0.1 port 0, a real receiver, a real
+//! SQLite file in a temporary directory. One test binary (see STYLE.md).
+
+mod config_env;
+mod delivery;
+mod ingest;
+mod ops;
+mod ordering;
+mod security;
