@@ -6,13 +6,17 @@
 //! (posts calls in real time to the pushers) and [`receive::Receiver`] (the webhook
 //! receiver with signature, order and duplicate checks).
 
+pub mod calls;
+pub mod cli;
+pub mod commands;
 pub mod generator;
+pub mod ingest;
 pub mod mix;
 pub mod model;
 pub mod numbers;
-pub mod timeline;
-pub mod calls;
-pub mod ingest;
+pub mod progress;
+pub mod receive;
+pub mod report;
 pub mod signature;
 pub mod stats;
-pub mod receive;
+pub mod timeline;

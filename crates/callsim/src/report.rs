@@ -49,17 +49,32 @@ fn kind_row(name: &str, k: &KindSummary) -> Vec<String> {
 /// The end-of-run summary of `callsim calls`.
 pub fn calls_report(s: &CallsSummary) -> String {
     let secs = s.elapsed.as_secs_f64();
-    let rate = if secs > 0.0 { s.calls as f64 / secs } else { 0.0 };
+    let rate = if secs > 0.0 {
+        s.calls as f64 / secs
+    } else {
+        0.0
+    };
     let mut out = format!(
         "calls: {} started, {} finished in {secs:.1} s ({rate:.1} calls/s)\n",
         s.calls, s.calls_finished
     );
-    let scenarios: Vec<String> = s.scenarios.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let scenarios: Vec<String> = s
+        .scenarios
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
     if !scenarios.is_empty() {
         out.push_str(&format!("scenarios: {}\n", scenarios.join(", ")));
     }
     out.push('\n');
-    let headers = ["posted", "sent", "accepted", "rejected", "duplicates", "errors"];
+    let headers = [
+        "posted",
+        "sent",
+        "accepted",
+        "rejected",
+        "duplicates",
+        "errors",
+    ];
     let rows = vec![
         kind_row("status events", &s.status),
         kind_row("CDRs", &s.cdr),
@@ -121,7 +136,14 @@ mod tests {
         s.status.sent = 3;
         s.cdr.rejected = 1;
         let text = calls_report(&s);
-        for word in ["sent", "accepted", "rejected", "duplicates", "errors", "total"] {
+        for word in [
+            "sent",
+            "accepted",
+            "rejected",
+            "duplicates",
+            "errors",
+            "total",
+        ] {
             assert!(text.contains(word), "{text}");
         }
         assert!(receiver_report(&ReceiverStats::default()).contains("order violations"));

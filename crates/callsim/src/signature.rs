@@ -116,7 +116,10 @@ impl WebhookSecret {
         let sig = headers
             .signature
             .ok_or(SignatureError::Missing("webhook-signature"))?;
-        let ts_secs: i64 = ts.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
+        let ts_secs: i64 = ts
+            .trim()
+            .parse()
+            .map_err(|_| SignatureError::BadTimestamp)?;
         let skew_secs = ts_secs - now_secs;
         if skew_secs.abs() > tolerance_secs {
             return Err(SignatureError::Stale { skew_secs });

@@ -75,6 +75,7 @@ pub type Behavior = Arc<dyn Fn(&Received) -> (u16, Duration) + Send + Sync>;
 struct ReceiverState {
     log: Arc<Mutex<Vec<Received>>>,
     behavior: Arc<Mutex<Behavior>>,
+    retry_after: Arc<Mutex<Option<u64>>>,
 }
 
 /// A subscriber's HTTP server on 127.0.0.1, port 0, recording every push.
@@ -98,6 +99,7 @@ impl TestReceiver {
         let state = ReceiverState {
             log: Arc::default(),
             behavior: Arc::new(Mutex::new(Arc::new(|_: &Received| (200, Duration::ZERO)))),
+            retry_after: Arc::default(),
         };
         let app = Router::new().fallback(receive).with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -119,6 +121,11 @@ impl TestReceiver {
     /// Answers every request with `status`.
     pub fn answer(&self, status: u16) {
         self.set_behavior(move |_| (status, Duration::ZERO));
+    }
+
+    /// Sends `Retry-After: <secs>` with every non-2xx answer from now on.
+    pub fn set_retry_after(&self, secs: Option<u64>) {
+        *self.state.retry_after.lock().unwrap() = secs;
     }
 
     /// Every request so far.
@@ -156,7 +163,12 @@ async fn receive(State(state): State<ReceiverState>, uri: Uri, headers: HeaderMa
     }
     received.answered = status;
     state.log.lock().unwrap().push(received);
-    StatusCode::from_u16(status).unwrap_or(StatusCode::OK).into_response()
+    let mut response = StatusCode::from_u16(status).unwrap_or(StatusCode::OK).into_response();
+    let retry_after = *state.retry_after.lock().unwrap();
+    if let (Some(secs), false) = (retry_after, (200..300).contains(&status)) {
+        response.headers_mut().insert("retry-after", secs.into());
+    }
+    response
 }
 
 /// Settings for a test: port 0, a database in `dir`, stdout-only logs, a fast retry schedule,
@@ -236,4 +248,18 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The SPEC §2.1 seed CDR with another callId.
+pub fn seed_cdr(call_id: &str) -> Value {
+    serde_json::json!({
+        "callId": call_id, "serviceType": 100, "callerNumber": "1380000001",
+        "calleeNumber": "02188888888", "startTime": 1701388800000_i64, "endTime": 1701389100000_i64,
+        "duration": 300, "userData": "test-data"
+    })
+}
+
+/// A SPEC §2.2 status event of `call_id`.
+pub fn status_event(call_id: &str, status: &str, timestamp: i64) -> Value {
+    serde_json::json!({"callId": call_id, "serviceType": 100, "status": status, "timestamp": timestamp})
 }

@@ -23,8 +23,8 @@ pub struct PushRecord {
     pub webhook_timestamp: Option<String>,
     /// `webhook-signature` header.
     pub webhook_signature: Option<String>,
-    /// `X-Push-Attempt` header.
-    pub attempt: Option<String>,
+    /// `X-Push-Attempt` header, as a number.
+    pub attempt: Option<u64>,
     /// `User-Agent` header.
     pub user_agent: Option<String>,
     /// `Content-Type` header.
@@ -117,7 +117,7 @@ impl PushRecord {
             webhook_id: h.id.clone(),
             webhook_timestamp: h.timestamp.clone(),
             webhook_signature: h.signature.clone(),
-            attempt: h.attempt.clone(),
+            attempt: h.attempt.as_deref().and_then(|a| a.trim().parse().ok()),
             user_agent: h.user_agent.clone(),
             content_type: h.content_type.clone(),
             signature: j.signature.as_str(),
@@ -159,7 +159,7 @@ impl PushRecord {
             if text("party").is_empty() { "" } else { " " },
             text("party"),
             self.webhook_id.as_deref().unwrap_or("-"),
-            self.attempt.as_deref().unwrap_or("-"),
+            self.attempt.map_or("-".to_string(), |a| a.to_string()),
             self.signature,
             self.answered,
         );

@@ -308,7 +308,11 @@ mod tests {
         let mut t = Tracker::default();
         assert_eq!(t.observe(&status("e0", 0, 200)), Verdict::default());
         assert_eq!(t.observe(&status("e1", 1, 500)), Verdict::default());
-        assert_eq!(t.observe(&status("e1", 1, 200)), Verdict::default(), "retry");
+        assert_eq!(
+            t.observe(&status("e1", 1, 200)),
+            Verdict::default(),
+            "retry"
+        );
         let dup = t.observe(&status("e1", 1, 200));
         assert!(dup.duplicate && dup.order.is_none());
         let s = t.stats();
@@ -321,9 +325,21 @@ mod tests {
         let mut t = Tracker::default();
         t.observe(&status("e0", 0, 200));
         let gap = t.observe(&status("e2", 2, 200)).order;
-        assert_eq!(gap, Some(OrderIssue::Gap { expected: 1, got: 2 }));
+        assert_eq!(
+            gap,
+            Some(OrderIssue::Gap {
+                expected: 1,
+                got: 2
+            })
+        );
         let back = t.observe(&status("e1", 1, 200)).order;
-        assert_eq!(back, Some(OrderIssue::Backwards { delivered: 2, got: 1 }));
+        assert_eq!(
+            back,
+            Some(OrderIssue::Backwards {
+                delivered: 2,
+                got: 1
+            })
+        );
         assert_eq!((t.stats().order_gaps, t.stats().order_backwards), (1, 1));
     }
 
@@ -332,7 +348,11 @@ mod tests {
         let mut t = Tracker::default();
         t.observe(&status("e0", 0, 200));
         t.observe(&status("e1", 1, 503));
-        assert_eq!(t.observe(&status("e2", 2, 200)).order, None, "e1 may be dead");
+        assert_eq!(
+            t.observe(&status("e2", 2, 200)).order,
+            None,
+            "e1 may be dead"
+        );
         assert_eq!(t.stats().order_violations(), 0);
     }
 

@@ -4,19 +4,53 @@
 use serde_json::{Map, Value};
 
 const CDR_FIELDS: &[&str] = &[
-    "callId", "serviceType", "callerNumber", "calleeNumber", "startTime", "endTime",
-    "duration", "userData", "accountId", "party", "subServiceType", "direction",
-    "beginCallTime", "ringTime", "disposition", "releaseDirection", "hangupCause", "sipCode",
-    "recordUrl", "extra",
+    "callId",
+    "serviceType",
+    "callerNumber",
+    "calleeNumber",
+    "startTime",
+    "endTime",
+    "duration",
+    "userData",
+    "accountId",
+    "party",
+    "subServiceType",
+    "direction",
+    "beginCallTime",
+    "ringTime",
+    "disposition",
+    "releaseDirection",
+    "hangupCause",
+    "sipCode",
+    "recordUrl",
+    "extra",
 ];
 const STATUS_FIELDS: &[&str] = &[
-    "callId", "serviceType", "status", "timestamp", "party", "callerNumber", "calleeNumber",
-    "accountId", "userData", "disposition", "releaseDirection", "hangupCause", "sipCode",
+    "callId",
+    "serviceType",
+    "status",
+    "timestamp",
+    "party",
+    "callerNumber",
+    "calleeNumber",
+    "accountId",
+    "userData",
+    "disposition",
+    "releaseDirection",
+    "hangupCause",
+    "sipCode",
 ];
 const HANGUP_ONLY: &[&str] = &["disposition", "releaseDirection", "hangupCause", "sipCode"];
 const PRIVACY_FIELDS: &[&str] = &[
-    "phoneNoX", "phoneNoA", "phoneNoB", "phoneNoE", "subscriptionId", "numberPoolNo",
-    "secretCallType", "callDisplayType", "calledDisplayNumber",
+    "phoneNoX",
+    "phoneNoA",
+    "phoneNoB",
+    "phoneNoE",
+    "subscriptionId",
+    "numberPoolNo",
+    "secretCallType",
+    "callDisplayType",
+    "calledDisplayNumber",
 ];
 /// Earliest plausible epoch ms (2001-09-09): anything smaller looks like seconds.
 const MIN_MS: i64 = 1_000_000_000_000;
@@ -64,14 +98,23 @@ fn common(obj: &Map<String, Value>, allowed: &[&str], errs: &mut Vec<String>) ->
         }
     }
     match obj.get("callId").and_then(Value::as_str) {
-        Some(id) if (1..=128).contains(&id.len()) && id.bytes().all(|b| (0x20..0x7f).contains(&b)) => {}
+        Some(id)
+            if (1..=128).contains(&id.len()) && id.bytes().all(|b| (0x20..0x7f).contains(&b)) => {}
         _ => errs.push("callId must be 1-128 printable ASCII".into()),
     }
     let service = obj.get("serviceType").and_then(Value::as_i64).unwrap_or(0);
     if service != 100 && service != 200 {
         errs.push("serviceType must be 100 or 200".into());
     }
-    for key in ["callerNumber", "calleeNumber", "accountId", "phoneNoX", "phoneNoA", "phoneNoB", "subscriptionId"] {
+    for key in [
+        "callerNumber",
+        "calleeNumber",
+        "accountId",
+        "phoneNoX",
+        "phoneNoA",
+        "phoneNoB",
+        "subscriptionId",
+    ] {
         string_1_64(obj, key, errs);
     }
     if let Some(u) = obj.get("userData") {
@@ -80,8 +123,18 @@ fn common(obj: &Map<String, Value>, allowed: &[&str], errs: &mut Vec<String>) ->
         }
     }
     one_of(obj, "party", &["CALLER", "CALLEE"], errs);
-    one_of(obj, "disposition", &["ANSWERED", "NO_ANSWER", "BUSY", "FAILED", "CANCELLED"], errs);
-    one_of(obj, "releaseDirection", &["CALLER", "CALLEE", "PLATFORM", "UNKNOWN"], errs);
+    one_of(
+        obj,
+        "disposition",
+        &["ANSWERED", "NO_ANSWER", "BUSY", "FAILED", "CANCELLED"],
+        errs,
+    );
+    one_of(
+        obj,
+        "releaseDirection",
+        &["CALLER", "CALLEE", "PLATFORM", "UNKNOWN"],
+        errs,
+    );
     int_in(obj, "hangupCause", 0, 127, errs);
     int_in(obj, "sipCode", 100, 699, errs);
     int_in(obj, "secretCallType", 10, 12, errs);
@@ -102,7 +155,15 @@ pub fn validate_cdr(value: &Value) -> Vec<String> {
     };
     let mut errs = Vec::new();
     let service = common(obj, CDR_FIELDS, &mut errs);
-    for key in ["callId", "serviceType", "callerNumber", "calleeNumber", "startTime", "endTime", "duration"] {
+    for key in [
+        "callId",
+        "serviceType",
+        "callerNumber",
+        "calleeNumber",
+        "startTime",
+        "endTime",
+        "duration",
+    ] {
         if !obj.contains_key(key) {
             errs.push(format!("{key} is required"));
         }
@@ -123,8 +184,17 @@ pub fn validate_cdr(value: &Value) -> Vec<String> {
     if chain.windows(2).any(|w| w[0] > w[1]) {
         errs.push("beginCallTime <= ringTime <= startTime violated".into());
     }
-    one_of(obj, "direction", &["INBOUND", "OUTBOUND", "INTERNAL"], &mut errs);
-    let (lo, hi) = if service == 200 { (201, 205) } else { (101, 105) };
+    one_of(
+        obj,
+        "direction",
+        &["INBOUND", "OUTBOUND", "INTERNAL"],
+        &mut errs,
+    );
+    let (lo, hi) = if service == 200 {
+        (201, 205)
+    } else {
+        (101, 105)
+    };
     int_in(obj, "subServiceType", lo, hi, &mut errs);
     if let Some(extra) = obj.get("extra") {
         if !extra.is_object() || extra.to_string().len() > 4096 {
@@ -132,7 +202,10 @@ pub fn validate_cdr(value: &Value) -> Vec<String> {
         }
     }
     if let Some(url) = obj.get("recordUrl") {
-        if !url.as_str().is_some_and(|u| u.starts_with("http://") || u.starts_with("https://")) {
+        if !url
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"))
+        {
             errs.push("recordUrl must be a URL".into());
         }
     }
@@ -146,7 +219,12 @@ pub fn validate_status(value: &Value) -> Vec<String> {
     };
     let mut errs = Vec::new();
     common(obj, STATUS_FIELDS, &mut errs);
-    one_of(obj, "status", &["DIALING", "RINGING", "ANSWERED", "HANGUP"], &mut errs);
+    one_of(
+        obj,
+        "status",
+        &["DIALING", "RINGING", "ANSWERED", "HANGUP"],
+        &mut errs,
+    );
     if ms(obj, "timestamp", &mut errs).is_none() {
         errs.push("timestamp is required".into());
     }

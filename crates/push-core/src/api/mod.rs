@@ -5,10 +5,12 @@ pub mod error;
 mod health;
 mod ingest;
 mod ops;
+mod security;
 
 use std::sync::Arc;
 
 use axum::{
+    middleware,
     routing::{get, post},
     Router,
 };
@@ -52,15 +54,26 @@ pub fn ingest_path(service: Service) -> &'static str {
     }
 }
 
-/// All routes of one program.
+/// All routes of one program. Ingest is behind the ingest guard (allowlist, rate limit, tokens)
+/// and the operations API behind the admin token; health and metrics stay open
+/// (see `security`).
 pub fn router(state: AppState) -> Router {
-    let ingest = Router::new().route(ingest_path(state.service), post(ingest::ingest));
+    let ingest = Router::new()
+        .route(ingest_path(state.service), post(ingest::ingest))
+        .route_layer(middleware::from_fn_with_state(
+            security::IngestGuard::from_settings(&state.settings),
+            security::ingest_guard,
+        ));
     let admin = Router::new()
         .route("/v1/deliveries", get(ops::list))
         .route("/v1/deliveries/redeliver", post(ops::redeliver_bulk))
         .route("/v1/deliveries/{id}", get(ops::get))
         .route("/v1/deliveries/{id}/redeliver", post(ops::redeliver_one))
-        .route("/v1/stats", get(ops::stats));
+        .route("/v1/stats", get(ops::stats))
+        .route_layer(middleware::from_fn_with_state(
+            security::AdminGuard::from_settings(&state.settings),
+            security::admin_guard,
+        ));
     let open = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -1,1 +1,162 @@
-//! (in progress)
+//! Delivery semantics (SPEC §4): retry schedule, persisted attempts, dead deliveries,
+//! timeouts, Retry-After, 410, subscriber isolation, graceful shutdown.
+
+use std::time::Duration;
+
+use push_core::{
+    testing::{eventually, seed_cdr, subscriber, test_settings, TestApp, TestReceiver},
+    Service,
+};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn delivery_of(app: &TestApp, state: &str) -> Value {
+    eventually(WAIT, &format!("a {state} delivery"), || async {
+        let (_, page) = app.get_json(&format!("/v1/deliveries?state={state}")).await;
+        page["items"].as_array().and_then(|items| items.first().cloned())
+    })
+    .await
+}
+
+fn millis_between(a: &push_core::testing::Received, b: &push_core::testing::Received) -> u128 {
+    b.at.duration_since(a.at).as_millis()
+}
+
+#[tokio::test]
+async fn retries_follow_the_configured_schedule_then_the_delivery_is_dead_and_kept() {
+    let receiver = TestReceiver::start().await;
+    receiver.answer(500);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path(), &receiver.url());
+    settings.retry.schedule = vec![Duration::from_millis(300), Duration::from_millis(600)];
+    let app = TestApp::spawn(Service::Cdr, settings).await;
+    assert_eq!(app.ingest(&seed_cdr("retry-1")).await.status(), 202);
+
+    let dead = delivery_of(&app, "dead").await;
+    let pushes = receiver.received();
+    assert_eq!(pushes.len(), 3, "1 attempt + 2 retries, then dead");
+    let attempts: Vec<_> = pushes.iter().map(|p| p.header("x-push-attempt").unwrap().to_string()).collect();
+    assert_eq!(attempts, ["1", "2", "3"]);
+    assert!(pushes.iter().all(|p| p.header("webhook-id") == pushes[0].header("webhook-id")));
+    assert!(pushes.iter().all(|p| p.body == pushes[0].body), "body bytes never change");
+    let (gap1, gap2) = (millis_between(&pushes[0], &pushes[1]), millis_between(&pushes[1], &pushes[2]));
+    assert!((300..1000).contains(&gap1), "first retry after ~300 ms, was {gap1} ms");
+    assert!((600..1300).contains(&gap2), "second retry after ~600 ms, was {gap2} ms");
+
+    assert_eq!(dead["attempts"], 3);
+    assert_eq!(dead["lastStatus"], 500);
+    assert_eq!(dead["nextAttemptAt"], Value::Null);
+    let (status, detail) = app.get_json(&format!("/v1/deliveries/{}", dead["id"])).await;
+    assert_eq!(status, 200);
+    let log = detail["attemptLog"].as_array().unwrap();
+    assert_eq!(log.len(), 3);
+    assert!(log.iter().all(|a| a["status"] == 500 && a["error"].as_str().unwrap().contains("HTTP 500")));
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_answer_slower_than_the_timeout_is_a_failure() {
+    let receiver = TestReceiver::start().await;
+    receiver.set_behavior(|r| match r.header("x-push-attempt") {
+        Some("1") => (200, Duration::from_millis(1500)),
+        _ => (200, Duration::ZERO),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path(), &receiver.url());
+    settings.delivery.timeout = Duration::from_millis(300);
+    let app = TestApp::spawn(Service::Cdr, settings).await;
+    app.ingest(&seed_cdr("slow-1")).await;
+
+    let delivered = delivery_of(&app, "delivered").await;
+    assert_eq!(delivered["attempts"], 2);
+    let (_, detail) = app.get_json(&format!("/v1/deliveries/{}", delivered["id"])).await;
+    let first = &detail["attemptLog"][0];
+    assert_eq!(first["status"], Value::Null);
+    assert!(first["error"].as_str().unwrap().contains("timeout"), "{first}");
+    assert!(first["latencyMs"].as_i64().unwrap() < 1000);
+    assert_eq!(detail["attemptLog"][1]["status"], 200);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_schedule_survives_a_restart() {
+    let receiver = TestReceiver::start().await;
+    receiver.answer(503);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path(), &receiver.url());
+    settings.retry.schedule = vec![Duration::from_millis(1500)];
+    let app = TestApp::spawn(Service::Cdr, settings.clone()).await;
+    app.ingest(&seed_cdr("restart-1")).await;
+    eventually(WAIT, "the first attempt recorded", || async {
+        let (_, page) = app.get_json("/v1/deliveries?state=pending").await;
+        (page["items"][0]["attempts"] == 1).then_some(())
+    })
+    .await;
+    app.stop().await.unwrap();
+
+    receiver.answer(200);
+    let app = TestApp::spawn(Service::Cdr, settings).await;
+    let pushes = receiver.wait_for_successes(1, WAIT).await;
+    assert_eq!(pushes.len(), 2);
+    assert_eq!(pushes[1].header("x-push-attempt"), Some("2"), "the attempt count was persisted");
+    let gap = millis_between(&pushes[0], &pushes[1]);
+    assert!(gap >= 1500, "the persisted due time was kept across the restart ({gap} ms)");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn retry_after_lengthens_the_wait_and_gone_kills_at_once() {
+    let receiver = TestReceiver::start().await;
+    receiver.set_behavior(|r| match (r.path.as_str(), r.header("x-push-attempt")) {
+        ("/gone/cdr", _) => (410, Duration::ZERO),
+        (_, Some("1")) => (429, Duration::ZERO),
+        _ => (200, Duration::ZERO),
+    });
+    receiver.set_retry_after(Some(1));
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path(), &receiver.url());
+    settings.subscribers.push(subscriber("gone", &format!("{}/gone", receiver.url())));
+    let app = TestApp::spawn(Service::Cdr, settings).await;
+    app.ingest(&seed_cdr("ra-1")).await;
+
+    let pushes = receiver.wait_for_successes(1, WAIT).await;
+    let demo: Vec<_> = pushes.iter().filter(|p| p.path == "/cdr").collect();
+    assert_eq!(demo.len(), 2);
+    let gap = millis_between(demo[0], demo[1]);
+    assert!(gap >= 1000, "Retry-After: 1 beats the 50 ms schedule ({gap} ms)");
+
+    let (_, dead) = app.get_json("/v1/deliveries?state=dead&subscriber=gone").await;
+    assert_eq!(dead["items"][0]["attempts"], 1, "410 Gone is dead after one attempt");
+    assert_eq!(receiver.received().iter().filter(|p| p.path == "/gone/cdr").count(), 1);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stuck_subscriber_does_not_delay_a_healthy_one() {
+    let receiver = TestReceiver::start().await;
+    receiver.set_behavior(|r| match r.path.as_str() {
+        "/stuck/cdr" => (200, Duration::from_secs(5)),
+        _ => (200, Duration::ZERO),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path(), &receiver.url());
+    settings.subscribers.insert(0, subscriber("stuck", &format!("{}/stuck", receiver.url())));
+    settings.delivery.timeout = Duration::from_secs(4);
+    settings.delivery.max_in_flight = 16;
+    settings.delivery.max_in_flight_per_subscriber = 8;
+    settings.delivery.shutdown_grace = Duration::from_millis(100);
+    let app = TestApp::spawn(Service::Cdr, settings).await;
+    let batch: Vec<Value> = (0..200).map(|i| seed_cdr(&format!("iso-{i}"))).collect();
+    let started = std::time::Instant::now();
+    assert_eq!(app.ingest(&Value::Array(batch)).await.status(), 202);
+
+    let healthy = receiver.wait_for_successes(200, WAIT).await;
+    let elapsed = started.elapsed();
+    assert_eq!(healthy.iter().filter(|p| p.path == "/cdr").count(), 200);
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "all 200 healthy deliveries landed in {elapsed:?}, before any stuck attempt could even time out (4 s)"
+    );
+    app.stop().await.unwrap();
+}
