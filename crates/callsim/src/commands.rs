@@ -115,12 +115,12 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     for i in 0..args.count {
         let begin = start + (i as f64 * args.interval * 1000.0) as i64;
         for post in generator.next_call(begin).posts {
-            let wanted = match (&post.payload, args.kind) {
-                (_, RecordKind::All) => true,
-                (Payload::Status(_), RecordKind::Status) => true,
-                (Payload::Cdr(_), RecordKind::Cdr) => true,
-                _ => false,
-            };
+            let wanted = matches!(
+                (&post.payload, args.kind),
+                (_, RecordKind::All)
+                    | (Payload::Status(_), RecordKind::Status)
+                    | (Payload::Cdr(_), RecordKind::Cdr)
+            );
             if wanted {
                 writeln!(out, "{}", post.payload.to_json())?;
             }

@@ -20,6 +20,9 @@ use serde_json::Value;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+mod program;
+
+pub use self::program::{write_config, Program};
 use crate::{
     clock::SystemClock,
     config::{Service, Settings, Subscriber},
