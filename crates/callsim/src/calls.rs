@@ -141,12 +141,13 @@ impl CallsDriver {
         let started = Instant::now();
         let mut tasks = JoinSet::new();
         self.schedule(&stop, &mut tasks).await;
+        let starting = started.elapsed();
         while let Some(joined) = tasks.join_next().await {
             if let Err(e) = joined {
                 eprintln!("callsim: a call task failed: {e}");
             }
         }
-        self.stats.summary(started.elapsed())
+        self.stats.summary(starting, started.elapsed())
     }
 
     /// Starts calls at the configured rate until the limit or `stop`.

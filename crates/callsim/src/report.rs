@@ -48,15 +48,17 @@ fn kind_row(name: &str, k: &KindSummary) -> Vec<String> {
 
 /// The end-of-run summary of `callsim calls`.
 pub fn calls_report(s: &CallsSummary) -> String {
-    let secs = s.elapsed.as_secs_f64();
-    let rate = if secs > 0.0 {
-        s.calls as f64 / secs
+    let starting = s.starting.as_secs_f64();
+    let rate = if starting > 0.0 {
+        s.calls as f64 / starting
     } else {
         0.0
     };
     let mut out = format!(
-        "calls: {} started, {} finished in {secs:.1} s ({rate:.1} calls/s)\n",
-        s.calls, s.calls_finished
+        "calls: {} started in {starting:.1} s ({rate:.1} calls/s), {} finished after {:.1} s\n",
+        s.calls,
+        s.calls_finished,
+        s.elapsed.as_secs_f64()
     );
     let scenarios: Vec<String> = s
         .scenarios

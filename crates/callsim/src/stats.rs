@@ -129,8 +129,9 @@ impl LiveStats {
         }
     }
 
-    /// The final summary of the run.
-    pub fn summary(&self, elapsed: Duration) -> CallsSummary {
+    /// The final summary of a run that started calls for `starting` and ended after
+    /// `elapsed`.
+    pub fn summary(&self, starting: Duration, elapsed: Duration) -> CallsSummary {
         let scenarios = Disposition::ALL
             .iter()
             .map(|d| {
@@ -149,6 +150,7 @@ impl LiveStats {
             status: self.status.snapshot(),
             cdr: self.cdr.snapshot(),
             latency: LatencySummary::from_micros(&mut latencies),
+            starting,
             elapsed,
             samples: self.samples.lock().expect("sample lock").clone(),
         }
@@ -232,7 +234,10 @@ pub struct CallsSummary {
     pub cdr: KindSummary,
     /// Ingest latency over all posts.
     pub latency: LatencySummary,
-    /// Wall time of the run.
+    /// Wall time spent starting calls (the rate applies to this).
+    #[serde(serialize_with = "secs")]
+    pub starting: Duration,
+    /// Wall time of the whole run, until the last call ended.
     #[serde(serialize_with = "secs")]
     pub elapsed: Duration,
     /// The first few rejections and errors, verbatim.

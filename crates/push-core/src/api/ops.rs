@@ -140,7 +140,14 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         let entry = subscribers.entry(row.subscriber).or_insert_with(|| json!({"pending": 0, "delivered": 0, "dead": 0}));
         entry[row.state.as_str()] = json!(row.count);
     }
-    Ok(Json(json!({"subscribers": subscribers})))
+    let w = state.outbox.writer_stats();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let outbox = json!({
+        "transactions": load(&w.transactions),
+        "ingestRequests": load(&w.ingests),
+        "claims": load(&w.claims),
+    });
+    Ok(Json(json!({"subscribers": subscribers, "outbox": outbox})))
 }
 
 /// `GET /metrics`: Prometheus text.

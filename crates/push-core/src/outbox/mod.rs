@@ -10,7 +10,7 @@
 mod read;
 mod writer;
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use sqlx::{
@@ -20,6 +20,7 @@ use sqlx::{
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::read::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, StatsRow};
+pub use self::writer::WriterStats;
 use self::writer::Command;
 use crate::{config::Service, schema::ValidEvent};
 
@@ -143,6 +144,7 @@ pub struct RedeliverFilter {
 pub struct Outbox {
     commands: mpsc::Sender<Command>,
     readers: SqlitePool,
+    stats: Arc<WriterStats>,
 }
 
 impl Outbox {
@@ -159,8 +161,9 @@ impl Outbox {
             .await
             .context("opening reader connections")?;
         let (commands, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(writer::run(conn, rx, service == Service::Status));
-        Ok((Outbox { commands, readers }, task))
+        let stats = Arc::new(WriterStats::default());
+        let task = tokio::spawn(writer::run(conn, rx, service == Service::Status, stats.clone()));
+        Ok((Outbox { commands, readers, stats }, task))
     }
 
     /// Stores events; returns only after the commit.
@@ -192,6 +195,11 @@ impl Outbox {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.map_err(|_| anyhow::anyhow!("the outbox writer has stopped"))?;
         rx.await.map_err(|_| anyhow::anyhow!("the outbox writer has stopped"))?
+    }
+
+    /// The writer's counters (transactions, ingests, claims).
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// True while the writer runs and a reader can query the file.

@@ -1,5 +1,10 @@
 //! The single writer: group commit of ingest, claims, results and redeliveries.
 
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
 use sqlx::{Connection as _, Row as _, SqliteConnection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -12,6 +17,28 @@ type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
 
 /// Commands applied in one transaction at most.
 const MAX_GROUP: usize = 512;
+
+/// Counters of the writer's work: how well group commit batches, how often the delivery loop
+/// asks for work. Read by `/v1/stats`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed (one fsync each).
+    pub transactions: AtomicU64,
+    /// Ingest requests stored.
+    pub ingests: AtomicU64,
+    /// Claims made by the delivery loop.
+    pub claims: AtomicU64,
+}
+
+impl WriterStats {
+    fn count(&self, group: &[Command]) {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        let ingests = group.iter().filter(|c| matches!(c, Command::Ingest { .. })).count() as u64;
+        let claims = group.iter().filter(|c| matches!(c, Command::Claim { .. })).count() as u64;
+        self.ingests.fetch_add(ingests, Ordering::Relaxed);
+        self.claims.fetch_add(claims, Ordering::Relaxed);
+    }
+}
 
 /// A request to the writer.
 pub(super) enum Command {
@@ -37,9 +64,10 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<T>) -> Fini
 
 /// The writer loop: takes every waiting command, applies them in one transaction, commits
 /// once, then answers them all. `ordered` turns on per-call chains (status-pusher).
-pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>, ordered: bool) {
+pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>, ordered: bool, stats: Arc<WriterStats>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        stats.count(&group);
         let finishes = apply_group(&mut conn, group.drain(..), ordered).await;
         match finishes {
             Ok((finishes, commit)) => finishes.into_iter().for_each(|f| f(commit.clone())),

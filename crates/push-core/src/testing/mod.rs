@@ -11,7 +11,7 @@ use std::{
 
 use axum::{
     body::Bytes,
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{HeaderMap, StatusCode, Uri},
     response::{IntoResponse, Response},
     Router,
@@ -58,6 +58,8 @@ pub struct Received {
     pub at: Instant,
     /// The status it was answered with.
     pub answered: u16,
+    /// The sender's address: one per TCP connection.
+    pub peer: SocketAddr,
 }
 
 impl Received {
@@ -106,7 +108,7 @@ impl TestReceiver {
         };
         let app = Router::new().fallback(receive).with_state(state.clone());
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
         });
         TestReceiver { addr, state, task }
     }
@@ -157,8 +159,14 @@ impl Drop for TestReceiver {
     }
 }
 
-async fn receive(State(state): State<ReceiverState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let mut received = Received { path: uri.path().to_string(), headers, body, at: Instant::now(), answered: 0 };
+async fn receive(
+    State(state): State<ReceiverState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut received = Received { path: uri.path().to_string(), headers, body, at: Instant::now(), answered: 0, peer };
     let behavior = state.behavior.lock().unwrap().clone();
     let (status, delay) = behavior(&received);
     if !delay.is_zero() {

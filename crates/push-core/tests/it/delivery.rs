@@ -160,3 +160,48 @@ async fn a_stuck_subscriber_does_not_delay_a_healthy_one() {
     );
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn concurrent_ingest_requests_share_commits() {
+    let receiver = TestReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(Service::Cdr, test_settings(dir.path(), &receiver.url())).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (client, url) = (app.client.clone(), format!("{}/v1/cdrs", app.url));
+        tasks.spawn(async move { client.post(url).json(&seed_cdr(&format!("gc-{i}"))).send().await.unwrap().status() });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 202);
+    }
+    let (_, stats) = app.get_json("/v1/stats").await;
+    let (transactions, ingests) = (stats["outbox"]["transactions"].as_u64().unwrap(), stats["outbox"]["ingestRequests"].as_u64().unwrap());
+    assert_eq!(ingests, 200);
+    assert!(transactions < 200 + stats["outbox"]["claims"].as_u64().unwrap(), "{stats}");
+    assert!(transactions < 150, "200 concurrent requests (plus claims and results) shared commits: {stats}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_loop_does_not_poll_and_connections_are_reused() {
+    let receiver = TestReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path(), &receiver.url());
+    settings.delivery.max_in_flight_per_subscriber = 4;
+    let app = TestApp::spawn(Service::Cdr, settings).await;
+    for i in 0..40 {
+        assert_eq!(app.ingest(&seed_cdr(&format!("reuse-{i}"))).await.status(), 202);
+    }
+    let pushes = receiver.wait_for_successes(40, WAIT).await;
+    let peers: std::collections::HashSet<_> = pushes.iter().map(|p| p.peer).collect();
+    assert!(peers.len() <= 4, "40 pushes over at most 4 kept-alive connections, saw {}", peers.len());
+
+    let claims = |stats: &Value| stats["outbox"]["claims"].as_u64().unwrap();
+    let (_, before) = app.get_json("/v1/stats").await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // observing an absence needs a window
+    let (_, after) = app.get_json("/v1/stats").await;
+    assert!(claims(&after) - claims(&before) <= 1, "idle loop claimed {} times in 500 ms", claims(&after) - claims(&before));
+    assert_eq!(app.ingest(&seed_cdr("reuse-wake")).await.status(), 202);
+    receiver.wait_for_successes(41, WAIT).await;
+    app.stop().await.unwrap();
+}
