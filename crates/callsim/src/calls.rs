@@ -212,8 +212,7 @@ impl PlayCall {
                 _ = self.stop.cancelled() => {}
             }
             if let Some((kind, outcome, latency)) = self.client.post(&post.payload).await {
-                self.stats
-                    .record(kind, &describe(&post.payload), &outcome, latency);
+                self.stats.record(kind, &describe(&post.payload), &outcome, latency);
             }
         }
         self.stats.calls_finished.fetch_add(1, Relaxed);
@@ -222,10 +221,7 @@ impl PlayCall {
 
 /// A short name of a record for rejection samples: `status sim-000001/CALLER HANGUP`.
 fn describe(payload: &Payload) -> String {
-    let party = payload
-        .party()
-        .map(|p| format!("/{}", p.as_str()))
-        .unwrap_or_default();
+    let party = payload.party().map(|p| format!("/{}", p.as_str())).unwrap_or_default();
     match payload {
         Payload::Status(s) => {
             format!("status {}{party} {}", payload.call_id(), s.status.as_str())

@@ -68,10 +68,7 @@ impl GenArgs {
             scenario_mix: self.scenario_mix.clone(),
             accounts: self.accounts.clone(),
             callback_share: self.callback_share,
-            call_id_prefix: self
-                .call_id_prefix
-                .clone()
-                .unwrap_or_else(|| format!("sim{start_ms}-")),
+            call_id_prefix: self.call_id_prefix.clone().unwrap_or_else(|| format!("sim{start_ms}-")),
         }
     }
 }

@@ -117,9 +117,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         for post in generator.next_call(begin).posts {
             let wanted = matches!(
                 (&post.payload, args.kind),
-                (_, RecordKind::All)
-                    | (Payload::Status(_), RecordKind::Status)
-                    | (Payload::Cdr(_), RecordKind::Cdr)
+                (_, RecordKind::All) | (Payload::Status(_), RecordKind::Status) | (Payload::Cdr(_), RecordKind::Cdr)
             );
             if wanted {
                 writeln!(out, "{}", post.payload.to_json())?;

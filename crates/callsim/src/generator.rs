@@ -6,9 +6,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::mix::{default_scenario_mix, default_service_mix, Mix};
 use crate::model::{
-    Call, CallCommon, Cdr, Direction, Disposition, Party, Payload, Privacy, ScheduledPost, Status,
-    StatusEvent, SECRET_A_CALLS_B, SECRET_B_CALLS_A, SERVICE_PRIVACY, SUB_AXB, SUB_DUAL_CALL,
-    SUB_SIP,
+    Call, CallCommon, Cdr, Direction, Disposition, Party, Payload, Privacy, ScheduledPost, Status, StatusEvent,
+    SECRET_A_CALLS_B, SECRET_B_CALLS_A, SERVICE_PRIVACY, SUB_AXB, SUB_DUAL_CALL, SUB_SIP,
 };
 use crate::numbers;
 use crate::timeline::{plan_callback, plan_leg, CallbackParties, LegPlan};
@@ -50,11 +49,7 @@ impl GenConfig {
                 "call id prefix `{p}` must be at most 100 printable ASCII characters"
             ));
         }
-        if let Some(bad) = self
-            .accounts
-            .iter()
-            .find(|a| a.is_empty() || a.chars().count() > 64)
-        {
+        if let Some(bad) = self.accounts.iter().find(|a| a.is_empty() || a.chars().count() > 64) {
             return Err(format!("account id `{bad}` must be 1-64 characters"));
         }
         if !(0.0..=1.0).contains(&self.callback_share) {
@@ -154,12 +149,7 @@ impl CallGenerator {
     }
 
     /// The status events and the CDR of one leg.
-    fn leg_records(
-        &mut self,
-        common: &CallCommon,
-        shape: &Shape,
-        leg: &LegPlan,
-    ) -> (Vec<StatusEvent>, Cdr) {
+    fn leg_records(&mut self, common: &CallCommon, shape: &Shape, leg: &LegPlan) -> (Vec<StatusEvent>, Cdr) {
         let steps = [
             (Status::Dialing, Some(leg.dial)),
             (Status::Ringing, leg.ring),
@@ -229,12 +219,7 @@ struct Shape {
 }
 
 impl Shape {
-    fn new(
-        sub: u16,
-        direction: Option<Direction>,
-        privacy: Option<Privacy>,
-        legs: Vec<LegPlan>,
-    ) -> Self {
+    fn new(sub: u16, direction: Option<Direction>, privacy: Option<Privacy>, legs: Vec<LegPlan>) -> Self {
         Self {
             sub_service_type: sub,
             direction,

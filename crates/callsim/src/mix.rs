@@ -60,10 +60,7 @@ impl<T: Copy + PartialEq> Mix<T> {
 }
 
 /// Parses `key=weight,key=weight` with `parse_key` for the keys.
-fn parse_pairs<T: Copy + PartialEq>(
-    text: &str,
-    parse_key: impl Fn(&str) -> Option<T>,
-) -> Result<Mix<T>, String> {
+fn parse_pairs<T: Copy + PartialEq>(text: &str, parse_key: impl Fn(&str) -> Option<T>) -> Result<Mix<T>, String> {
     let mut items = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, weight) = part
@@ -99,8 +96,7 @@ pub fn default_service_mix() -> Mix<u16> {
 
 /// The default scenario mix, roughly what a carrier sees.
 pub fn default_scenario_mix() -> Mix<Disposition> {
-    parse_scenario_mix("answered=0.6,no_answer=0.15,busy=0.1,failed=0.05,cancelled=0.1")
-        .expect("valid default")
+    parse_scenario_mix("answered=0.6,no_answer=0.15,busy=0.1,failed=0.05,cancelled=0.1").expect("valid default")
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@ use rand::Rng;
 
 /// Mobile prefixes actually in use (second and third digit after the leading 1).
 const MOBILE_PREFIXES: [&str; 16] = [
-    "130", "131", "132", "135", "136", "138", "139", "150", "152", "158", "166", "177", "180",
-    "186", "189", "199",
+    "130", "131", "132", "135", "136", "138", "139", "150", "152", "158", "166", "177", "180", "186", "189", "199",
 ];
 
 /// Area codes (without the trunk `0`) and the local number length used there.

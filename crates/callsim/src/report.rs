@@ -49,34 +49,19 @@ fn kind_row(name: &str, k: &KindSummary) -> Vec<String> {
 /// The end-of-run summary of `callsim calls`.
 pub fn calls_report(s: &CallsSummary) -> String {
     let starting = s.starting.as_secs_f64();
-    let rate = if starting > 0.0 {
-        s.calls as f64 / starting
-    } else {
-        0.0
-    };
+    let rate = if starting > 0.0 { s.calls as f64 / starting } else { 0.0 };
     let mut out = format!(
         "calls: {} started in {starting:.1} s ({rate:.1} calls/s), {} finished after {:.1} s\n",
         s.calls,
         s.calls_finished,
         s.elapsed.as_secs_f64()
     );
-    let scenarios: Vec<String> = s
-        .scenarios
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
+    let scenarios: Vec<String> = s.scenarios.iter().map(|(k, v)| format!("{k} {v}")).collect();
     if !scenarios.is_empty() {
         out.push_str(&format!("scenarios: {}\n", scenarios.join(", ")));
     }
     out.push('\n');
-    let headers = [
-        "posted",
-        "sent",
-        "accepted",
-        "rejected",
-        "duplicates",
-        "errors",
-    ];
+    let headers = ["posted", "sent", "accepted", "rejected", "duplicates", "errors"];
     let rows = vec![
         kind_row("status events", &s.status),
         kind_row("CDRs", &s.cdr),
@@ -138,14 +123,7 @@ mod tests {
         s.status.sent = 3;
         s.cdr.rejected = 1;
         let text = calls_report(&s);
-        for word in [
-            "sent",
-            "accepted",
-            "rejected",
-            "duplicates",
-            "errors",
-            "total",
-        ] {
+        for word in ["sent", "accepted", "rejected", "duplicates", "errors", "total"] {
             assert!(text.contains(word), "{text}");
         }
         assert!(receiver_report(&ReceiverStats::default()).contains("order violations"));

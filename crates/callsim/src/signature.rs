@@ -110,16 +110,9 @@ impl WebhookSecret {
         tolerance_secs: i64,
     ) -> Result<(), SignatureError> {
         let id = headers.id.ok_or(SignatureError::Missing("webhook-id"))?;
-        let ts = headers
-            .timestamp
-            .ok_or(SignatureError::Missing("webhook-timestamp"))?;
-        let sig = headers
-            .signature
-            .ok_or(SignatureError::Missing("webhook-signature"))?;
-        let ts_secs: i64 = ts
-            .trim()
-            .parse()
-            .map_err(|_| SignatureError::BadTimestamp)?;
+        let ts = headers.timestamp.ok_or(SignatureError::Missing("webhook-timestamp"))?;
+        let sig = headers.signature.ok_or(SignatureError::Missing("webhook-signature"))?;
+        let ts_secs: i64 = ts.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
         let skew_secs = ts_secs - now_secs;
         if skew_secs.abs() > tolerance_secs {
             return Err(SignatureError::Stale { skew_secs });

@@ -134,12 +134,7 @@ impl LiveStats {
     pub fn summary(&self, starting: Duration, elapsed: Duration) -> CallsSummary {
         let scenarios = Disposition::ALL
             .iter()
-            .map(|d| {
-                (
-                    d.cli_name().to_string(),
-                    self.scenarios[d.index()].load(Relaxed),
-                )
-            })
+            .map(|d| (d.cli_name().to_string(), self.scenarios[d.index()].load(Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect();
         let mut latencies = self.latencies_us.lock().expect("latency lock").clone();

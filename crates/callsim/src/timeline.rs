@@ -110,12 +110,7 @@ pub fn plan_leg<R: Rng + ?Sized>(rng: &mut R, outcome: Disposition, dial: i64) -
                 ReleaseDirection::Callee
             };
             let hangup = answer + talk_ms(rng);
-            (
-                Some(ring_at),
-                Some(answer),
-                hangup,
-                release(outcome, dir, 16, 200),
-            )
+            (Some(ring_at), Some(answer), hangup, release(outcome, dir, 16, 200))
         }
         Disposition::NoAnswer => {
             let hangup = ring_at + rng.random_range(15_000..=MAX_RING_MS);
@@ -197,8 +192,7 @@ pub fn plan_callback<R: Rng + ?Sized>(
     parties: CallbackParties,
 ) -> Vec<LegPlan> {
     let CallbackParties { platform, a, b } = parties;
-    let a_leg_fails =
-        !matches!(outcome, Disposition::Answered | Disposition::Cancelled) && rng.random_bool(0.5);
+    let a_leg_fails = !matches!(outcome, Disposition::Answered | Disposition::Cancelled) && rng.random_bool(0.5);
     if a_leg_fails {
         let times = plan_leg(rng, outcome, dial);
         return vec![times.into_leg(Some(Party::Caller), platform, a)];

@@ -40,10 +40,7 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
 fn by_leg(received: &[Received]) -> HashMap<(String, String), Vec<Received>> {
     let mut legs: HashMap<(String, String), Vec<Received>> = HashMap::new();
     for r in received {
-        let key = (
-            text(&r.body, "callId").to_string(),
-            text(&r.body, "party").to_string(),
-        );
+        let key = (text(&r.body, "callId").to_string(), text(&r.body, "party").to_string());
         legs.entry(key).or_default().push(r.clone());
     }
     legs
@@ -71,15 +68,11 @@ fn check_leg(posts: &[Received], call_first: &Received) {
     assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{names:?}");
     assert_eq!(&names[names.len() - 2..], ["HANGUP", "CDR"], "{names:?}");
     let hangup = &posts[posts.len() - 2];
-    let sim_ms =
-        hangup.body["timestamp"].as_i64().unwrap() - call_first.body["timestamp"].as_i64().unwrap();
+    let sim_ms = hangup.body["timestamp"].as_i64().unwrap() - call_first.body["timestamp"].as_i64().unwrap();
     let wall = hangup.at.duration_since(call_first.at);
     let min_wall = Duration::from_secs_f64(sim_ms as f64 / 1000.0 / SPEED);
     // Slack for the latency of the call's first post, which starts the clock.
-    assert!(
-        wall + Duration::from_millis(20) >= min_wall,
-        "{wall:?} < {min_wall:?}"
-    );
+    assert!(wall + Duration::from_millis(20) >= min_wall, "{wall:?} < {min_wall:?}");
 }
 
 #[tokio::test]
@@ -93,10 +86,7 @@ async fn posts_every_call_in_order_and_counts_match() {
     let received = sink.received();
     assert_eq!(summary.calls, 40);
     assert_eq!(summary.calls_finished, 40);
-    let statuses = received
-        .iter()
-        .filter(|r| r.path == "/v1/status-events")
-        .count() as u64;
+    let statuses = received.iter().filter(|r| r.path == "/v1/status-events").count() as u64;
     let cdrs = received.iter().filter(|r| r.path == "/v1/cdrs").count() as u64;
     assert_eq!(summary.status.sent, statuses);
     assert_eq!(summary.status.accepted, statuses);
@@ -118,15 +108,9 @@ async fn posts_every_call_in_order_and_counts_match() {
         assert!(errs.is_empty(), "{}: {errs:?}", r.body);
     }
     let legs = by_leg(&received);
-    assert!(
-        legs.keys().any(|(_, party)| party == "CALLEE"),
-        "two-leg calls present"
-    );
+    assert!(legs.keys().any(|(_, party)| party == "CALLEE"), "two-leg calls present");
     for ((call, _), posts) in &legs {
-        let first = received
-            .iter()
-            .find(|r| text(&r.body, "callId") == call)
-            .unwrap();
+        let first = received.iter().find(|r| text(&r.body, "callId") == call).unwrap();
         check_leg(posts, first);
     }
     assert!(summary.elapsed >= Duration::from_secs_f64(39.0 / 100.0));
@@ -149,14 +133,10 @@ async fn speed_compresses_call_time() {
     for ((call, _), posts) in by_leg(&sink.received()) {
         let (first, hangup) = (&posts[0], &posts[posts.len() - 2]);
         assert_eq!(text(&hangup.body, "status"), "HANGUP", "{call}");
-        let sim_ms =
-            hangup.body["timestamp"].as_i64().unwrap() - first.body["timestamp"].as_i64().unwrap();
+        let sim_ms = hangup.body["timestamp"].as_i64().unwrap() - first.body["timestamp"].as_i64().unwrap();
         let expected = Duration::from_secs_f64(sim_ms as f64 / 1000.0 / speed);
         let wall = hangup.at.duration_since(first.at);
-        assert!(
-            wall + Duration::from_millis(20) >= expected,
-            "{wall:?} vs {expected:?}"
-        );
+        assert!(wall + Duration::from_millis(20) >= expected, "{wall:?} vs {expected:?}");
         assert!(
             wall <= expected + Duration::from_millis(500),
             "{wall:?} vs {expected:?}"
@@ -208,10 +188,7 @@ async fn an_omitted_url_skips_that_pusher() {
     };
     let summary = run_calls(opts).await.unwrap();
     assert_eq!(summary.cdr.sent, 0);
-    assert!(sink
-        .received()
-        .iter()
-        .all(|r| r.path == "/v1/status-events"));
+    assert!(sink.received().iter().all(|r| r.path == "/v1/status-events"));
     assert_eq!(summary.status.accepted, summary.status.sent);
 }
 
@@ -233,10 +210,7 @@ async fn stopping_finishes_calls_in_flight_at_once() {
         async move { driver.run(stop).await }
     });
     let started = poll_until(Duration::from_secs(5), || {
-        stats
-            .calls_started
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 5
+        stats.calls_started.load(std::sync::atomic::Ordering::Relaxed) >= 5
     })
     .await;
     assert!(started);

@@ -32,10 +32,7 @@ fn generate_is_valid_and_reproducible() {
     let (ok, first) = run(&args);
     assert!(ok);
     assert_eq!(first, run(&args).1, "same seed, same output");
-    let lines: Vec<Value> = first
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Value> = first.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(lines.len() > 150);
     for v in &lines {
         let errs = if v.get("status").is_some() {
@@ -47,10 +44,7 @@ fn generate_is_valid_and_reproducible() {
     }
     let (_, cdrs) = run(&["generate", "--count", "5", "--kind", "cdr", "--seed", "1"]);
     assert!(cdrs.lines().all(|l| l.contains("\"endTime\"")));
-    assert!(
-        !run(&["generate", "--service-mix", "300=1"]).0,
-        "bad mix refused"
-    );
+    assert!(!run(&["generate", "--service-mix", "300=1"]).0, "bad mix refused");
 }
 
 #[tokio::test]
@@ -73,11 +67,7 @@ async fn calls_prints_the_summary_table() {
         "3",
         "--quiet",
     ];
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
-        .output()
-        .await
-        .unwrap();
+    let out = tokio::process::Command::new(BIN).args(args).output().await.unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("calls: 4 started"), "{text}");
@@ -91,11 +81,7 @@ async fn calls_prints_the_summary_table() {
         .split_whitespace()
         .collect();
     let posted = sink.received().len().to_string();
-    assert_eq!(
-        total[1..3],
-        [posted.as_str(), posted.as_str()],
-        "sent and accepted"
-    );
+    assert_eq!(total[1..3], [posted.as_str(), posted.as_str()], "sent and accepted");
 }
 
 /// Waits (bounded) until the child exits.
@@ -149,12 +135,7 @@ async fn receive_prints_a_summary_and_exits_0_on_sigterm() {
     let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}");
     let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
     assert!(stdout.contains("status c1 #0 DIALING id=e1"), "{stdout}");
     assert!(stdout.contains("receiver summary"), "{stdout}");
     let pushes = stdout.lines().find(|l| l.starts_with("pushes")).unwrap();

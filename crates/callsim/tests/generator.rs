@@ -26,9 +26,7 @@ fn config() -> GenConfig {
 
 fn generate(config: GenConfig, seed: u64, n: usize) -> Vec<Call> {
     let mut generator = CallGenerator::new(config, seed);
-    (0..n)
-        .map(|i| generator.next_call(BASE_MS + i as i64 * 200))
-        .collect()
+    (0..n).map(|i| generator.next_call(BASE_MS + i as i64 * 200)).collect()
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -138,11 +136,7 @@ fn check_leg(statuses: &[Value], cdrs: &[Value]) {
 fn check_outcome(cdr: &Value, names: &[&str]) {
     let answered = names.contains(&"ANSWERED");
     let rang = names.contains(&"RINGING");
-    let (cause, sip, dir) = (
-        n(cdr, "hangupCause"),
-        n(cdr, "sipCode"),
-        s(cdr, "releaseDirection"),
-    );
+    let (cause, sip, dir) = (n(cdr, "hangupCause"), n(cdr, "sipCode"), s(cdr, "releaseDirection"));
     match s(cdr, "disposition") {
         "ANSWERED" => {
             assert!(answered && cause == 16 && sip == 200);
@@ -213,20 +207,13 @@ fn callback_calls_have_two_parties() {
         }
         assert_eq!(call.service_type, 100);
         let legs = legs(&call);
-        assert!(
-            !legs.contains_key(""),
-            "every record of a callback has a party"
-        );
+        assert!(!legs.contains_key(""), "every record of a callback has a party");
         let caller = &legs["CALLER"];
         if let Some(callee) = legs.get("CALLEE") {
             two_leg += 1;
             let a = s(&caller.1[0], "calleeNumber");
             assert_eq!(s(&callee.1[0], "callerNumber"), a, "B sees A's number");
-            assert_eq!(
-                s(&caller.1[0], "disposition"),
-                "ANSWERED",
-                "A took the callback"
-            );
+            assert_eq!(s(&caller.1[0], "disposition"), "ANSWERED", "A took the callback");
             let a_answer = n(&caller.1[0], "startTime");
             assert!(
                 n(&callee.1[0], "beginCallTime") > a_answer,
@@ -264,26 +251,19 @@ fn mixes_are_honoured_and_ids_unique() {
     assert_eq!(ids.len(), calls.len());
     let privacy = calls.iter().filter(|c| c.service_type == 200).count();
     assert!((1_800..2_200).contains(&privacy), "{privacy}");
-    let busy = calls
-        .iter()
-        .filter(|c| c.scenario.cli_name() == "busy")
-        .count();
+    let busy = calls.iter().filter(|c| c.scenario.cli_name() == "busy").count();
     assert!((1_800..2_200).contains(&busy), "{busy}");
     let mut accounts = HashSet::new();
     for call in &calls {
         let v = call.posts[0].payload.to_json();
         accounts.insert(s(&v, "accountId").to_string());
     }
-    assert_eq!(
-        accounts,
-        HashSet::from(["acc1".to_string(), "acc2".to_string()])
-    );
+    assert_eq!(accounts, HashSet::from(["acc1".to_string(), "acc2".to_string()]));
 }
 
 #[test]
 fn phone_numbers_are_realistic() {
-    let mobile =
-        |x: &str| x.len() == 11 && x.starts_with('1') && (b'3'..=b'9').contains(&x.as_bytes()[1]);
+    let mobile = |x: &str| x.len() == 11 && x.starts_with('1') && (b'3'..=b'9').contains(&x.as_bytes()[1]);
     let fixed = |x: &str| x.starts_with('0') && (10..=12).contains(&x.len());
     let platform = |x: &str| x.starts_with("400") && x.len() == 10;
     for call in generate(config(), 5, 2_000) {
@@ -292,10 +272,7 @@ fn phone_numbers_are_realistic() {
             for key in ["callerNumber", "calleeNumber"] {
                 let number = s(&v, key);
                 assert!(number.bytes().all(|b| b.is_ascii_digit()), "{number}");
-                assert!(
-                    mobile(number) || fixed(number) || platform(number),
-                    "{number}"
-                );
+                assert!(mobile(number) || fixed(number) || platform(number), "{number}");
             }
         }
     }

@@ -23,13 +23,7 @@ fn status_body(call: &str, seq: u64, status: &str) -> String {
 }
 
 /// Posts `body` like a pusher would; signs it when `secret` is given. Returns the status.
-async fn push(
-    url: &str,
-    id: &str,
-    body: &str,
-    secret: Option<&WebhookSecret>,
-    attempt: u32,
-) -> u16 {
+async fn push(url: &str, id: &str, body: &str, secret: Option<&WebhookSecret>, attempt: u32) -> u16 {
     let ts = now_ms() / 1000;
     let mut request = reqwest::Client::new()
         .post(url)
@@ -65,60 +59,25 @@ async fn checks_signatures_duplicates_and_order_and_writes_jsonl() {
     let key = WebhookSecret::parse(SECRET).unwrap();
     let status = rx.url("/status");
     assert_eq!(
-        push(
-            &status,
-            "e0",
-            &status_body("c1", 0, "DIALING"),
-            Some(&key),
-            1
-        )
-        .await,
+        push(&status, "e0", &status_body("c1", 0, "DIALING"), Some(&key), 1).await,
         200
     );
     assert_eq!(
-        push(
-            &status,
-            "e1",
-            &status_body("c1", 1, "RINGING"),
-            Some(&key),
-            1
-        )
-        .await,
+        push(&status, "e1", &status_body("c1", 1, "RINGING"), Some(&key), 1).await,
         200
     );
     assert_eq!(
-        push(
-            &status,
-            "e1",
-            &status_body("c1", 1, "RINGING"),
-            Some(&key),
-            2
-        )
-        .await,
+        push(&status, "e1", &status_body("c1", 1, "RINGING"), Some(&key), 2).await,
         200,
         "duplicate still 2xx"
     );
     assert_eq!(
-        push(
-            &status,
-            "e3",
-            &status_body("c1", 3, "HANGUP"),
-            Some(&key),
-            1
-        )
-        .await,
+        push(&status, "e3", &status_body("c1", 3, "HANGUP"), Some(&key), 1).await,
         200,
         "gap"
     );
     assert_eq!(
-        push(
-            &status,
-            "e2",
-            &status_body("c1", 2, "ANSWERED"),
-            Some(&key),
-            1
-        )
-        .await,
+        push(&status, "e2", &status_body("c1", 2, "ANSWERED"), Some(&key), 1).await,
         200,
         "backwards"
     );
@@ -129,25 +88,13 @@ async fn checks_signatures_duplicates_and_order_and_writes_jsonl() {
     );
     let other = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
     assert_eq!(
-        push(
-            &status,
-            "b1",
-            &status_body("c2", 0, "DIALING"),
-            Some(&other),
-            1
-        )
-        .await,
+        push(&status, "b1", &status_body("c2", 0, "DIALING"), Some(&other), 1).await,
         401,
         "wrong key"
     );
-    let cdr =
-        json!({"callId": "c1", "serviceType": 100, "disposition": "ANSWERED", "duration": 42})
-            .to_string();
+    let cdr = json!({"callId": "c1", "serviceType": 100, "disposition": "ANSWERED", "duration": 42}).to_string();
     assert_eq!(push(&rx.url("/cdr"), "k1", &cdr, Some(&key), 1).await, 200);
-    assert_eq!(
-        push(&rx.url("/cdr"), "m1", "not json", Some(&key), 1).await,
-        400
-    );
+    assert_eq!(push(&rx.url("/cdr"), "m1", "not json", Some(&key), 1).await, 400);
     let get = reqwest::get(rx.url("/status")).await.unwrap();
     assert_eq!(get.status().as_u16(), 405);
 
@@ -155,10 +102,7 @@ async fn checks_signatures_duplicates_and_order_and_writes_jsonl() {
     assert_eq!((s.pushes, s.status, s.cdr), (9, 7, 2));
     assert_eq!(s.answered_2xx, 6);
     assert_eq!(s.duplicates, 1);
-    assert_eq!(
-        (s.order_gaps, s.order_backwards, s.order_violations()),
-        (1, 1, 2)
-    );
+    assert_eq!((s.order_gaps, s.order_backwards, s.order_violations()), (1, 1, 2));
     assert_eq!((s.signatures_ok, s.bad_signatures, s.unsigned), (7, 2, 1));
     assert_eq!((s.malformed, s.failures_injected), (1, 0));
 
@@ -172,10 +116,7 @@ async fn checks_signatures_duplicates_and_order_and_writes_jsonl() {
     assert_eq!(lines[2]["duplicate"], true);
     assert_eq!(lines[2]["attempt"], 2);
     assert_eq!(lines[3]["orderViolation"], "gap: expected 2, got 3");
-    assert!(lines[4]["orderViolation"]
-        .as_str()
-        .unwrap()
-        .starts_with("backwards"));
+    assert!(lines[4]["orderViolation"].as_str().unwrap().starts_with("backwards"));
     assert_eq!(lines[5]["signature"], "bad");
     assert_eq!(lines[5]["answered"], 401);
     assert_eq!(lines[7]["kind"], "cdr");
@@ -187,19 +128,9 @@ async fn without_a_secret_signatures_are_not_checked() {
     let rx = start(ReceiverConfig::default()).await;
     let key = WebhookSecret::parse(SECRET).unwrap();
     let body = status_body("c9", 0, "DIALING");
+    assert_eq!(push(&rx.url("/status"), "a", &body, Some(&key), 1).await, 200);
     assert_eq!(
-        push(&rx.url("/status"), "a", &body, Some(&key), 1).await,
-        200
-    );
-    assert_eq!(
-        push(
-            &rx.url("/status"),
-            "b",
-            &status_body("c9", 1, "HANGUP"),
-            None,
-            1
-        )
-        .await,
+        push(&rx.url("/status"), "b", &status_body("c9", 1, "HANGUP"), None, 1).await,
         200
     );
     let s = rx.stats();
@@ -218,10 +149,7 @@ async fn injects_failures_with_the_configured_status() {
     let rx = start(config).await;
     for i in 0..5 {
         let body = status_body("c1", i, "DIALING");
-        assert_eq!(
-            push(&rx.url("/status"), &format!("e{i}"), &body, None, 1).await,
-            503
-        );
+        assert_eq!(push(&rx.url("/status"), &format!("e{i}"), &body, None, 1).await, 503);
     }
     let s = rx.stats();
     assert_eq!((s.pushes, s.failures_injected, s.answered_2xx), (5, 5, 0));
@@ -246,11 +174,7 @@ async fn fail_rate_is_a_probability_and_seeded() {
         let s = rx.shutdown().await;
         assert_eq!(s.failures_injected + s.answered_2xx, 200);
         assert_eq!(s.cdr, 200, "classified by body");
-        assert!(
-            (30..=90).contains(&s.failures_injected),
-            "{}",
-            s.failures_injected
-        );
+        assert!((30..=90).contains(&s.failures_injected), "{}", s.failures_injected);
         answers
     };
     let a = run(5).await;

@@ -7,7 +7,8 @@ use callsim::signature::{SignatureError, WebhookHeaders, WebhookSecret};
 const SECRET: &str = "whsec_dm9pY2UtcHVzaCB0ZXN0IGtleSAwMTIzNDU2Nzg5ISE=";
 const ID: &str = "msg_2Kf1W9xQ";
 const TS: i64 = 1701388801;
-const BODY: &str = r#"{"callId":"202312010001","serviceType":100,"status":"ANSWERED","timestamp":1701388800000,"sequence":2}"#;
+const BODY: &str =
+    r#"{"callId":"202312010001","serviceType":100,"status":"ANSWERED","timestamp":1701388800000,"sequence":2}"#;
 /// base64(HMAC-SHA256(key, "msg_2Kf1W9xQ.1701388801.{BODY}")), computed with python3.
 const EXPECTED: &str = "kA5xAv87ZT3eIraPwO9LPofTgQ1FkVaS+ilAYVv9R2I=";
 
@@ -22,10 +23,7 @@ fn headers<'a>(sig: &'a str, ts: &'a str) -> WebhookHeaders<'a> {
 #[test]
 fn signs_like_the_reference() {
     let secret = WebhookSecret::parse(SECRET).unwrap();
-    assert_eq!(
-        secret.sign(ID, TS, BODY.as_bytes()),
-        format!("v1,{EXPECTED}")
-    );
+    assert_eq!(secret.sign(ID, TS, BODY.as_bytes()), format!("v1,{EXPECTED}"));
 }
 
 #[test]
@@ -74,10 +72,7 @@ fn rejects_tampering_wrong_keys_and_stale_or_missing_headers() {
         secret.verify(&bad_ts, BODY.as_bytes(), TS, 300),
         Err(SignatureError::BadTimestamp)
     );
-    let unsigned = WebhookHeaders {
-        signature: None,
-        ..h
-    };
+    let unsigned = WebhookHeaders { signature: None, ..h };
     assert!(matches!(
         secret.verify(&unsigned, BODY.as_bytes(), TS, 300),
         Err(SignatureError::Missing(_))

@@ -38,12 +38,19 @@ impl Application {
     /// Builds `service` from `settings`, binding the configured listen address.
     pub async fn build(settings: Settings, service: Service) -> anyhow::Result<Self> {
         let listen = settings.service(service).listen.clone();
-        let listener = TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+        let listener = TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
         Self::build_with(settings, service, listener, Arc::new(SystemClock)).await
     }
 
     /// Builds with an injected listener and clock (tests, tools).
-    pub async fn build_with(settings: Settings, service: Service, listener: TcpListener, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub async fn build_with(
+        settings: Settings,
+        service: Service,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let section = settings.service(service);
         let (outbox, writer) = Outbox::open(&section.database, service).await?;
         let routes = Routes::new(&settings.subscribers, service);
@@ -62,7 +69,12 @@ impl Application {
             clock,
             metrics: m::handle(),
         };
-        Ok(Application { listener, state, dispatcher, writer })
+        Ok(Application {
+            listener,
+            state,
+            dispatcher,
+            writer,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -73,7 +85,12 @@ impl Application {
     /// Serves until `shutdown` is cancelled; then stops intake, lets in-flight attempts finish
     /// within the grace period, and closes the outbox.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state, dispatcher, writer } = self;
+        let Application {
+            listener,
+            state,
+            dispatcher,
+            writer,
+        } = self;
         let program = state.service.program();
         let addr = listener.local_addr()?;
         let tls = state.settings.service(state.service).tls.clone();

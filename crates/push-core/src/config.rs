@@ -225,7 +225,10 @@ impl Settings {
 
     /// The built-in defaults alone (the documented config file).
     pub fn defaults() -> Settings {
-        let sources = Sources { file: None, env: Some(HashMap::new()) };
+        let sources = Sources {
+            file: None,
+            env: Some(HashMap::new()),
+        };
         load_from(sources).expect("the built-in config/config.yaml is valid")
     }
 }
@@ -269,10 +272,8 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
 
 /// Loads and validates configuration from explicit sources.
 pub fn load_from(sources: Sources) -> Result<Settings, ConfigError> {
-    let mut builder = config::Config::builder().add_source(config::File::from_str(
-        DEFAULT_CONFIG_YAML,
-        config::FileFormat::Yaml,
-    ));
+    let mut builder =
+        config::Config::builder().add_source(config::File::from_str(DEFAULT_CONFIG_YAML, config::FileFormat::Yaml));
     if let Some(file) = &sources.file {
         builder = builder.add_source(config::File::from(file.as_path()).required(true));
     }
@@ -293,7 +294,10 @@ pub fn load_from(sources: Sources) -> Result<Settings, ConfigError> {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 impl Settings {
@@ -323,7 +327,10 @@ impl Settings {
 
 fn validate_service(name: &str, section: &ServiceSettings) -> Result<(), ConfigError> {
     if section.listen.parse::<SocketAddr>().is_err() {
-        return Err(invalid(format!("{name}.listen"), "must be an address such as 127.0.0.1:8081"));
+        return Err(invalid(
+            format!("{name}.listen"),
+            "must be an address such as 127.0.0.1:8081",
+        ));
     }
     match section.database.strip_prefix("sqlite://") {
         Some(path) if !path.is_empty() => Ok(()),

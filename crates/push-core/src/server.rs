@@ -13,7 +13,12 @@ use crate::config::TlsSettings;
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `shutdown`; HTTPS when `tls` is set.
-pub async fn serve(listener: TcpListener, router: Router, tls: Option<TlsSettings>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsSettings>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
     match tls {
         None => axum::serve(listener, app)

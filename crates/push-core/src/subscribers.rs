@@ -47,9 +47,7 @@ impl Routes {
         self.0
             .iter()
             .filter(|r| r.service_types.contains(&event.service_type))
-            .filter(|r| {
-                r.accounts.is_empty() || event.account_id.as_ref().is_some_and(|a| r.accounts.contains(a))
-            })
+            .filter(|r| r.accounts.is_empty() || event.account_id.as_ref().is_some_and(|a| r.accounts.contains(a)))
             .map(|r| r.id.clone())
             .collect()
     }

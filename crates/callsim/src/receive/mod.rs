@@ -98,10 +98,7 @@ struct Inner {
 impl Receiver {
     /// Validates `config`, opens the output file and serves on `listener` until
     /// [`ReceiverHandle::shutdown`].
-    pub async fn start(
-        config: ReceiverConfig,
-        listener: TcpListener,
-    ) -> anyhow::Result<ReceiverHandle> {
+    pub async fn start(config: ReceiverConfig, listener: TcpListener) -> anyhow::Result<ReceiverHandle> {
         if !(0.0..=1.0).contains(&config.fail_rate) {
             anyhow::bail!("fail rate must be between 0 and 1");
         }
@@ -139,12 +136,9 @@ impl Receiver {
             }),
         });
         let addr = listener.local_addr()?;
-        let app = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&shared));
+        let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
         let stop = CancellationToken::new();
-        let serve =
-            axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
         let task = tokio::spawn(async move { serve.await });
         Ok(ReceiverHandle {
             addr,
@@ -168,13 +162,7 @@ impl ReceiverHandle {
 
     /// A copy of the counters now.
     pub fn stats(&self) -> ReceiverStats {
-        self.shared
-            .inner
-            .lock()
-            .expect("receiver lock")
-            .tracker
-            .stats()
-            .clone()
+        self.shared.inner.lock().expect("receiver lock").tracker.stats().clone()
     }
 
     /// Stops accepting, lets requests in progress finish (up to 5 s) and returns the
@@ -182,10 +170,7 @@ impl ReceiverHandle {
     pub async fn shutdown(self) -> ReceiverStats {
         self.stop.cancel();
         let mut task = self.task;
-        if tokio::time::timeout(Duration::from_secs(5), &mut task)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
             task.abort();
         }
         let inner = self.shared.inner.lock().expect("receiver lock");
@@ -237,8 +222,7 @@ impl Shared {
         } else {
             (200, false)
         };
-        let body_json =
-            parsed.unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into()));
+        let body_json = parsed.unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into()));
         let verdict = inner.tracker.observe(&Observation {
             path,
             kind,

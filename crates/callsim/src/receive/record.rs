@@ -67,12 +67,7 @@ pub struct PushHeaders {
 impl PushHeaders {
     /// Extracts the headers of interest (non-UTF-8 values are dropped).
     pub fn from_map(headers: &HeaderMap) -> Self {
-        let get = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         Self {
             id: get("webhook-id"),
             timestamp: get("webhook-timestamp"),

@@ -218,9 +218,7 @@ impl Tracker {
             self.stats.duplicates += 1;
         }
         let order = match (obs.kind, obs.call_id, obs.sequence) {
-            (PushKind::Status, Some(call), Some(seq)) if !duplicate => {
-                self.check_order(obs.path, call, seq, ok)
-            }
+            (PushKind::Status, Some(call), Some(seq)) if !duplicate => self.check_order(obs.path, call, seq, ok),
             _ => None,
         };
         match order {
@@ -261,16 +259,10 @@ impl Tracker {
 
     /// Checks a new status push of a call against what was delivered, then updates it.
     fn check_order(&mut self, path: &str, call: &str, seq: u64, ok: bool) -> Option<OrderIssue> {
-        let track = self
-            .calls
-            .entry((path.to_string(), call.to_string()))
-            .or_default();
+        let track = self.calls.entry((path.to_string(), call.to_string())).or_default();
         let expected = track.delivered.map_or(0, |d| d + 1);
         let issue = match track.delivered {
-            Some(delivered) if seq <= delivered => Some(OrderIssue::Backwards {
-                delivered,
-                got: seq,
-            }),
+            Some(delivered) if seq <= delivered => Some(OrderIssue::Backwards { delivered, got: seq }),
             _ if seq > expected && !track.failed => Some(OrderIssue::Gap { expected, got: seq }),
             _ => None,
         };
@@ -308,11 +300,7 @@ mod tests {
         let mut t = Tracker::default();
         assert_eq!(t.observe(&status("e0", 0, 200)), Verdict::default());
         assert_eq!(t.observe(&status("e1", 1, 500)), Verdict::default());
-        assert_eq!(
-            t.observe(&status("e1", 1, 200)),
-            Verdict::default(),
-            "retry"
-        );
+        assert_eq!(t.observe(&status("e1", 1, 200)), Verdict::default(), "retry");
         let dup = t.observe(&status("e1", 1, 200));
         assert!(dup.duplicate && dup.order.is_none());
         let s = t.stats();
@@ -325,21 +313,9 @@ mod tests {
         let mut t = Tracker::default();
         t.observe(&status("e0", 0, 200));
         let gap = t.observe(&status("e2", 2, 200)).order;
-        assert_eq!(
-            gap,
-            Some(OrderIssue::Gap {
-                expected: 1,
-                got: 2
-            })
-        );
+        assert_eq!(gap, Some(OrderIssue::Gap { expected: 1, got: 2 }));
         let back = t.observe(&status("e1", 1, 200)).order;
-        assert_eq!(
-            back,
-            Some(OrderIssue::Backwards {
-                delivered: 2,
-                got: 1
-            })
-        );
+        assert_eq!(back, Some(OrderIssue::Backwards { delivered: 2, got: 1 }));
         assert_eq!((t.stats().order_gaps, t.stats().order_backwards), (1, 1));
     }
 
@@ -348,11 +324,7 @@ mod tests {
         let mut t = Tracker::default();
         t.observe(&status("e0", 0, 200));
         t.observe(&status("e1", 1, 503));
-        assert_eq!(
-            t.observe(&status("e2", 2, 200)).order,
-            None,
-            "e1 may be dead"
-        );
+        assert_eq!(t.observe(&status("e2", 2, 200)).order, None, "e1 may be dead");
         assert_eq!(t.stats().order_violations(), 0);
     }
 

@@ -100,9 +100,7 @@ async fn record(
         Answer::Duplicate => (StatusCode::ACCEPTED, Json(accepted(true))),
         Answer::Reject => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(
-                json!({"error": "validation", "message": "rejected by the test sink", "details": []}),
-            ),
+            Json(json!({"error": "validation", "message": "rejected by the test sink", "details": []})),
         ),
         Answer::Fail => (
             StatusCode::SERVICE_UNAVAILABLE,

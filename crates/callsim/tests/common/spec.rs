@@ -98,8 +98,7 @@ fn common(obj: &Map<String, Value>, allowed: &[&str], errs: &mut Vec<String>) ->
         }
     }
     match obj.get("callId").and_then(Value::as_str) {
-        Some(id)
-            if (1..=128).contains(&id.len()) && id.bytes().all(|b| (0x20..0x7f).contains(&b)) => {}
+        Some(id) if (1..=128).contains(&id.len()) && id.bytes().all(|b| (0x20..0x7f).contains(&b)) => {}
         _ => errs.push("callId must be 1-128 printable ASCII".into()),
     }
     let service = obj.get("serviceType").and_then(Value::as_i64).unwrap_or(0);
@@ -184,17 +183,8 @@ pub fn validate_cdr(value: &Value) -> Vec<String> {
     if chain.windows(2).any(|w| w[0] > w[1]) {
         errs.push("beginCallTime <= ringTime <= startTime violated".into());
     }
-    one_of(
-        obj,
-        "direction",
-        &["INBOUND", "OUTBOUND", "INTERNAL"],
-        &mut errs,
-    );
-    let (lo, hi) = if service == 200 {
-        (201, 205)
-    } else {
-        (101, 105)
-    };
+    one_of(obj, "direction", &["INBOUND", "OUTBOUND", "INTERNAL"], &mut errs);
+    let (lo, hi) = if service == 200 { (201, 205) } else { (101, 105) };
     int_in(obj, "subServiceType", lo, hi, &mut errs);
     if let Some(extra) = obj.get("extra") {
         if !extra.is_object() || extra.to_string().len() > 4096 {
@@ -219,12 +209,7 @@ pub fn validate_status(value: &Value) -> Vec<String> {
     };
     let mut errs = Vec::new();
     common(obj, STATUS_FIELDS, &mut errs);
-    one_of(
-        obj,
-        "status",
-        &["DIALING", "RINGING", "ANSWERED", "HANGUP"],
-        &mut errs,
-    );
+    one_of(obj, "status", &["DIALING", "RINGING", "ANSWERED", "HANGUP"], &mut errs);
     if ms(obj, "timestamp", &mut errs).is_none() {
         errs.push("timestamp is required".into());
     }

@@ -31,13 +31,19 @@ struct AcceptedBody {
 }
 
 /// Accepts one event or an array; answers 202 only once every item is committed.
-pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<impl IntoResponse, ApiError> {
+pub async fn ingest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::Unavailable("shutting down; nothing was stored".into()));
     }
     require_json(&headers)?;
     let limit = state.settings.ingest.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let events = schema::validate_body(state.service, &value).map_err(ApiError::Validation)?;
     let items: Vec<IngestItem> = events
@@ -58,7 +64,11 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Bod
             note_accepted(&state, &accepted, &fanout);
             let accepted = accepted
                 .into_iter()
-                .map(|a| AcceptedItem { call_id: a.call_id, event_id: a.event_id, duplicate: a.duplicate })
+                .map(|a| AcceptedItem {
+                    call_id: a.call_id,
+                    event_id: a.event_id,
+                    duplicate: a.duplicate,
+                })
                 .collect();
             Ok((StatusCode::ACCEPTED, Json(AcceptedBody { accepted })))
         }
@@ -67,7 +77,10 @@ pub async fn ingest(State(state): State<AppState>, headers: HeaderMap, body: Bod
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if mime.eq_ignore_ascii_case("application/json") {
         Ok(())

@@ -78,7 +78,12 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(ops::metrics));
-    Router::new().merge(ingest).merge(admin).merge(open).fallback(not_found).with_state(state)
+    Router::new()
+        .merge(ingest)
+        .merge(admin)
+        .merge(open)
+        .fallback(not_found)
+        .with_state(state)
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {

@@ -55,7 +55,13 @@ struct InFlight {
 
 impl Dispatcher {
     /// Builds the loop; `wake` is notified by ingest when new deliveries are committed.
-    pub fn new(settings: &Settings, routes: Routes, outbox: Outbox, wake: Arc<Notify>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: &Settings,
+        routes: Routes,
+        outbox: Outbox,
+        wake: Arc<Notify>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let d = &settings.delivery;
         let shared = Shared {
             client: WebhookClient::new(d.timeout, d.max_in_flight_per_subscriber)?,
@@ -86,7 +92,11 @@ impl Dispatcher {
             }
             let storage_ok = self.record(&mut finished, &mut in_flight).await
                 && self.claim_and_start(&mut in_flight, &mut next_due, &done_tx).await;
-            let wait = if storage_ok { self.until(next_due) } else { STORAGE_BACKOFF };
+            let wait = if storage_ok {
+                self.until(next_due)
+            } else {
+                STORAGE_BACKOFF
+            };
             tokio::select! {
                 _ = self.wake.notified() => {}
                 Some(c) = done_rx.recv() => finished.push(c),
@@ -129,7 +139,12 @@ impl Dispatcher {
         }
     }
 
-    async fn claim_and_start(&self, in_flight: &mut InFlight, next_due: &mut Option<i64>, done: &mpsc::UnboundedSender<Completion>) -> bool {
+    async fn claim_and_start(
+        &self,
+        in_flight: &mut InFlight,
+        next_due: &mut Option<i64>,
+        done: &mpsc::UnboundedSender<Completion>,
+    ) -> bool {
         let room = self.max_in_flight - in_flight.total;
         let wants: Vec<(String, usize)> = self
             .routes
@@ -161,7 +176,9 @@ impl Dispatcher {
     }
 
     fn start(&self, claimed: Claimed, in_flight: &mut InFlight, done: &mpsc::UnboundedSender<Completion>) {
-        let Some(route) = self.routes.get(&claimed.subscriber).cloned() else { return };
+        let Some(route) = self.routes.get(&claimed.subscriber).cloned() else {
+            return;
+        };
         in_flight.total += 1;
         *in_flight.by_subscriber.entry(claimed.subscriber.clone()).or_default() += 1;
         let shared = self.shared.clone();
@@ -172,7 +189,12 @@ impl Dispatcher {
         });
     }
 
-    async fn drain(self, mut done_rx: mpsc::UnboundedReceiver<Completion>, mut finished: Vec<Completion>, mut in_flight: InFlight) {
+    async fn drain(
+        self,
+        mut done_rx: mpsc::UnboundedReceiver<Completion>,
+        mut finished: Vec<Completion>,
+        mut in_flight: InFlight,
+    ) {
         let deadline = Instant::now() + self.grace;
         let waiting = in_flight.total - finished.len();
         tracing::info!(in_flight = waiting, grace = ?self.grace, "delivery loop stopping");
@@ -198,7 +220,10 @@ impl Dispatcher {
 async fn attempt(shared: &Shared, route: &Route, claimed: Claimed) -> Completion {
     let number = claimed.attempts + 1;
     let at = shared.clock.now_ms();
-    let sent = shared.client.send(route, &claimed.event_id, claimed.payload, number, at / 1000).await;
+    let sent = shared
+        .client
+        .send(route, &claimed.event_id, claimed.payload, number, at / 1000)
+        .await;
     let decision = shared.policy.decide(number - claimed.round_start, sent.result);
     let latency_ms = sent.latency.as_millis() as i64;
     let next = match decision {

@@ -20,8 +20,8 @@ use sqlx::{
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::read::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, StatsRow};
-pub use self::writer::WriterStats;
 use self::writer::Command;
+pub use self::writer::WriterStats;
 use crate::{config::Service, schema::ValidEvent};
 
 /// The schema, embedded from `migrations/`.
@@ -163,7 +163,14 @@ impl Outbox {
         let (commands, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
         let task = tokio::spawn(writer::run(conn, rx, service == Service::Status, stats.clone()));
-        Ok((Outbox { commands, readers, stats }, task))
+        Ok((
+            Outbox {
+                commands,
+                readers,
+                stats,
+            },
+            task,
+        ))
     }
 
     /// Stores events; returns only after the commit.
@@ -193,7 +200,10 @@ impl Outbox {
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<anyhow::Result<T>>) -> Command) -> anyhow::Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).await.map_err(|_| anyhow::anyhow!("the outbox writer has stopped"))?;
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("the outbox writer has stopped"))?;
         rx.await.map_err(|_| anyhow::anyhow!("the outbox writer has stopped"))?
     }
 

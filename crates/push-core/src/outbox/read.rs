@@ -132,7 +132,8 @@ impl Outbox {
         if let Some(before) = filter.before_id {
             q.push(" AND d.id < ").push_bind(before);
         }
-        q.push(" ORDER BY d.id DESC LIMIT ").push_bind(i64::from(filter.limit) + 1);
+        q.push(" ORDER BY d.id DESC LIMIT ")
+            .push_bind(i64::from(filter.limit) + 1);
         let rows = q.build().fetch_all(&self.readers).await?;
         let mut items = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
         let next = if items.len() > filter.limit as usize {
@@ -146,7 +147,10 @@ impl Outbox {
 
     /// One delivery with its attempt log, if it exists.
     pub async fn delivery(&self, id: i64) -> anyhow::Result<Option<DeliveryDetail>> {
-        let row = sqlx::query(&format!("{SELECT} WHERE d.id = ?1")).bind(id).fetch_optional(&self.readers).await?;
+        let row = sqlx::query(&format!("{SELECT} WHERE d.id = ?1"))
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let delivery = record(&row)?;
         let attempt_log = attempts(&self.readers, id).await?;
@@ -155,28 +159,38 @@ impl Outbox {
 
     /// Delivery counts per subscriber and state.
     pub async fn stats(&self) -> anyhow::Result<Vec<StatsRow>> {
-        let rows = sqlx::query("SELECT subscriber, state, COUNT(*) FROM deliveries GROUP BY subscriber, state ORDER BY 1, 2")
-            .fetch_all(&self.readers)
-            .await?;
+        let rows =
+            sqlx::query("SELECT subscriber, state, COUNT(*) FROM deliveries GROUP BY subscriber, state ORDER BY 1, 2")
+                .fetch_all(&self.readers)
+                .await?;
         rows.iter()
-            .map(|r| Ok(StatsRow { subscriber: r.try_get(0)?, state: r.try_get(1)?, count: r.try_get(2)? }))
+            .map(|r| {
+                Ok(StatsRow {
+                    subscriber: r.try_get(0)?,
+                    state: r.try_get(1)?,
+                    count: r.try_get(2)?,
+                })
+            })
             .collect()
     }
 
     /// Pending deliveries per subscriber (the queue depth), read at start for the gauge.
     pub async fn pending_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT subscriber, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY subscriber")
-            .fetch_all(&self.readers)
-            .await?;
+        let rows =
+            sqlx::query("SELECT subscriber, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY subscriber")
+                .fetch_all(&self.readers)
+                .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 }
 
 async fn attempts(pool: &SqlitePool, id: i64) -> anyhow::Result<Vec<AttemptRecord>> {
-    let rows = sqlx::query("SELECT attempt, at, status, error, latency_ms FROM attempts WHERE delivery_id = ?1 ORDER BY attempt")
-        .bind(id)
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT attempt, at, status, error, latency_ms FROM attempts WHERE delivery_id = ?1 ORDER BY attempt",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(AttemptRecord {

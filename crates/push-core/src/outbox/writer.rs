@@ -8,9 +8,7 @@ use std::sync::{
 use sqlx::{Connection as _, Row as _, SqliteConnection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    Accepted, ClaimBatch, Claimed, Completion, IngestItem, IngestOutcome, NextState, RedeliverFilter,
-};
+use super::{Accepted, ClaimBatch, Claimed, Completion, IngestItem, IngestOutcome, NextState, RedeliverFilter};
 
 type Sqlite = sqlx::Sqlite;
 type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
@@ -42,11 +40,28 @@ impl WriterStats {
 
 /// A request to the writer.
 pub(super) enum Command {
-    Ingest { items: Vec<IngestItem>, now: i64, reply: Reply<IngestOutcome> },
-    Claim { wants: Vec<(String, usize)>, now: i64, reply: Reply<ClaimBatch> },
-    Complete { done: Vec<Completion>, reply: Reply<()> },
-    Redeliver { filter: RedeliverFilter, now: i64, reply: Reply<u64> },
-    ReleaseClaims { reply: Reply<()> },
+    Ingest {
+        items: Vec<IngestItem>,
+        now: i64,
+        reply: Reply<IngestOutcome>,
+    },
+    Claim {
+        wants: Vec<(String, usize)>,
+        now: i64,
+        reply: Reply<ClaimBatch>,
+    },
+    Complete {
+        done: Vec<Completion>,
+        reply: Reply<()>,
+    },
+    Redeliver {
+        filter: RedeliverFilter,
+        now: i64,
+        reply: Reply<u64>,
+    },
+    ReleaseClaims {
+        reply: Reply<()>,
+    },
 }
 
 /// Sends a command's result once the commit's fate is known.
@@ -64,7 +79,12 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<T>) -> Fini
 
 /// The writer loop: takes every waiting command, applies them in one transaction, commits
 /// once, then answers them all. `ordered` turns on per-call chains (status-pusher).
-pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>, ordered: bool, stats: Arc<WriterStats>) {
+pub(super) async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Command>,
+    ordered: bool,
+    stats: Arc<WriterStats>,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         stats.count(&group);
@@ -131,19 +151,27 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, command: Command, ordered: 
         }};
     }
     match command {
-        Command::Ingest { items, now, reply } => run!(
-            reply,
-            ingest(&mut sp, &items, now, ordered),
-            |r: &anyhow::Result<IngestOutcome>| matches!(r, Ok(IngestOutcome::Accepted(_)))
-        ),
+        Command::Ingest { items, now, reply } => {
+            run!(reply, ingest(&mut sp, &items, now, ordered), |r: &anyhow::Result<
+                IngestOutcome,
+            >| matches!(
+                r,
+                Ok(IngestOutcome::Accepted(_))
+            ))
+        }
         Command::Claim { wants, now, reply } => {
             run!(reply, claim(&mut sp, &wants, now), |r: &anyhow::Result<_>| r.is_ok())
         }
         Command::Complete { done, reply } => {
-            run!(reply, complete(&mut sp, &done, ordered), |r: &anyhow::Result<_>| r.is_ok())
+            run!(reply, complete(&mut sp, &done, ordered), |r: &anyhow::Result<_>| r
+                .is_ok())
         }
         Command::Redeliver { filter, now, reply } => {
-            run!(reply, redeliver(&mut sp, &filter, now, ordered), |r: &anyhow::Result<_>| r.is_ok())
+            run!(
+                reply,
+                redeliver(&mut sp, &filter, now, ordered),
+                |r: &anyhow::Result<_>| r.is_ok()
+            )
         }
         Command::ReleaseClaims { reply } => {
             run!(reply, release(&mut sp), |r: &anyhow::Result<_>| r.is_ok())
@@ -153,16 +181,25 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, command: Command, ordered: 
 
 /// Clears claims a previous process left behind: their attempts never finished.
 pub(super) async fn reset_claims(conn: &mut SqliteConnection) -> anyhow::Result<()> {
-    sqlx::query("UPDATE deliveries SET claimed = 0 WHERE claimed = 1").execute(conn).await?;
+    sqlx::query("UPDATE deliveries SET claimed = 0 WHERE claimed = 1")
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 async fn release(tx: &mut SqliteConnection) -> anyhow::Result<()> {
-    sqlx::query("UPDATE deliveries SET claimed = 0 WHERE claimed = 1").execute(tx).await?;
+    sqlx::query("UPDATE deliveries SET claimed = 0 WHERE claimed = 1")
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
-async fn ingest(tx: &mut SqliteConnection, items: &[IngestItem], now: i64, ordered: bool) -> anyhow::Result<IngestOutcome> {
+async fn ingest(
+    tx: &mut SqliteConnection,
+    items: &[IngestItem],
+    now: i64,
+    ordered: bool,
+) -> anyhow::Result<IngestOutcome> {
     let mut accepted = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let event = &item.event;
@@ -171,7 +208,11 @@ async fn ingest(tx: &mut SqliteConnection, items: &[IngestItem], now: i64, order
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(event_id) = existing {
-            accepted.push(Accepted { call_id: event.call_id.clone(), event_id, duplicate: true });
+            accepted.push(Accepted {
+                call_id: event.call_id.clone(),
+                event_id,
+                duplicate: true,
+            });
             continue;
         }
         let sequence = match &event.status {
@@ -181,14 +222,21 @@ async fn ingest(tx: &mut SqliteConnection, items: &[IngestItem], now: i64, order
                     .fetch_optional(&mut *tx)
                     .await?;
                 if hung_up.is_some() {
-                    return Ok(IngestOutcome::AfterHangup { index, call_id: event.call_id.clone() });
+                    return Ok(IngestOutcome::AfterHangup {
+                        index,
+                        call_id: event.call_id.clone(),
+                    });
                 }
                 Some(next_sequence(tx, &event.call_id).await?)
             }
             None => None,
         };
         store_event(tx, item, sequence, now, ordered).await?;
-        accepted.push(Accepted { call_id: event.call_id.clone(), event_id: item.event_id.clone(), duplicate: false });
+        accepted.push(Accepted {
+            call_id: event.call_id.clone(),
+            event_id: item.event_id.clone(),
+            duplicate: false,
+        });
     }
     Ok(IngestOutcome::Accepted(accepted))
 }
@@ -204,7 +252,13 @@ async fn next_sequence(tx: &mut SqliteConnection, call_id: &str) -> anyhow::Resu
     .await?)
 }
 
-async fn store_event(tx: &mut SqliteConnection, item: &IngestItem, sequence: Option<i64>, now: i64, ordered: bool) -> anyhow::Result<()> {
+async fn store_event(
+    tx: &mut SqliteConnection,
+    item: &IngestItem,
+    sequence: Option<i64>,
+    now: i64,
+    ordered: bool,
+) -> anyhow::Result<()> {
     let event = &item.event;
     let row: i64 = sqlx::query_scalar(
         "INSERT INTO events (event_id, dedup_key, call_id, party, status, sequence, payload, created_at)
@@ -346,7 +400,12 @@ async fn unblock_chain_head(tx: &mut SqliteConnection, subscriber: &str, call_id
     Ok(())
 }
 
-async fn redeliver(tx: &mut SqliteConnection, filter: &RedeliverFilter, now: i64, ordered: bool) -> anyhow::Result<u64> {
+async fn redeliver(
+    tx: &mut SqliteConnection,
+    filter: &RedeliverFilter,
+    now: i64,
+    ordered: bool,
+) -> anyhow::Result<u64> {
     let rows = sqlx::query(
         "UPDATE deliveries SET state = 'pending', blocked = ?5, round_start = attempts,
              next_attempt_at = ?4, updated_at = ?4, delivered_at = NULL
@@ -363,8 +422,10 @@ async fn redeliver(tx: &mut SqliteConnection, filter: &RedeliverFilter, now: i64
     .await?;
     let count = rows.len() as u64;
     if ordered {
-        let mut chains: Vec<(String, String)> =
-            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>()?;
+        let mut chains: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
         chains.sort();
         chains.dedup();
         for (subscriber, call_id) in chains {

@@ -31,7 +31,11 @@ pub struct FieldError {
 
 impl FieldError {
     fn new(index: usize, field: &str, message: impl Into<String>) -> Self {
-        FieldError { index, field: field.to_string(), message: message.into() }
+        FieldError {
+            index,
+            field: field.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -120,7 +124,11 @@ pub fn validate_event(service: Service, index: usize, value: &Value) -> Result<V
             }
             None | Some(Value::Null) => {}
             Some(_) if spec.need == Need::OutputOnly => {
-                errors.push(FieldError::new(index, spec.name, "is output only; the pusher assigns it"));
+                errors.push(FieldError::new(
+                    index,
+                    spec.name,
+                    "is output only; the pusher assigns it",
+                ));
             }
             Some(v) => {
                 if let Err(msg) = spec.rule.check(v) {
@@ -166,7 +174,11 @@ fn normalize(service: Service, object: &Map<String, Value>, specs: &[FieldSpec])
     ValidEvent {
         call_id: text("callId").unwrap_or_default(),
         party: text("party"),
-        status: if service == Service::Status { text("status") } else { None },
+        status: if service == Service::Status {
+            text("status")
+        } else {
+            None
+        },
         service_type: body.get("serviceType").and_then(Value::as_u64).unwrap_or(0) as u16,
         account_id: text("accountId"),
         body,

@@ -36,11 +36,22 @@ async fn retries_follow_the_configured_schedule_then_the_delivery_is_dead_and_ke
     let dead = delivery_of(&app, "dead").await;
     let pushes = receiver.received();
     assert_eq!(pushes.len(), 3, "1 attempt + 2 retries, then dead");
-    let attempts: Vec<_> = pushes.iter().map(|p| p.header("x-push-attempt").unwrap().to_string()).collect();
+    let attempts: Vec<_> = pushes
+        .iter()
+        .map(|p| p.header("x-push-attempt").unwrap().to_string())
+        .collect();
     assert_eq!(attempts, ["1", "2", "3"]);
-    assert!(pushes.iter().all(|p| p.header("webhook-id") == pushes[0].header("webhook-id")));
-    assert!(pushes.iter().all(|p| p.body == pushes[0].body), "body bytes never change");
-    let (gap1, gap2) = (millis_between(&pushes[0], &pushes[1]), millis_between(&pushes[1], &pushes[2]));
+    assert!(pushes
+        .iter()
+        .all(|p| p.header("webhook-id") == pushes[0].header("webhook-id")));
+    assert!(
+        pushes.iter().all(|p| p.body == pushes[0].body),
+        "body bytes never change"
+    );
+    let (gap1, gap2) = (
+        millis_between(&pushes[0], &pushes[1]),
+        millis_between(&pushes[1], &pushes[2]),
+    );
     assert!((300..1000).contains(&gap1), "first retry after ~300 ms, was {gap1} ms");
     assert!((600..1300).contains(&gap2), "second retry after ~600 ms, was {gap2} ms");
 
@@ -51,7 +62,9 @@ async fn retries_follow_the_configured_schedule_then_the_delivery_is_dead_and_ke
     assert_eq!(status, 200);
     let log = detail["attemptLog"].as_array().unwrap();
     assert_eq!(log.len(), 3);
-    assert!(log.iter().all(|a| a["status"] == 500 && a["error"].as_str().unwrap().contains("HTTP 500")));
+    assert!(log
+        .iter()
+        .all(|a| a["status"] == 500 && a["error"].as_str().unwrap().contains("HTTP 500")));
     app.stop().await.unwrap();
 }
 
@@ -99,9 +112,16 @@ async fn the_schedule_survives_a_restart() {
     let app = TestApp::spawn(Service::Cdr, settings).await;
     let pushes = receiver.wait_for_successes(1, WAIT).await;
     assert_eq!(pushes.len(), 2);
-    assert_eq!(pushes[1].header("x-push-attempt"), Some("2"), "the attempt count was persisted");
+    assert_eq!(
+        pushes[1].header("x-push-attempt"),
+        Some("2"),
+        "the attempt count was persisted"
+    );
     let gap = millis_between(&pushes[0], &pushes[1]);
-    assert!(gap >= 1500, "the persisted due time was kept across the restart ({gap} ms)");
+    assert!(
+        gap >= 1500,
+        "the persisted due time was kept across the restart ({gap} ms)"
+    );
     app.stop().await.unwrap();
 }
 
@@ -116,7 +136,9 @@ async fn retry_after_lengthens_the_wait_and_gone_kills_at_once() {
     receiver.set_retry_after(Some(1));
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(dir.path(), &receiver.url());
-    settings.subscribers.push(subscriber("gone", &format!("{}/gone", receiver.url())));
+    settings
+        .subscribers
+        .push(subscriber("gone", &format!("{}/gone", receiver.url())));
     let app = TestApp::spawn(Service::Cdr, settings).await;
     app.ingest(&seed_cdr("ra-1")).await;
 
@@ -141,7 +163,9 @@ async fn a_stuck_subscriber_does_not_delay_a_healthy_one() {
     });
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(dir.path(), &receiver.url());
-    settings.subscribers.insert(0, subscriber("stuck", &format!("{}/stuck", receiver.url())));
+    settings
+        .subscribers
+        .insert(0, subscriber("stuck", &format!("{}/stuck", receiver.url())));
     settings.delivery.timeout = Duration::from_secs(4);
     settings.delivery.max_in_flight = 16;
     settings.delivery.max_in_flight_per_subscriber = 8;
@@ -169,16 +193,33 @@ async fn concurrent_ingest_requests_share_commits() {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200 {
         let (client, url) = (app.client.clone(), format!("{}/v1/cdrs", app.url));
-        tasks.spawn(async move { client.post(url).json(&seed_cdr(&format!("gc-{i}"))).send().await.unwrap().status() });
+        tasks.spawn(async move {
+            client
+                .post(url)
+                .json(&seed_cdr(&format!("gc-{i}")))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
     }
     while let Some(status) = tasks.join_next().await {
         assert_eq!(status.unwrap(), 202);
     }
     let (_, stats) = app.get_json("/v1/stats").await;
-    let (transactions, ingests) = (stats["outbox"]["transactions"].as_u64().unwrap(), stats["outbox"]["ingestRequests"].as_u64().unwrap());
+    let (transactions, ingests) = (
+        stats["outbox"]["transactions"].as_u64().unwrap(),
+        stats["outbox"]["ingestRequests"].as_u64().unwrap(),
+    );
     assert_eq!(ingests, 200);
-    assert!(transactions < 200 + stats["outbox"]["claims"].as_u64().unwrap(), "{stats}");
-    assert!(transactions < 150, "200 concurrent requests (plus claims and results) shared commits: {stats}");
+    assert!(
+        transactions < 200 + stats["outbox"]["claims"].as_u64().unwrap(),
+        "{stats}"
+    );
+    assert!(
+        transactions < 150,
+        "200 concurrent requests (plus claims and results) shared commits: {stats}"
+    );
     app.stop().await.unwrap();
 }
 
@@ -194,13 +235,21 @@ async fn an_idle_loop_does_not_poll_and_connections_are_reused() {
     }
     let pushes = receiver.wait_for_successes(40, WAIT).await;
     let peers: std::collections::HashSet<_> = pushes.iter().map(|p| p.peer).collect();
-    assert!(peers.len() <= 4, "40 pushes over at most 4 kept-alive connections, saw {}", peers.len());
+    assert!(
+        peers.len() <= 4,
+        "40 pushes over at most 4 kept-alive connections, saw {}",
+        peers.len()
+    );
 
     let claims = |stats: &Value| stats["outbox"]["claims"].as_u64().unwrap();
     let (_, before) = app.get_json("/v1/stats").await;
     tokio::time::sleep(Duration::from_millis(500)).await; // observing an absence needs a window
     let (_, after) = app.get_json("/v1/stats").await;
-    assert!(claims(&after) - claims(&before) <= 1, "idle loop claimed {} times in 500 ms", claims(&after) - claims(&before));
+    assert!(
+        claims(&after) - claims(&before) <= 1,
+        "idle loop claimed {} times in 500 ms",
+        claims(&after) - claims(&before)
+    );
     assert_eq!(app.ingest(&seed_cdr("reuse-wake")).await.status(), 202);
     receiver.wait_for_successes(41, WAIT).await;
     app.stop().await.unwrap();
