@@ -103,24 +103,12 @@ pub fn plan_leg<R: Rng + ?Sized>(rng: &mut R, outcome: Disposition, dial: i64) -
     let ring_at = dial + post_dial_delay(rng);
     let (ring, answer, hangup, rel) = match outcome {
         Disposition::Answered => {
-            let answer = ring_at + ring_ms(rng);
-            let dir = if rng.random_bool(0.55) {
-                ReleaseDirection::Caller
-            } else {
-                ReleaseDirection::Callee
-            };
-            let hangup = answer + talk_ms(rng);
-            (Some(ring_at), Some(answer), hangup, release(outcome, dir, 16, 200))
+            let (answer, hangup, rel) = answered(rng, ring_at);
+            (Some(ring_at), Some(answer), hangup, rel)
         }
         Disposition::NoAnswer => {
             let hangup = ring_at + rng.random_range(15_000..=MAX_RING_MS);
-            // 480 from the callee's device, or 408 from the platform's no-answer timer.
-            let rel = if rng.random_bool(0.6) {
-                release(outcome, ReleaseDirection::Callee, 19, 480)
-            } else {
-                release(outcome, ReleaseDirection::Platform, 19, 408)
-            };
-            (Some(ring_at), None, hangup, rel)
+            (Some(ring_at), None, hangup, no_answer_release(rng))
         }
         Disposition::Busy => {
             let rel = release(outcome, ReleaseDirection::Callee, 17, 486);
@@ -154,6 +142,27 @@ pub fn plan_leg<R: Rng + ?Sized>(rng: &mut R, outcome: Disposition, dial: i64) -
         answer,
         hangup,
         release: rel,
+    }
+}
+
+/// Answer time, hangup time and release of an answered leg that started ringing at `ring_at`.
+fn answered<R: Rng + ?Sized>(rng: &mut R, ring_at: i64) -> (i64, i64, Release) {
+    let answer = ring_at + ring_ms(rng);
+    let dir = if rng.random_bool(0.55) {
+        ReleaseDirection::Caller
+    } else {
+        ReleaseDirection::Callee
+    };
+    let rel = release(Disposition::Answered, dir, 16, 200);
+    (answer, answer + talk_ms(rng), rel)
+}
+
+/// 480 from the callee's device, or 408 from the platform's no-answer timer.
+fn no_answer_release<R: Rng + ?Sized>(rng: &mut R) -> Release {
+    if rng.random_bool(0.6) {
+        release(Disposition::NoAnswer, ReleaseDirection::Callee, 19, 480)
+    } else {
+        release(Disposition::NoAnswer, ReleaseDirection::Platform, 19, 408)
     }
 }
 

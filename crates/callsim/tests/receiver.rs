@@ -98,15 +98,22 @@ async fn checks_signatures_duplicates_and_order_and_writes_jsonl() {
     let get = reqwest::get(rx.url("/status")).await.unwrap();
     assert_eq!(get.status().as_u16(), 405);
 
-    let s = rx.shutdown().await;
+    assert_counters(&rx.shutdown().await);
+    assert_jsonl(&read_lines(&out));
+}
+
+/// Counters after the pushes of the test above.
+fn assert_counters(s: &callsim::receive::ReceiverStats) {
     assert_eq!((s.pushes, s.status, s.cdr), (9, 7, 2));
     assert_eq!(s.answered_2xx, 6);
     assert_eq!(s.duplicates, 1);
     assert_eq!((s.order_gaps, s.order_backwards, s.order_violations()), (1, 1, 2));
     assert_eq!((s.signatures_ok, s.bad_signatures, s.unsigned), (7, 2, 1));
     assert_eq!((s.malformed, s.failures_injected), (1, 0));
+}
 
-    let lines = read_lines(&out);
+/// JSONL lines after the pushes of the test above.
+fn assert_jsonl(lines: &[Value]) {
     assert_eq!(lines.len(), 9);
     assert_eq!(lines[0]["webhookId"], "e0");
     assert_eq!(lines[0]["kind"], "status");
