@@ -84,11 +84,6 @@ impl BearerTokens {
         BearerTokens { digests, required }
     }
 
-    /// Whether requests must carry a token at all.
-    pub fn is_required(&self) -> bool {
-        self.required
-    }
-
     /// Whether `presented` equals one of the tokens. Every configured token is compared, with
     /// no early exit, in constant time over fixed-size digests.
     pub fn matches(&self, presented: &str) -> bool {
@@ -270,7 +265,6 @@ mod tests {
     fn every_configured_token_matches_and_nothing_else_does() {
         let secrets = [Secret::new("one"), Secret::new("two")];
         let tokens = BearerTokens::new(&secrets);
-        assert!(tokens.is_required());
         assert!(tokens.matches("one") && tokens.matches("two"));
         assert!(!tokens.matches("three") && !tokens.matches("on") && !tokens.matches(""));
         assert!(tokens.check(&headers("Bearer two")).is_ok());
