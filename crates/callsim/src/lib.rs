@@ -6,6 +6,8 @@
 //! (posts calls in real time to the pushers) and [`receive::Receiver`] (the webhook
 //! receiver with signature, order and duplicate checks).
 
+#![warn(missing_docs)]
+
 pub mod calls;
 pub mod cli;
 pub mod commands;
