@@ -67,15 +67,8 @@ const PRIVACY: [FieldSpec; 9] = [
 const CDR: [FieldSpec; 29] = [
     f("callId", Rule::CallId, Required),
     f("serviceType", SERVICE_TYPE, Required),
-    f(
-        "subServiceType",
-        Rule::Code(&[101, 102, 103, 104, 105, 201, 202, 203, 204, 205]),
-        Optional,
-    ),
     f("callerNumber", NUMBER, Required),
     f("calleeNumber", NUMBER, Required),
-    f("beginCallTime", Rule::Millis, Optional),
-    f("ringTime", Rule::Millis, Optional),
     f("startTime", Rule::Millis, Required),
     f("endTime", Rule::Millis, Required),
     f(
@@ -86,14 +79,21 @@ const CDR: [FieldSpec; 29] = [
         },
         Required,
     ),
+    f("userData", USER_DATA, Optional),
+    f("accountId", NUMBER, Optional),
     f("party", PARTY, Optional),
+    f(
+        "subServiceType",
+        Rule::Code(&[101, 102, 103, 104, 105, 201, 202, 203, 204, 205]),
+        Optional,
+    ),
     f("direction", Rule::Word(&["INBOUND", "OUTBOUND", "INTERNAL"]), Optional),
+    f("beginCallTime", Rule::Millis, Optional),
+    f("ringTime", Rule::Millis, Optional),
     f("disposition", DISPOSITION, Optional),
     f("releaseDirection", RELEASE, Optional),
     f("hangupCause", CAUSE, Optional),
     f("sipCode", SIP, Optional),
-    f("accountId", NUMBER, Optional),
-    f("userData", USER_DATA, Optional),
     f("recordUrl", Rule::Url, Optional),
     f("extra", Rule::Object { max_bytes: 4096 }, Optional),
     PRIVACY[0],
@@ -141,7 +141,7 @@ pub fn specs(service: Service) -> &'static [FieldSpec] {
     }
 }
 
-/// Rules across fields; runs only when every field passed its own rule.
+/// Rules across fields; `obj` holds only the fields that passed their own rule.
 pub(super) fn cross_check(service: Service, index: usize, obj: &Map<String, Value>, errors: &mut Vec<FieldError>) {
     let mut err = |field: &str, msg: String| errors.push(FieldError::new(index, field, msg));
     let service_type = obj.get("serviceType").and_then(Value::as_i64).unwrap_or(0);

@@ -137,8 +137,18 @@ pub fn validate_event(service: Service, index: usize, value: &Value) -> Result<V
             }
         }
     }
-    if errors.is_empty() {
+    // Rules across fields are reported along with the rules of single fields (SPEC §3: every
+    // violated rule), judged on the fields that passed their own rule, never twice per field.
+    let failed: Vec<String> = errors.iter().map(|e| e.field.clone()).collect();
+    let key_failed = |f: &String| f == "serviceType" || (service == Service::Status && f == "status");
+    if failed.is_empty() {
         fields::cross_check(service, index, object, &mut errors);
+    } else if !failed.iter().any(key_failed) {
+        let passed: Map<String, Value> =
+            object.iter().filter(|(k, _)| !failed.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut cross = Vec::new();
+        fields::cross_check(service, index, &passed, &mut cross);
+        errors.extend(cross.into_iter().filter(|e| !failed.contains(&e.field)));
     }
     if !errors.is_empty() {
         return Err(errors);
