@@ -7,6 +7,8 @@
 //! [`Outbox::ingest`] means the events are durable. Reads for the operations API go to a
 //! small pool of reader connections ([`read`]) that never block the writer.
 
+mod deliveries;
+mod ingest;
 mod read;
 mod writer;
 
@@ -154,7 +156,8 @@ impl Outbox {
         let options = connect_options(url)?;
         let mut conn = options.connect().await.with_context(|| format!("opening {url}"))?;
         MIGRATOR.run(&mut conn).await.context("migrating the outbox")?;
-        writer::reset_claims(&mut conn).await?;
+        deliveries::release_claims(&mut conn).await?;
+        let ids = ingest::RowIds::load(&mut conn).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone())
@@ -162,7 +165,7 @@ impl Outbox {
             .context("opening reader connections")?;
         let (commands, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        let task = tokio::spawn(writer::run(conn, rx, service == Service::Status, stats.clone()));
+        let task = tokio::spawn(writer::run(conn, rx, service == Service::Status, stats.clone(), ids));
         Ok((
             Outbox {
                 commands,

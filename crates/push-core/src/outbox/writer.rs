@@ -5,10 +5,14 @@ use std::sync::{
     Arc,
 };
 
-use sqlx::{Connection as _, Row as _, SqliteConnection, Transaction};
+use sqlx::{Connection as _, SqliteConnection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Accepted, ClaimBatch, Claimed, Completion, IngestItem, IngestOutcome, NextState, RedeliverFilter};
+use super::{
+    deliveries,
+    ingest::{self, Request, RowIds},
+    ClaimBatch, Completion, IngestItem, IngestOutcome, RedeliverFilter,
+};
 
 type Sqlite = sqlx::Sqlite;
 type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
@@ -40,28 +44,11 @@ impl WriterStats {
 
 /// A request to the writer.
 pub(super) enum Command {
-    Ingest {
-        items: Vec<IngestItem>,
-        now: i64,
-        reply: Reply<IngestOutcome>,
-    },
-    Claim {
-        wants: Vec<(String, usize)>,
-        now: i64,
-        reply: Reply<ClaimBatch>,
-    },
-    Complete {
-        done: Vec<Completion>,
-        reply: Reply<()>,
-    },
-    Redeliver {
-        filter: RedeliverFilter,
-        now: i64,
-        reply: Reply<u64>,
-    },
-    ReleaseClaims {
-        reply: Reply<()>,
-    },
+    Ingest { items: Vec<IngestItem>, now: i64, reply: Reply<IngestOutcome> },
+    Claim { wants: Vec<(String, usize)>, now: i64, reply: Reply<ClaimBatch> },
+    Complete { done: Vec<Completion>, reply: Reply<()> },
+    Redeliver { filter: RedeliverFilter, now: i64, reply: Reply<u64> },
+    ReleaseClaims { reply: Reply<()> },
 }
 
 /// Sends a command's result once the commit's fate is known.
@@ -84,358 +71,119 @@ pub(super) async fn run(
     mut rx: mpsc::Receiver<Command>,
     ordered: bool,
     stats: Arc<WriterStats>,
+    mut ids: RowIds,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         stats.count(&group);
-        let finishes = apply_group(&mut conn, group.drain(..), ordered).await;
-        match finishes {
-            Ok((finishes, commit)) => finishes.into_iter().for_each(|f| f(commit.clone())),
-            Err((finishes, e)) => finishes.into_iter().for_each(|f| f(Err(e.clone()))),
-        }
+        let (finishes, commit) = apply_group(&mut conn, std::mem::take(&mut group), &mut ids, ordered).await;
+        finishes.into_iter().for_each(|f| f(commit.clone()));
     }
     let _ = conn.close().await;
 }
 
-type GroupResult = Result<(Vec<Finish>, Result<(), String>), (Vec<Finish>, String)>;
-
-async fn apply_group(conn: &mut SqliteConnection, group: impl Iterator<Item = Command>, ordered: bool) -> GroupResult {
-    let mut finishes = Vec::new();
+async fn apply_group(
+    conn: &mut SqliteConnection,
+    group: Vec<Command>,
+    ids: &mut RowIds,
+    ordered: bool,
+) -> (Vec<Finish>, Result<(), String>) {
     let mut tx = match conn.begin().await {
         Ok(tx) => tx,
         Err(e) => {
-            let msg = e.to_string();
-            group.for_each(|c| fail(c, &msg));
-            return Err((finishes, msg));
+            let finishes = group.into_iter().map(|c| fail(c, &e.to_string())).collect();
+            return (finishes, Err(e.to_string()));
         }
     };
-    for command in group {
+    // Ingest first, in bulk; the other commands see its rows (a completion then unblocks a
+    // status stored behind it in this group, a claim may take new work at once).
+    let (ingests, others): (Vec<_>, Vec<_>) = group.into_iter().partition(|c| matches!(c, Command::Ingest { .. }));
+    let mut finishes = apply_ingests(&mut tx, ingests, ids, ordered).await;
+    for command in others {
         finishes.push(apply_one(&mut tx, command, ordered).await);
     }
     let commit = tx.commit().await.map_err(|e| {
         tracing::error!(error = %e, "outbox commit failed");
         e.to_string()
     });
-    Ok((finishes, commit))
+    (finishes, commit)
 }
 
-fn fail(command: Command, msg: &str) {
+/// A command that could not run: its caller gets the storage error.
+fn fail(command: Command, msg: &str) -> Finish {
     fn err<T>(msg: &str) -> anyhow::Result<T> {
         Err(anyhow::anyhow!("outbox unavailable: {msg}"))
     }
     match command {
-        Command::Ingest { reply, .. } => drop(reply.send(err(msg))),
-        Command::Claim { reply, .. } => drop(reply.send(err(msg))),
-        Command::Complete { reply, .. } => drop(reply.send(err(msg))),
-        Command::Redeliver { reply, .. } => drop(reply.send(err(msg))),
-        Command::ReleaseClaims { reply } => drop(reply.send(err(msg))),
+        Command::Ingest { reply, .. } => finish(reply, err(msg)),
+        Command::Claim { reply, .. } => finish(reply, err(msg)),
+        Command::Complete { reply, .. } => finish(reply, err(msg)),
+        Command::Redeliver { reply, .. } => finish(reply, err(msg)),
+        Command::ReleaseClaims { reply } => finish(reply, err(msg)),
     }
 }
 
-/// Applies one command inside a savepoint, so a failing command undoes only itself.
+/// Applies every ingest request of the group in one savepoint.
+async fn apply_ingests(
+    tx: &mut Transaction<'_, Sqlite>,
+    ingests: Vec<Command>,
+    ids: &mut RowIds,
+    ordered: bool,
+) -> Vec<Finish> {
+    let mut requests = Vec::with_capacity(ingests.len());
+    for command in ingests {
+        if let Command::Ingest { items, now, reply } = command {
+            requests.push((items, now, reply));
+        }
+    }
+    if requests.is_empty() {
+        return Vec::new();
+    }
+    let before = *ids;
+    let planned: Vec<Request<'_>> = requests.iter().map(|(items, now, _)| Request { items, now: *now }).collect();
+    let result = match tx.begin().await {
+        Ok(mut sp) => match ingest::apply(&mut sp, &planned, ids, ordered).await {
+            Ok(outcomes) => sp.commit().await.map(|()| outcomes).map_err(anyhow::Error::from),
+            Err(e) => {
+                let _ = sp.rollback().await;
+                Err(e)
+            }
+        },
+        Err(e) => Err(e.into()),
+    };
+    drop(planned);
+    match result {
+        Ok(outcomes) => requests.into_iter().zip(outcomes).map(|((_, _, reply), o)| finish(reply, Ok(o))).collect(),
+        Err(e) => {
+            *ids = before;
+            tracing::error!(error = %e, "bulk ingest failed");
+            let msg = e.to_string();
+            requests.into_iter().map(|(_, _, reply)| fail(Command::Ingest { items: vec![], now: 0, reply }, &msg)).collect()
+        }
+    }
+}
+
+/// Applies one non-ingest command inside a savepoint, so a failing command undoes only itself.
 async fn apply_one(tx: &mut Transaction<'_, Sqlite>, command: Command, ordered: bool) -> Finish {
     let mut sp = match tx.begin().await {
         Ok(sp) => sp,
-        Err(e) => {
-            let msg = e.to_string();
-            return Box::new(move |_| fail(command, &msg));
-        }
+        Err(e) => return fail(command, &e.to_string()),
     };
     macro_rules! run {
-        ($reply:expr, $body:expr, $keep:expr) => {{
+        ($reply:expr, $body:expr) => {{
             let result = $body.await;
-            let keep = $keep(&result);
-            let done = if keep { sp.commit().await } else { sp.rollback().await };
-            let result = done.map_err(anyhow::Error::from).and(result);
-            finish($reply, result)
+            let done = if result.is_ok() { sp.commit().await } else { sp.rollback().await };
+            finish($reply, done.map_err(anyhow::Error::from).and(result))
         }};
     }
     match command {
-        Command::Ingest { items, now, reply } => {
-            run!(reply, ingest(&mut sp, &items, now, ordered), |r: &anyhow::Result<
-                IngestOutcome,
-            >| matches!(
-                r,
-                Ok(IngestOutcome::Accepted(_))
-            ))
-        }
-        Command::Claim { wants, now, reply } => {
-            run!(reply, claim(&mut sp, &wants, now), |r: &anyhow::Result<_>| r.is_ok())
-        }
-        Command::Complete { done, reply } => {
-            run!(reply, complete(&mut sp, &done, ordered), |r: &anyhow::Result<_>| r
-                .is_ok())
-        }
-        Command::Redeliver { filter, now, reply } => {
-            run!(
-                reply,
-                redeliver(&mut sp, &filter, now, ordered),
-                |r: &anyhow::Result<_>| r.is_ok()
-            )
-        }
-        Command::ReleaseClaims { reply } => {
-            run!(reply, release(&mut sp), |r: &anyhow::Result<_>| r.is_ok())
+        Command::Claim { wants, now, reply } => run!(reply, deliveries::claim(&mut sp, &wants, now)),
+        Command::Complete { done, reply } => run!(reply, deliveries::complete(&mut sp, &done, ordered)),
+        Command::Redeliver { filter, now, reply } => run!(reply, deliveries::redeliver(&mut sp, &filter, now, ordered)),
+        Command::ReleaseClaims { reply } => run!(reply, deliveries::release_claims(&mut sp)),
+        Command::Ingest { reply, .. } => {
+            let _ = sp.rollback().await;
+            fail(Command::Ingest { items: vec![], now: 0, reply }, "ingest is applied in bulk")
         }
     }
-}
-
-/// Clears claims a previous process left behind: their attempts never finished.
-pub(super) async fn reset_claims(conn: &mut SqliteConnection) -> anyhow::Result<()> {
-    sqlx::query("UPDATE deliveries SET claimed = 0 WHERE claimed = 1")
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-async fn release(tx: &mut SqliteConnection) -> anyhow::Result<()> {
-    sqlx::query("UPDATE deliveries SET claimed = 0 WHERE claimed = 1")
-        .execute(tx)
-        .await?;
-    Ok(())
-}
-
-async fn ingest(
-    tx: &mut SqliteConnection,
-    items: &[IngestItem],
-    now: i64,
-    ordered: bool,
-) -> anyhow::Result<IngestOutcome> {
-    let mut accepted = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let event = &item.event;
-        let existing: Option<String> = sqlx::query_scalar("SELECT event_id FROM events WHERE dedup_key = ?1")
-            .bind(event.dedup_key())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(event_id) = existing {
-            accepted.push(Accepted {
-                call_id: event.call_id.clone(),
-                event_id,
-                duplicate: true,
-            });
-            continue;
-        }
-        let sequence = match &event.status {
-            Some(_) => {
-                let hung_up = sqlx::query("SELECT 1 FROM events WHERE dedup_key = ?1")
-                    .bind(event.hangup_key())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if hung_up.is_some() {
-                    return Ok(IngestOutcome::AfterHangup {
-                        index,
-                        call_id: event.call_id.clone(),
-                    });
-                }
-                Some(next_sequence(tx, &event.call_id).await?)
-            }
-            None => None,
-        };
-        store_event(tx, item, sequence, now, ordered).await?;
-        accepted.push(Accepted {
-            call_id: event.call_id.clone(),
-            event_id: item.event_id.clone(),
-            duplicate: false,
-        });
-    }
-    Ok(IngestOutcome::Accepted(accepted))
-}
-
-async fn next_sequence(tx: &mut SqliteConnection, call_id: &str) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO calls (call_id, next_sequence) VALUES (?1, 1)
-         ON CONFLICT (call_id) DO UPDATE SET next_sequence = next_sequence + 1
-         RETURNING next_sequence - 1",
-    )
-    .bind(call_id)
-    .fetch_one(tx)
-    .await?)
-}
-
-async fn store_event(
-    tx: &mut SqliteConnection,
-    item: &IngestItem,
-    sequence: Option<i64>,
-    now: i64,
-    ordered: bool,
-) -> anyhow::Result<()> {
-    let event = &item.event;
-    let row: i64 = sqlx::query_scalar(
-        "INSERT INTO events (event_id, dedup_key, call_id, party, status, sequence, payload, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
-    )
-    .bind(&item.event_id)
-    .bind(event.dedup_key())
-    .bind(&event.call_id)
-    .bind(event.party.as_deref().unwrap_or(""))
-    .bind(event.status.as_deref())
-    .bind(sequence)
-    .bind(event.body_json(sequence))
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
-    for subscriber in &item.subscribers {
-        sqlx::query(
-            "INSERT INTO deliveries (event_row, subscriber, call_id, sequence, blocked, next_attempt_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4,
-                     ?6 AND EXISTS (SELECT 1 FROM deliveries
-                                    WHERE subscriber = ?2 AND call_id = ?3 AND state = 'pending'),
-                     ?5, ?5, ?5)",
-        )
-        .bind(row)
-        .bind(subscriber)
-        .bind(&event.call_id)
-        .bind(sequence.unwrap_or(0))
-        .bind(now)
-        .bind(ordered)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
-}
-
-async fn claim(tx: &mut SqliteConnection, wants: &[(String, usize)], now: i64) -> anyhow::Result<ClaimBatch> {
-    let mut batch = ClaimBatch::default();
-    for (subscriber, limit) in wants.iter().filter(|(_, n)| *n > 0) {
-        let rows = sqlx::query(
-            "SELECT d.id, d.call_id, d.attempts, d.round_start, e.event_id, e.payload
-             FROM deliveries d JOIN events e ON e.id = d.event_row
-             WHERE d.subscriber = ?1 AND d.state = 'pending' AND d.blocked = 0 AND d.claimed = 0
-               AND d.next_attempt_at <= ?2
-             ORDER BY d.next_attempt_at LIMIT ?3",
-        )
-        .bind(subscriber)
-        .bind(now)
-        .bind(*limit as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        let start = batch.items.len();
-        for row in rows {
-            batch.items.push(Claimed {
-                id: row.try_get(0)?,
-                call_id: row.try_get(1)?,
-                attempts: row.try_get(2)?,
-                round_start: row.try_get(3)?,
-                event_id: row.try_get(4)?,
-                payload: row.try_get(5)?,
-                subscriber: subscriber.clone(),
-            });
-        }
-        let ids: Vec<i64> = batch.items[start..].iter().map(|c| c.id).collect();
-        if !ids.is_empty() {
-            sqlx::query("UPDATE deliveries SET claimed = 1 WHERE id IN (SELECT value FROM json_each(?1))")
-                .bind(serde_json::to_string(&ids)?)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let due: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries
-             WHERE subscriber = ?1 AND state = 'pending' AND blocked = 0 AND claimed = 0",
-        )
-        .bind(subscriber)
-        .fetch_one(&mut *tx)
-        .await?;
-        batch.next_due = match (batch.next_due, due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-    }
-    Ok(batch)
-}
-
-async fn complete(tx: &mut SqliteConnection, done: &[Completion], ordered: bool) -> anyhow::Result<()> {
-    for c in done {
-        sqlx::query("INSERT OR REPLACE INTO attempts (delivery_id, attempt, at, status, error, latency_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-            .bind(c.id)
-            .bind(c.attempt)
-            .bind(c.at)
-            .bind(c.status)
-            .bind(c.error.as_deref())
-            .bind(c.latency_ms)
-            .execute(&mut *tx)
-            .await?;
-        let (state, next_at, delivered_at) = match c.next {
-            NextState::Delivered => ("delivered", None, Some(c.at + c.latency_ms)),
-            NextState::RetryAt(at) => ("pending", Some(at), None),
-            NextState::Dead => ("dead", None, None),
-        };
-        sqlx::query(
-            "UPDATE deliveries SET state = ?2, claimed = 0, attempts = ?3,
-                 next_attempt_at = COALESCE(?4, next_attempt_at), last_status = ?5, last_error = ?6,
-                 delivered_at = ?7, updated_at = ?8
-             WHERE id = ?1",
-        )
-        .bind(c.id)
-        .bind(state)
-        .bind(c.attempt)
-        .bind(next_at)
-        .bind(c.status)
-        .bind(c.error.as_deref())
-        .bind(delivered_at)
-        .bind(c.at + c.latency_ms)
-        .execute(&mut *tx)
-        .await?;
-        if ordered && !matches!(c.next, NextState::RetryAt(_)) {
-            unblock_chain_head(tx, &c.subscriber, &c.call_id).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Lets the earliest unfinished status of (subscriber, call) go, unless one is in flight.
-async fn unblock_chain_head(tx: &mut SqliteConnection, subscriber: &str, call_id: &str) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE deliveries SET blocked = 0
-         WHERE id = (SELECT id FROM deliveries
-                     WHERE subscriber = ?1 AND call_id = ?2 AND state = 'pending'
-                     ORDER BY sequence LIMIT 1)
-           AND claimed = 0
-           AND NOT EXISTS (SELECT 1 FROM deliveries
-                           WHERE subscriber = ?1 AND call_id = ?2 AND state = 'pending' AND claimed = 1)",
-    )
-    .bind(subscriber)
-    .bind(call_id)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-async fn redeliver(
-    tx: &mut SqliteConnection,
-    filter: &RedeliverFilter,
-    now: i64,
-    ordered: bool,
-) -> anyhow::Result<u64> {
-    let rows = sqlx::query(
-        "UPDATE deliveries SET state = 'pending', blocked = ?5, round_start = attempts,
-             next_attempt_at = ?4, updated_at = ?4, delivered_at = NULL
-         WHERE state != 'pending'
-           AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR subscriber = ?3)
-         RETURNING subscriber, call_id",
-    )
-    .bind(filter.id)
-    .bind(filter.state.as_deref())
-    .bind(filter.subscriber.as_deref())
-    .bind(now)
-    .bind(ordered)
-    .fetch_all(&mut *tx)
-    .await?;
-    let count = rows.len() as u64;
-    if ordered {
-        let mut chains: Vec<(String, String)> = rows
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()?;
-        chains.sort();
-        chains.dedup();
-        for (subscriber, call_id) in chains {
-            sqlx::query("UPDATE deliveries SET blocked = 1 WHERE subscriber = ?1 AND call_id = ?2 AND state = 'pending' AND claimed = 0")
-                .bind(&subscriber)
-                .bind(&call_id)
-                .execute(&mut *tx)
-                .await?;
-            unblock_chain_head(tx, &subscriber, &call_id).await?;
-        }
-    }
-    Ok(count)
 }

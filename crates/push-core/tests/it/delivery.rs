@@ -242,6 +242,11 @@ async fn an_idle_loop_does_not_poll_and_connections_are_reused() {
     );
 
     let claims = |stats: &Value| stats["outbox"]["claims"].as_u64().unwrap();
+    eventually(WAIT, "all 40 recorded as delivered", || async {
+        let (_, stats) = app.get_json("/v1/stats").await;
+        (stats["subscribers"]["demo"]["delivered"] == 40).then_some(())
+    })
+    .await;
     let (_, before) = app.get_json("/v1/stats").await;
     tokio::time::sleep(Duration::from_millis(500)).await; // observing an absence needs a window
     let (_, after) = app.get_json("/v1/stats").await;

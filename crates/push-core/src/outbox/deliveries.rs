@@ -1,0 +1,174 @@
+//! Delivery state changes: claim, record results, redeliver, release.
+
+use serde_json::json;
+use sqlx::{Row as _, SqliteConnection};
+
+use super::{ClaimBatch, Claimed, Completion, NextState, RedeliverFilter};
+
+/// Clears claims a previous process left behind (their attempts never finished) or that the
+/// delivery loop gives up at shutdown.
+pub(super) async fn release_claims(conn: &mut SqliteConnection) -> anyhow::Result<()> {
+    sqlx::query("UPDATE deliveries SET claimed = 0 WHERE claimed = 1").execute(conn).await?;
+    Ok(())
+}
+
+/// Claims up to each subscriber's limit of due, unblocked, unclaimed deliveries, oldest due
+/// first, and tells when the next one falls due.
+pub(super) async fn claim(tx: &mut SqliteConnection, wants: &[(String, usize)], now: i64) -> anyhow::Result<ClaimBatch> {
+    let mut batch = ClaimBatch::default();
+    for (subscriber, limit) in wants.iter().filter(|(_, n)| *n > 0) {
+        let rows = sqlx::query(
+            "SELECT d.id, d.call_id, d.attempts, d.round_start, e.event_id, e.payload
+             FROM deliveries d JOIN events e ON e.id = d.event_row
+             WHERE d.subscriber = ?1 AND d.state = 'pending' AND d.blocked = 0 AND d.claimed = 0
+               AND d.next_attempt_at <= ?2
+             ORDER BY d.next_attempt_at LIMIT ?3",
+        )
+        .bind(subscriber)
+        .bind(now)
+        .bind(*limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let start = batch.items.len();
+        for row in rows {
+            batch.items.push(Claimed {
+                id: row.try_get(0)?,
+                call_id: row.try_get(1)?,
+                attempts: row.try_get(2)?,
+                round_start: row.try_get(3)?,
+                event_id: row.try_get(4)?,
+                payload: row.try_get(5)?,
+                subscriber: subscriber.clone(),
+            });
+        }
+        let ids: Vec<i64> = batch.items[start..].iter().map(|c| c.id).collect();
+        if !ids.is_empty() {
+            sqlx::query("UPDATE deliveries SET claimed = 1 WHERE id IN (SELECT value FROM json_each(?1))")
+                .bind(serde_json::to_string(&ids)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries
+             WHERE subscriber = ?1 AND state = 'pending' AND blocked = 0 AND claimed = 0",
+        )
+        .bind(subscriber)
+        .fetch_one(&mut *tx)
+        .await?;
+        batch.next_due = match (batch.next_due, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(batch)
+}
+
+/// Records finished attempts in bulk: the attempt log, the delivery's new state, and for a
+/// status delivery that is finished, the next one of its call is let go.
+pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ordered: bool) -> anyhow::Result<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = done
+        .iter()
+        .map(|c| {
+            let (state, next_at, delivered_at) = match c.next {
+                NextState::Delivered => ("delivered", None, Some(c.at + c.latency_ms)),
+                NextState::RetryAt(at) => ("pending", Some(at), None),
+                NextState::Dead => ("dead", None, None),
+            };
+            json!([c.id, c.attempt, c.at, c.status, c.error, c.latency_ms, state, next_at, delivered_at])
+        })
+        .collect();
+    let rows = serde_json::to_string(&rows)?;
+    sqlx::query(
+        "INSERT OR REPLACE INTO attempts (delivery_id, attempt, at, status, error, latency_ms)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?1)",
+    )
+    .bind(&rows)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE deliveries SET state = v.value->>6, claimed = 0, attempts = v.value->>1,
+             next_attempt_at = COALESCE(v.value->>7, next_attempt_at), last_status = v.value->>3,
+             last_error = v.value->>4, delivered_at = v.value->>8, updated_at = (v.value->>2) + (v.value->>5)
+         FROM json_each(?1) AS v WHERE deliveries.id = v.value->>0",
+    )
+    .bind(&rows)
+    .execute(&mut *tx)
+    .await?;
+    if ordered {
+        let finished: Vec<_> = done
+            .iter()
+            .filter(|c| !matches!(c.next, NextState::RetryAt(_)))
+            .map(|c| json!([c.subscriber, c.call_id]))
+            .collect();
+        unblock_chain_heads(tx, &serde_json::to_string(&finished)?).await?;
+    }
+    Ok(())
+}
+
+/// For each `[subscriber, call_id]` in `chains` (JSON), lets the earliest pending status go.
+async fn unblock_chain_heads(tx: &mut SqliteConnection, chains: &str) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE deliveries SET blocked = 0
+         WHERE claimed = 0 AND id IN (
+             SELECT (SELECT d.id FROM deliveries d
+                     WHERE d.subscriber = v.value->>0 AND d.call_id = v.value->>1 AND d.state = 'pending'
+                     ORDER BY d.sequence LIMIT 1)
+             FROM json_each(?1) AS v)",
+    )
+    .bind(chains)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Puts matching finished deliveries back to pending with a fresh schedule.
+pub(super) async fn redeliver(tx: &mut SqliteConnection, filter: &RedeliverFilter, now: i64, ordered: bool) -> anyhow::Result<u64> {
+    let rows = sqlx::query(
+        "UPDATE deliveries SET state = 'pending', blocked = ?5, round_start = attempts,
+             next_attempt_at = ?4, updated_at = ?4, delivered_at = NULL
+         WHERE state != 'pending'
+           AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR subscriber = ?3)
+         RETURNING subscriber, call_id",
+    )
+    .bind(filter.id)
+    .bind(filter.state.as_deref())
+    .bind(filter.subscriber.as_deref())
+    .bind(now)
+    .bind(ordered)
+    .fetch_all(&mut *tx)
+    .await?;
+    let count = rows.len() as u64;
+    if ordered && count > 0 {
+        let mut chains: Vec<(String, String)> =
+            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>()?;
+        chains.sort();
+        chains.dedup();
+        let chains = serde_json::to_string(&chains)?;
+        // Re-chain: everything waiting is blocked, then each chain's head goes unless one of
+        // its statuses is in flight (its completion lets the head go).
+        sqlx::query(
+            "UPDATE deliveries SET blocked = 1 FROM json_each(?1) AS v
+             WHERE deliveries.subscriber = v.value->>0 AND deliveries.call_id = v.value->>1
+               AND deliveries.state = 'pending' AND deliveries.claimed = 0",
+        )
+        .bind(&chains)
+        .execute(&mut *tx)
+        .await?;
+        let idle: Vec<(String, String)> = sqlx::query(
+            "SELECT v.value->>0, v.value->>1 FROM json_each(?1) AS v
+             WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber = v.value->>0
+                               AND d.call_id = v.value->>1 AND d.state = 'pending' AND d.claimed = 1)",
+        )
+        .bind(&chains)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+        unblock_chain_heads(tx, &serde_json::to_string(&idle)?).await?;
+    }
+    Ok(count)
+}

@@ -1,0 +1,198 @@
+//! Bulk ingest: every ingest request of one group is planned in memory against a few bulk
+//! lookups, then written with one statement per table. The statement count of a group does
+//! not grow with the number of events, which is what lets durable ingest run at tens of
+//! thousands of events per second.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{json, Value};
+use sqlx::{Row as _, SqliteConnection};
+
+use super::{Accepted, IngestItem, IngestOutcome};
+
+/// Next row ids. The writer is the only writer, so it hands out ids itself and never needs
+/// `RETURNING` per row.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct RowIds {
+    pub event: i64,
+    pub delivery: i64,
+}
+
+impl RowIds {
+    /// Reads the highest ids in use.
+    pub async fn load(conn: &mut SqliteConnection) -> anyhow::Result<Self> {
+        let event: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events").fetch_one(&mut *conn).await?;
+        let delivery: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM deliveries").fetch_one(conn).await?;
+        Ok(RowIds { event, delivery })
+    }
+}
+
+/// One ingest request of the group.
+pub(super) struct Request<'a> {
+    pub items: &'a [IngestItem],
+    pub now: i64,
+}
+
+/// What the database already holds about the group's events.
+#[derive(Default)]
+struct Known {
+    /// dedup_key → event_id, including the ones planned earlier in this group.
+    keys: HashMap<String, String>,
+    /// call_id → next sequence.
+    calls: HashMap<String, i64>,
+    /// (subscriber, call_id) with a pending delivery.
+    chains: HashSet<(String, String)>,
+}
+
+/// Rows to write.
+#[derive(Default)]
+struct Rows {
+    events: Vec<Value>,
+    deliveries: Vec<Value>,
+}
+
+/// Plans and writes every request; returns one outcome per request, in order.
+pub(super) async fn apply(
+    tx: &mut SqliteConnection,
+    requests: &[Request<'_>],
+    ids: &mut RowIds,
+    ordered: bool,
+) -> anyhow::Result<Vec<IngestOutcome>> {
+    let mut known = lookup(tx, requests, ordered).await?;
+    let mut rows = Rows::default();
+    let outcomes = requests.iter().map(|r| plan(r, &mut known, &mut rows, ids, ordered)).collect();
+    write(tx, &rows, &known, ordered).await?;
+    Ok(outcomes)
+}
+
+async fn lookup(tx: &mut SqliteConnection, requests: &[Request<'_>], ordered: bool) -> anyhow::Result<Known> {
+    let events = || requests.iter().flat_map(|r| r.items.iter().map(|i| &i.event));
+    let mut keys: Vec<String> = events().map(|e| e.dedup_key()).collect();
+    if ordered {
+        keys.extend(events().map(|e| e.hangup_key()));
+    }
+    let mut known = Known::default();
+    let rows = sqlx::query("SELECT dedup_key, event_id FROM events WHERE dedup_key IN (SELECT value FROM json_each(?1))")
+        .bind(serde_json::to_string(&keys)?)
+        .fetch_all(&mut *tx)
+        .await?;
+    for row in rows {
+        known.keys.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    if !ordered {
+        return Ok(known);
+    }
+    let calls: HashSet<&str> = events().map(|e| e.call_id.as_str()).collect();
+    let calls = serde_json::to_string(&calls)?;
+    let rows = sqlx::query("SELECT call_id, next_sequence FROM calls WHERE call_id IN (SELECT value FROM json_each(?1))")
+        .bind(&calls)
+        .fetch_all(&mut *tx)
+        .await?;
+    for row in rows {
+        known.calls.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    let rows = sqlx::query(
+        "SELECT DISTINCT subscriber, call_id FROM deliveries
+         WHERE state = 'pending' AND call_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(&calls)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in rows {
+        known.chains.insert((row.try_get(0)?, row.try_get(1)?));
+    }
+    Ok(known)
+}
+
+/// Plans one request against what is known so far; a request refused with 409 leaves no
+/// trace (its keys, sequences, chains and ids are dropped).
+fn plan(request: &Request<'_>, known: &mut Known, rows: &mut Rows, ids: &mut RowIds, ordered: bool) -> IngestOutcome {
+    let start = (*ids, rows.events.len(), rows.deliveries.len());
+    let mut keys: Vec<(String, String)> = Vec::new();
+    let mut calls: Vec<(String, i64)> = Vec::new();
+    let mut chains: Vec<(String, String)> = Vec::new();
+    let mut accepted = Vec::with_capacity(request.items.len());
+    let find = |keys: &[(String, String)], known: &Known, key: &str| {
+        keys.iter().rev().find(|(k, _)| k == key).map(|(_, id)| id.clone()).or_else(|| known.keys.get(key).cloned())
+    };
+    for (index, item) in request.items.iter().enumerate() {
+        let event = &item.event;
+        let key = event.dedup_key();
+        if let Some(event_id) = find(&keys, known, &key) {
+            accepted.push(Accepted { call_id: event.call_id.clone(), event_id, duplicate: true });
+            continue;
+        }
+        let sequence = if ordered {
+            if find(&keys, known, &event.hangup_key()).is_some() {
+                (*ids, _, _) = start;
+                rows.events.truncate(start.1);
+                rows.deliveries.truncate(start.2);
+                return IngestOutcome::AfterHangup { index, call_id: event.call_id.clone() };
+            }
+            let next = calls.iter().rev().find(|(c, _)| *c == event.call_id).map(|(_, n)| *n);
+            let seq = next.or_else(|| known.calls.get(&event.call_id).copied()).unwrap_or(0);
+            calls.push((event.call_id.clone(), seq + 1));
+            Some(seq)
+        } else {
+            None
+        };
+        ids.event += 1;
+        let party = event.party.as_deref().unwrap_or("");
+        rows.events.push(json!([
+            ids.event, item.event_id, key, event.call_id, party, event.status, sequence,
+            event.body_json(sequence), request.now
+        ]));
+        for subscriber in &item.subscribers {
+            let chain = (subscriber.clone(), event.call_id.clone());
+            let blocked = ordered && (known.chains.contains(&chain) || chains.contains(&chain));
+            ids.delivery += 1;
+            rows.deliveries.push(json!([
+                ids.delivery, ids.event, subscriber, event.call_id, sequence.unwrap_or(0), blocked, request.now
+            ]));
+            if ordered {
+                chains.push(chain);
+            }
+        }
+        keys.push((key, item.event_id.clone()));
+        accepted.push(Accepted { call_id: event.call_id.clone(), event_id: item.event_id.clone(), duplicate: false });
+    }
+    known.keys.extend(keys);
+    known.calls.extend(calls);
+    known.chains.extend(chains);
+    IngestOutcome::Accepted(accepted)
+}
+
+async fn write(tx: &mut SqliteConnection, rows: &Rows, known: &Known, ordered: bool) -> anyhow::Result<()> {
+    if rows.events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO events (id, event_id, dedup_key, call_id, party, status, sequence, payload, created_at)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8
+         FROM json_each(?1)",
+    )
+    .bind(serde_json::to_string(&rows.events)?)
+    .execute(&mut *tx)
+    .await?;
+    if !rows.deliveries.is_empty() {
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_row, subscriber, call_id, sequence, blocked, next_attempt_at, created_at, updated_at)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>6, value->>6
+             FROM json_each(?1)",
+        )
+        .bind(serde_json::to_string(&rows.deliveries)?)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if ordered && !known.calls.is_empty() {
+        let calls: Vec<(&String, &i64)> = known.calls.iter().collect();
+        sqlx::query(
+            "INSERT INTO calls (call_id, next_sequence) SELECT value->>0, value->>1 FROM json_each(?1) WHERE true
+             ON CONFLICT (call_id) DO UPDATE SET next_sequence = excluded.next_sequence",
+        )
+        .bind(serde_json::to_string(&calls)?)
+        .execute(tx)
+        .await?;
+    }
+    Ok(())
+}
