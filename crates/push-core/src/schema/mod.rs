@@ -144,8 +144,11 @@ pub fn validate_event(service: Service, index: usize, value: &Value) -> Result<V
     if failed.is_empty() {
         fields::cross_check(service, index, object, &mut errors);
     } else if !failed.iter().any(key_failed) {
-        let passed: Map<String, Value> =
-            object.iter().filter(|(k, _)| !failed.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let passed: Map<String, Value> = object
+            .iter()
+            .filter(|(k, _)| !failed.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut cross = Vec::new();
         fields::cross_check(service, index, &passed, &mut cross);
         errors.extend(cross.into_iter().filter(|e| !failed.contains(&e.field)));

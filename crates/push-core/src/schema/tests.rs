@@ -186,12 +186,22 @@ fn enums_take_each_spec_value_and_nothing_else() {
     }
 }
 
+/// (service, base event, field, accepted values, refused values, message of the refusal).
+type Range = (
+    Service,
+    Value,
+    &'static str,
+    &'static [i64],
+    &'static [i64],
+    &'static str,
+);
+
 #[test]
 fn integer_ranges_and_codes() {
     let (one_of, cause) = ("must be one of", "between 0 and 127");
     let (sip, display) = ("between 100 and 699", "between 1 and 4");
     #[rustfmt::skip]
-    let table: [(Service, Value, &str, &[i64], &[i64], &str); 11] = [
+    let table: [Range; 11] = [
         (Cdr, seed(Cdr), "serviceType", &[100], &[0, 101, 300], one_of),
         (Cdr, seed(Cdr), "hangupCause", &[0, 16, 127], &[-1, 128], cause),
         (Cdr, seed(Cdr), "sipCode", &[100, 486, 699], &[99, 700], sip),
