@@ -53,6 +53,15 @@ struct InFlight {
     by_subscriber: HashMap<String, usize>,
 }
 
+impl InFlight {
+    fn release(&mut self, subscriber: &str) {
+        self.total -= 1;
+        if let Some(n) = self.by_subscriber.get_mut(subscriber) {
+            *n -= 1;
+        }
+    }
+}
+
 impl Dispatcher {
     /// Builds the loop; `wake` is notified by ingest when new deliveries are committed.
     pub fn new(
@@ -90,8 +99,7 @@ impl Dispatcher {
             while let Ok(c) = done_rx.try_recv() {
                 finished.push(c);
             }
-            let storage_ok = self.record(&mut finished, &mut in_flight).await
-                && self.claim_and_start(&mut in_flight, &mut next_due, &done_tx).await;
+            let storage_ok = self.cycle(&mut finished, &mut in_flight, &mut next_due, &done_tx, true).await;
             let wait = if storage_ok {
                 self.until(next_due)
             } else {
@@ -104,7 +112,7 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => {}
             }
         }
-        self.drain(done_rx, finished, in_flight).await;
+        self.drain((done_tx, done_rx), finished, in_flight).await;
     }
 
     fn until(&self, next_due: Option<i64>) -> Duration {
@@ -114,65 +122,58 @@ impl Dispatcher {
         }
     }
 
-    /// Writes finished attempts; false if the outbox failed (they are kept and retried).
-    async fn record(&self, finished: &mut Vec<Completion>, in_flight: &mut InFlight) -> bool {
-        if finished.is_empty() {
+    /// One turn: records finished attempts and claims new work in one outbox transaction.
+    /// Returns false if the outbox failed (the results are kept and written next turn).
+    async fn cycle(
+        &self,
+        finished: &mut Vec<Completion>,
+        in_flight: &mut InFlight,
+        next_due: &mut Option<i64>,
+        done: &mpsc::UnboundedSender<Completion>,
+        claiming: bool,
+    ) -> bool {
+        let wants = if claiming { self.wants(finished, in_flight) } else { Vec::new() };
+        if finished.is_empty() && wants.is_empty() {
+            *next_due = None;
             return true;
         }
-        match self.outbox.complete(finished.clone()).await {
-            Ok(()) => {
-                for c in finished.drain(..) {
-                    in_flight.total -= 1;
-                    if let Some(n) = in_flight.by_subscriber.get_mut(&c.subscriber) {
-                        *n -= 1;
-                    }
+        let claimed_any = !wants.is_empty();
+        let results = Arc::new(std::mem::take(finished));
+        match self.outbox.cycle(results.clone(), wants, self.shared.clock.now_ms()).await {
+            Ok(batch) => {
+                for c in results.iter() {
+                    in_flight.release(&c.subscriber);
                     if !matches!(c.next, NextState::RetryAt(_)) {
                         m::queue_depth_add(&c.subscriber, -1.0);
                     }
                 }
-                true
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "recording attempt results failed; will retry");
-                false
-            }
-        }
-    }
-
-    async fn claim_and_start(
-        &self,
-        in_flight: &mut InFlight,
-        next_due: &mut Option<i64>,
-        done: &mpsc::UnboundedSender<Completion>,
-    ) -> bool {
-        let room = self.max_in_flight - in_flight.total;
-        let wants: Vec<(String, usize)> = self
-            .routes
-            .all()
-            .iter()
-            .map(|r| {
-                let used = in_flight.by_subscriber.get(&r.id).copied().unwrap_or(0);
-                (r.id.clone(), self.per_subscriber.saturating_sub(used).min(room))
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        if wants.is_empty() {
-            *next_due = None;
-            return true;
-        }
-        match self.outbox.claim(wants, self.shared.clock.now_ms()).await {
-            Ok(batch) => {
-                *next_due = batch.next_due;
+                *next_due = if claimed_any { batch.next_due } else { None };
                 for claimed in batch.items {
                     self.start(claimed, in_flight, done);
                 }
                 true
             }
             Err(e) => {
-                tracing::error!(error = %e, "claiming due deliveries failed; will retry");
+                tracing::error!(error = %e, "recording results / claiming work failed; will retry");
+                *finished = Arc::try_unwrap(results).unwrap_or_else(|shared| (*shared).clone());
                 false
             }
         }
+    }
+
+    /// Free slots per subscriber, counting the slots of the results about to be recorded.
+    fn wants(&self, finished: &[Completion], in_flight: &InFlight) -> Vec<(String, usize)> {
+        let room = self.max_in_flight - (in_flight.total - finished.len());
+        self.routes
+            .all()
+            .iter()
+            .map(|r| {
+                let used = in_flight.by_subscriber.get(&r.id).copied().unwrap_or(0);
+                let freeing = finished.iter().filter(|c| c.subscriber == r.id).count();
+                (r.id.clone(), self.per_subscriber.saturating_sub(used - freeing).min(room))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     fn start(&self, claimed: Claimed, in_flight: &mut InFlight, done: &mpsc::UnboundedSender<Completion>) {
@@ -191,7 +192,7 @@ impl Dispatcher {
 
     async fn drain(
         self,
-        mut done_rx: mpsc::UnboundedReceiver<Completion>,
+        (done_tx, mut done_rx): (mpsc::UnboundedSender<Completion>, mpsc::UnboundedReceiver<Completion>),
         mut finished: Vec<Completion>,
         mut in_flight: InFlight,
     ) {
@@ -208,7 +209,8 @@ impl Dispatcher {
                 _ => break,
             }
         }
-        self.record(&mut finished, &mut in_flight).await;
+        let mut none = None;
+        self.cycle(&mut finished, &mut in_flight, &mut none, &done_tx, false).await;
         if let Err(e) = self.outbox.release_claims().await {
             tracing::error!(error = %e, "releasing claims failed; the next start releases them");
         }

@@ -181,14 +181,12 @@ impl Outbox {
         self.call(|reply| Command::Ingest { items, now, reply }).await
     }
 
-    /// Claims up to `limit` due deliveries for each listed subscriber.
-    pub async fn claim(&self, wants: Vec<(String, usize)>, now: i64) -> anyhow::Result<ClaimBatch> {
-        self.call(|reply| Command::Claim { wants, now, reply }).await
-    }
-
-    /// Records finished attempts and moves their deliveries on.
-    pub async fn complete(&self, done: Vec<Completion>) -> anyhow::Result<()> {
-        self.call(|reply| Command::Complete { done, reply }).await
+    /// One turn of the delivery loop in one transaction: records finished attempts (`done`),
+    /// then claims up to `limit` due deliveries for each listed subscriber. Neither needs to
+    /// survive a power loss (a lost result means one more attempt), so such transactions are
+    /// committed without waiting for the disk; a process crash loses nothing committed.
+    pub async fn cycle(&self, done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64) -> anyhow::Result<ClaimBatch> {
+        self.call(|reply| Command::Cycle { done, wants, now, reply }).await
     }
 
     /// Puts matching deliveries back to pending with a fresh schedule; returns how many.

@@ -36,7 +36,7 @@ impl WriterStats {
     fn count(&self, group: &[Command]) {
         self.transactions.fetch_add(1, Ordering::Relaxed);
         let ingests = group.iter().filter(|c| matches!(c, Command::Ingest { .. })).count() as u64;
-        let claims = group.iter().filter(|c| matches!(c, Command::Claim { .. })).count() as u64;
+        let claims = group.iter().filter(|c| matches!(c, Command::Cycle { wants, .. } if !wants.is_empty())).count() as u64;
         self.ingests.fetch_add(ingests, Ordering::Relaxed);
         self.claims.fetch_add(claims, Ordering::Relaxed);
     }
@@ -45,8 +45,7 @@ impl WriterStats {
 /// A request to the writer.
 pub(super) enum Command {
     Ingest { items: Vec<IngestItem>, now: i64, reply: Reply<IngestOutcome> },
-    Claim { wants: Vec<(String, usize)>, now: i64, reply: Reply<ClaimBatch> },
-    Complete { done: Vec<Completion>, reply: Reply<()> },
+    Cycle { done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64, reply: Reply<ClaimBatch> },
     Redeliver { filter: RedeliverFilter, now: i64, reply: Reply<u64> },
     ReleaseClaims { reply: Reply<()> },
 }
@@ -74,12 +73,29 @@ pub(super) async fn run(
     mut ids: RowIds,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut durable = true;
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         stats.count(&group);
+        set_durability(&mut conn, &group, &mut durable).await;
         let (finishes, commit) = apply_group(&mut conn, std::mem::take(&mut group), &mut ids, ordered).await;
         finishes.into_iter().for_each(|f| f(commit.clone()));
     }
     let _ = conn.close().await;
+}
+
+/// Commits that store events or redeliveries wait for the disk (`synchronous=FULL`); the
+/// delivery loop's bookkeeping does not (`NORMAL`: in WAL mode it is still safe from process
+/// crashes, and the next durable commit syncs it too).
+async fn set_durability(conn: &mut SqliteConnection, group: &[Command], durable: &mut bool) {
+    let wanted = group.iter().any(|c| matches!(c, Command::Ingest { .. } | Command::Redeliver { .. }));
+    if wanted == *durable {
+        return;
+    }
+    let pragma = if wanted { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
+    match sqlx::query(pragma).execute(&mut *conn).await {
+        Ok(_) => *durable = wanted,
+        Err(e) => tracing::error!(error = %e, "changing synchronous failed"),
+    }
 }
 
 async fn apply_group(
@@ -116,8 +132,7 @@ fn fail(command: Command, msg: &str) -> Finish {
     }
     match command {
         Command::Ingest { reply, .. } => finish(reply, err(msg)),
-        Command::Claim { reply, .. } => finish(reply, err(msg)),
-        Command::Complete { reply, .. } => finish(reply, err(msg)),
+        Command::Cycle { reply, .. } => finish(reply, err(msg)),
         Command::Redeliver { reply, .. } => finish(reply, err(msg)),
         Command::ReleaseClaims { reply } => finish(reply, err(msg)),
     }
@@ -177,8 +192,10 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, command: Command, ordered: 
         }};
     }
     match command {
-        Command::Claim { wants, now, reply } => run!(reply, deliveries::claim(&mut sp, &wants, now)),
-        Command::Complete { done, reply } => run!(reply, deliveries::complete(&mut sp, &done, ordered)),
+        Command::Cycle { done, wants, now, reply } => run!(reply, async {
+            deliveries::complete(&mut sp, &done, ordered).await?;
+            deliveries::claim(&mut sp, &wants, now).await
+        }),
         Command::Redeliver { filter, now, reply } => run!(reply, deliveries::redeliver(&mut sp, &filter, now, ordered)),
         Command::ReleaseClaims { reply } => run!(reply, deliveries::release_claims(&mut sp)),
         Command::Ingest { reply, .. } => {

@@ -1,0 +1,203 @@
+//! `callsim bench`: measures the pushers end to end on this machine with already-built
+//! binaries, and the same load generator against trivial in-process sinks, so that every
+//! figure also reads as a share of the raw loopback HTTP limit.
+//!
+//! Phases (each starts its own pusher with a fresh database in a temporary directory and
+//! stops it at the end): `sink`, `ingest`, `e2e-cdr`, `e2e-status`, `latency`, `backlog`.
+//! See the crate README for what each figure means.
+
+mod backlog;
+mod latency;
+pub mod load;
+mod phases;
+pub mod pusher;
+pub mod receiver;
+pub mod report;
+pub mod sink;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::ValueEnum;
+use serde_json::json;
+
+use self::pusher::{Program, Pusher, Setup};
+use self::report::{BenchReport, Check, Figure, Machine};
+
+/// A phase of the bench.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Phase {
+    /// Trivial in-process sinks: the raw loopback limits.
+    Sink,
+    /// Durable ingest into cdr-pusher without subscribers.
+    Ingest,
+    /// cdr-pusher end to end.
+    E2eCdr,
+    /// status-pusher end to end, per-call order checked.
+    E2eStatus,
+    /// 202-to-first-attempt latency at steady rates.
+    Latency,
+    /// A queue built up while the receiver is down, then drained.
+    Backlog,
+}
+
+impl Phase {
+    /// All phases, in running order.
+    pub const ALL: [Phase; 6] = [
+        Phase::Sink,
+        Phase::Ingest,
+        Phase::E2eCdr,
+        Phase::E2eStatus,
+        Phase::Latency,
+        Phase::Backlog,
+    ];
+
+    /// The phase's name on the command line and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Sink => "sink",
+            Phase::Ingest => "ingest",
+            Phase::E2eCdr => "e2e-cdr",
+            Phase::E2eStatus => "e2e-status",
+            Phase::Latency => "latency",
+            Phase::Backlog => "backlog",
+        }
+    }
+}
+
+/// What to run, as given on the command line.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Directory with `cdr-pusher` and `status-pusher`.
+    pub bin_dir: PathBuf,
+    /// Events of the ingest and end-to-end phases (default 100,000; smoke 2,000).
+    pub events: Option<u64>,
+    /// Events queued in the backlog phase (default 1,000,000; smoke 5,000).
+    pub queued: Option<u64>,
+    /// Concurrent clients of the closed-loop loads.
+    pub concurrency: usize,
+    /// Shrink everything to a few thousand events and short phases.
+    pub smoke: bool,
+    /// Phases to run; empty = all.
+    pub only: Vec<Phase>,
+    /// Where the temporary directories (databases) go; default the system's.
+    pub work_dir: Option<PathBuf>,
+}
+
+/// The sizes and time bounds a run uses, after `--smoke`.
+#[derive(Clone, Debug)]
+pub struct Sizes {
+    /// Events of the ingest and end-to-end phases.
+    pub events: u64,
+    /// Events queued in the backlog phase.
+    pub queued: u64,
+    /// Concurrent clients of the closed-loop loads.
+    pub concurrency: usize,
+    /// Longest a closed-loop load may run.
+    pub load_limit: Duration,
+    /// Length of each steady-rate step of the latency phase.
+    pub step: Duration,
+    /// Waiting for deliveries gives up after this long without progress.
+    pub stall: Duration,
+    /// Waiting for deliveries gives up after this long in all.
+    pub wait_limit: Duration,
+}
+
+impl Sizes {
+    /// Resolves the options.
+    pub fn from_options(o: &BenchOptions) -> Sizes {
+        let (events, queued) = if o.smoke { (2_000, 5_000) } else { (100_000, 1_000_000) };
+        Sizes {
+            events: o.events.unwrap_or(events).max(100),
+            queued: o.queued.unwrap_or(queued).max(1_000),
+            concurrency: o.concurrency.max(1),
+            load_limit: Duration::from_secs(if o.smoke { 20 } else { 300 }),
+            step: Duration::from_secs(if o.smoke { 2 } else { 10 }),
+            stall: Duration::from_secs(if o.smoke { 15 } else { 30 }),
+            wait_limit: Duration::from_secs(if o.smoke { 60 } else { 1_800 }),
+        }
+    }
+}
+
+/// What the phases share: options, sizes and the report being filled.
+pub struct Ctx {
+    /// Options.
+    pub options: BenchOptions,
+    /// Sizes.
+    pub sizes: Sizes,
+    /// The report so far.
+    pub report: BenchReport,
+}
+
+impl Ctx {
+    /// Adds a figure.
+    pub fn figure(&mut self, figure: Figure) {
+        self.report.figures.push(figure);
+    }
+
+    /// Adds a correctness count.
+    pub fn check(&mut self, phase: Phase, check: &str, count: u64) {
+        self.report.checks.push(Check {
+            phase: phase.name().to_string(),
+            check: check.to_string(),
+            count,
+        });
+    }
+
+    /// Adds a note.
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.report.notes.push(note.into());
+    }
+
+    /// Creates a temporary directory for one phase's database.
+    pub fn temp_dir(&self, phase: Phase) -> anyhow::Result<tempfile::TempDir> {
+        let mut builder = tempfile::Builder::new();
+        let prefix = format!("callsim-bench-{}-", phase.name());
+        builder.prefix(&prefix);
+        match &self.options.work_dir {
+            Some(dir) => builder.tempdir_in(dir),
+            None => builder.tempdir(),
+        }
+        .context("creating a temporary directory")
+    }
+
+    /// Starts `program` in a fresh temporary directory.
+    pub fn pusher(&self, phase: Phase, program: Program, setup: &Setup) -> anyhow::Result<(tempfile::TempDir, Pusher)> {
+        let dir = self.temp_dir(phase)?;
+        let pusher = Pusher::start(&self.options.bin_dir, program, dir.path(), setup)?;
+        Ok((dir, pusher))
+    }
+}
+
+/// Runs the selected phases and returns the finished report (whose `ok` says whether every
+/// correctness check passed). Errors only when a phase could not run at all.
+pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    let started = Instant::now();
+    let sizes = Sizes::from_options(&options);
+    let probe = options.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let report = BenchReport {
+        machine: Machine::detect(&probe),
+        options: json!({
+            "binDir": options.bin_dir, "events": sizes.events, "queued": sizes.queued,
+            "concurrency": sizes.concurrency, "smoke": options.smoke,
+            "stepSecs": sizes.step.as_secs_f64(), "workDir": probe,
+        }),
+        ..BenchReport::default()
+    };
+    let mut ctx = Ctx { options, sizes, report };
+    for phase in Phase::ALL {
+        if !ctx.options.only.is_empty() && !ctx.options.only.contains(&phase) {
+            continue;
+        }
+        eprintln!("bench: {} ...", phase.name());
+        let phase_started = Instant::now();
+        phases::run(&mut ctx, phase)
+            .await
+            .with_context(|| format!("phase {}", phase.name()))?;
+        eprintln!("bench: {} done in {:.1} s", phase.name(), phase_started.elapsed().as_secs_f64());
+    }
+    ctx.report.elapsed_secs = started.elapsed().as_secs_f64();
+    ctx.report.finish();
+    Ok(ctx.report)
+}
