@@ -1,5 +1,5 @@
-//! Command-line interface: the `calls`, `receive` and `generate` subcommands and their
-//! options, turned into the library's option structs.
+//! Command-line interface: the `calls`, `receive`, `generate` and `bench` subcommands and
+//! their options, turned into the library's option structs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::bench::{BenchOptions, Phase};
 use crate::calls::{CallsOptions, RunLimit};
 use crate::generator::GenConfig;
 use crate::mix::{parse_scenario_mix, parse_service_mix, Mix};
@@ -31,6 +32,8 @@ pub enum Command {
     Receive(ReceiveArgs),
     /// Print generated records as JSON lines, without sending anything.
     Generate(GenerateArgs),
+    /// Benchmark already-built pushers end to end on this machine (see the README).
+    Bench(BenchArgs),
 }
 
 /// Options of the call generator, shared by `calls` and `generate`.
@@ -211,4 +214,48 @@ pub struct GenerateArgs {
     /// Generator options.
     #[command(flatten)]
     pub generator: GenArgs,
+}
+
+/// Options of `callsim bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Directory holding the built `cdr-pusher` and `status-pusher` (nothing is built).
+    #[arg(long, default_value = "target/release")]
+    pub bin_dir: PathBuf,
+    /// Events of the ingest and end-to-end phases [default: 100000; with --smoke 2000].
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Events queued while the receiver is down [default: 1000000; with --smoke 5000].
+    #[arg(long)]
+    pub queued: Option<u64>,
+    /// Concurrent clients of the sink and ingest loads.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// A quick run (a few thousand events, 2 s latency steps) that checks the bench works.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Also write every figure, check and note to this file as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Run only these phases (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Phase>,
+    /// Directory for the temporary databases [default: the system temp dir].
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// The bench options.
+    pub fn options(&self) -> BenchOptions {
+        BenchOptions {
+            bin_dir: self.bin_dir.clone(),
+            events: self.events,
+            queued: self.queued,
+            concurrency: self.concurrency,
+            smoke: self.smoke,
+            only: self.only.clone(),
+            work_dir: self.work_dir.clone(),
+        }
+    }
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::calls::{now_ms, CallsDriver, RunLimit};
-use crate::cli::{CallsArgs, GenerateArgs, ReceiveArgs, RecordKind};
+use crate::cli::{BenchArgs, CallsArgs, GenerateArgs, ReceiveArgs, RecordKind};
 use crate::generator::CallGenerator;
 use crate::model::Payload;
 use crate::progress::{should_show, Progress};
@@ -123,6 +123,21 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
                 writeln!(out, "{}", post.payload.to_json())?;
             }
         }
+    }
+    Ok(())
+}
+
+/// `callsim bench`: runs the phases, prints the report (and writes `--json`); fails when a
+/// correctness check (loss, duplicate, order...) counted anything, never because of speed.
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let report = crate::bench::run(args.options()).await?;
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !report.ok {
+        anyhow::bail!("correctness checks failed: {}", report.failures().join("; "));
     }
     Ok(())
 }

@@ -4,10 +4,11 @@
 //! The library exposes the pieces so that tests and benchmarks can reuse them:
 //! [`generator::CallGenerator`] (pure, seeded call generation), [`calls::CallsDriver`]
 //! (posts calls in real time to the pushers) and [`receive::Receiver`] (the webhook
-//! receiver with signature, order and duplicate checks).
+//! receiver with signature, order and duplicate checks); [`bench`] measures the pushers.
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod calls;
 pub mod cli;
 pub mod commands;

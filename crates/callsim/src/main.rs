@@ -11,5 +11,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Calls(args) => commands::calls(args).await,
         Command::Receive(args) => commands::receive(args).await,
         Command::Generate(args) => commands::generate(args),
+        Command::Bench(args) => commands::bench(args).await,
     }
 }

@@ -51,11 +51,15 @@ impl Application {
         listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        let metrics = m::handle();
         let section = settings.service(service);
         let (outbox, writer) = Outbox::open(&section.database, service).await?;
         let routes = Routes::new(&settings.subscribers, service);
+        for route in routes.all() {
+            route.metrics.queue_depth.set(0.0);
+        }
         for (sub, depth) in outbox.pending_counts().await? {
-            m::queue_depth_set(&sub, depth as f64);
+            routes.queue_depth_add(&sub, depth as f64);
         }
         let wake = Arc::new(Notify::new());
         let dispatcher = Dispatcher::new(&settings, routes.clone(), outbox.clone(), wake.clone(), clock.clone())?;
@@ -67,7 +71,7 @@ impl Application {
             wake,
             shutdown: CancellationToken::new(),
             clock,
-            metrics: m::handle(),
+            metrics,
         };
         Ok(Application {
             listener,

@@ -1,8 +1,11 @@
 //! Who gets which event (SPEC §4), resolved once from the configuration.
 
+use std::sync::Arc;
+
 use crate::{
     config::{signing_key, Service, Subscriber},
     schema::ValidEvent,
+    telemetry::metrics::SubscriberMetrics,
 };
 
 /// A subscriber as one program sees it: its URL for this program and its signing key.
@@ -10,17 +13,19 @@ use crate::{
 pub struct Route {
     /// Subscriber id.
     pub id: String,
-    /// Where this program posts.
-    pub url: String,
+    /// Where this program posts (validated at start).
+    pub url: reqwest::Url,
     /// HMAC key, when the subscriber has a secret.
     pub key: Option<Vec<u8>>,
+    /// This subscriber's metric handles, registered once.
+    pub metrics: SubscriberMetrics,
     service_types: Vec<u16>,
     accounts: Vec<String>,
 }
 
 /// The subscribers of one program.
 #[derive(Debug, Clone, Default)]
-pub struct Routes(Vec<Route>);
+pub struct Routes(Vec<Arc<Route>>);
 
 impl Routes {
     /// Keeps the subscribers that have a URL for `service`.
@@ -29,13 +34,14 @@ impl Routes {
             subscribers
                 .iter()
                 .filter_map(|s| {
-                    Some(Route {
+                    Some(Arc::new(Route {
                         id: s.id.clone(),
-                        url: s.url_for(service)?.to_string(),
+                        url: reqwest::Url::parse(s.url_for(service)?).ok()?,
                         key: s.secret.as_ref().and_then(signing_key),
+                        metrics: SubscriberMetrics::new(&s.id),
                         service_types: s.service_types.clone(),
                         accounts: s.accounts.clone(),
-                    })
+                    }))
                 })
                 .collect(),
         )
@@ -53,12 +59,19 @@ impl Routes {
     }
 
     /// Every route.
-    pub fn all(&self) -> &[Route] {
+    pub fn all(&self) -> &[Arc<Route>] {
         &self.0
     }
 
     /// One route by subscriber id.
-    pub fn get(&self, id: &str) -> Option<&Route> {
+    pub fn get(&self, id: &str) -> Option<&Arc<Route>> {
         self.0.iter().find(|r| r.id == id)
+    }
+
+    /// Moves the queue-depth gauge of `subscriber` (a no-op for an unknown one).
+    pub fn queue_depth_add(&self, subscriber: &str, delta: f64) {
+        if let Some(route) = self.get(subscriber) {
+            route.metrics.queue_depth.increment(delta);
+        }
     }
 }

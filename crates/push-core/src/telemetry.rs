@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_appender::{non_blocking::WorkerGuard, rolling};
 use tracing_subscriber::{fmt, layer::SubscriberExt as _, util::SubscriberInitExt as _, EnvFilter, Layer as _};
 
-use crate::{config::LogSettings, delivery::Sent, outbox::NextState};
+use crate::{config::LogSettings, delivery::Sent, outbox::NextState, subscribers::Route};
 
 /// Keeps the log file writer alive; dropping it flushes the file.
 pub struct LogGuard {
@@ -52,11 +52,12 @@ pub fn init(program: &str, log: &LogSettings) -> anyhow::Result<LogGuard> {
 }
 
 /// Logs one attempt: info when delivered, warn when it will be retried, error when dead.
-pub fn log_attempt(event_id: &str, call_id: &str, subscriber: &str, attempt: u32, sent: &Sent, next: NextState) {
+pub fn log_attempt(event_id: &str, call_id: &str, route: &Route, attempt: u32, sent: &Sent, next: NextState) {
     let latency_ms = sent.latency.as_millis() as u64;
     let status = sent.status.map(i64::from).unwrap_or(-1);
     let error = sent.error.as_deref().unwrap_or("");
-    metrics::attempt(subscriber, sent, next);
+    let subscriber = route.id.as_str();
+    metrics::attempt(&route.metrics, sent, next);
     match next {
         NextState::Delivered => {
             tracing::info!(target: "attempt", event_id, call_id, subscriber, attempt, status, latency_ms, "delivered")
@@ -109,28 +110,47 @@ pub mod metrics {
         ::metrics::counter!("voice_push_events_duplicate_total").increment(duplicates);
     }
 
-    /// Moves the pending-deliveries gauge of `subscriber`.
-    pub fn queue_depth_add(subscriber: &str, delta: f64) {
-        ::metrics::gauge!("voice_push_queue_depth", "subscriber" => subscriber.to_string()).increment(delta);
+    /// One subscriber's metric handles, registered once so the delivery path only touches
+    /// atomics (no label allocation or registry lookup per attempt).
+    #[derive(Clone)]
+    pub struct SubscriberMetrics {
+        /// `voice_push_queue_depth`: deliveries pending.
+        pub queue_depth: ::metrics::Gauge,
+        delivered: ::metrics::Counter,
+        failed: ::metrics::Counter,
+        dead: ::metrics::Counter,
+        latency: ::metrics::Histogram,
     }
 
-    /// Sets the pending-deliveries gauge of `subscriber` (at start).
-    pub fn queue_depth_set(subscriber: &str, value: f64) {
-        ::metrics::gauge!("voice_push_queue_depth", "subscriber" => subscriber.to_string()).set(value);
+    impl std::fmt::Debug for SubscriberMetrics {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("SubscriberMetrics")
+        }
     }
 
-    pub(super) fn attempt(subscriber: &str, sent: &Sent, next: NextState) {
-        let sub = subscriber.to_string();
-        ::metrics::histogram!("voice_push_attempt_latency_seconds", "subscriber" => sub.clone())
-            .record(sent.latency.as_secs_f64());
-        match next {
-            NextState::Delivered => ::metrics::counter!("voice_push_delivered_total", "subscriber" => sub).increment(1),
-            NextState::RetryAt(_) => {
-                ::metrics::counter!("voice_push_attempts_failed_total", "subscriber" => sub).increment(1)
+    impl SubscriberMetrics {
+        /// Registers (or finds) the series labelled `subscriber`.
+        pub fn new(subscriber: &str) -> Self {
+            handle();
+            let label = || [("subscriber", subscriber.to_string())];
+            SubscriberMetrics {
+                queue_depth: ::metrics::gauge!("voice_push_queue_depth", &label()),
+                delivered: ::metrics::counter!("voice_push_delivered_total", &label()),
+                failed: ::metrics::counter!("voice_push_attempts_failed_total", &label()),
+                dead: ::metrics::counter!("voice_push_dead_total", &label()),
+                latency: ::metrics::histogram!("voice_push_attempt_latency_seconds", &label()),
             }
+        }
+    }
+
+    pub(super) fn attempt(m: &SubscriberMetrics, sent: &Sent, next: NextState) {
+        m.latency.record(sent.latency.as_secs_f64());
+        match next {
+            NextState::Delivered => m.delivered.increment(1),
+            NextState::RetryAt(_) => m.failed.increment(1),
             NextState::Dead => {
-                ::metrics::counter!("voice_push_attempts_failed_total", "subscriber" => sub.clone()).increment(1);
-                ::metrics::counter!("voice_push_dead_total", "subscriber" => sub).increment(1);
+                m.failed.increment(1);
+                m.dead.increment(1);
             }
         }
     }

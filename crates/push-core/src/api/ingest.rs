@@ -92,11 +92,18 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 /// Metrics and the delivery loop's wake-up, after a commit.
 fn note_accepted(state: &AppState, accepted: &[Accepted], fanout: &[Vec<String>]) {
     let mut new = 0;
+    let mut depth: Vec<(&str, f64)> = Vec::new();
     for (_, subscribers) in accepted.iter().zip(fanout).filter(|(a, _)| !a.duplicate) {
         new += 1;
         for s in subscribers {
-            m::queue_depth_add(s, 1.0);
+            match depth.iter_mut().find(|(id, _)| id == s) {
+                Some((_, n)) => *n += 1.0,
+                None => depth.push((s, 1.0)),
+            }
         }
+    }
+    for (s, n) in depth {
+        state.routes.queue_depth_add(s, n);
     }
     m::ingested(new, accepted.len() as u64 - new);
     if new > 0 {

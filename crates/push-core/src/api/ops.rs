@@ -166,7 +166,7 @@ pub async fn redeliver_bulk(
 
 fn after_redeliver(state: &AppState, counts: &[(String, u64)]) {
     for (sub, n) in counts {
-        crate::telemetry::metrics::queue_depth_add(sub, *n as f64);
+        state.routes.queue_depth_add(sub, *n as f64);
     }
     state.wake.notify_one();
 }

@@ -22,7 +22,6 @@ use crate::{
     outbox::{Claimed, Completion, NextState, Outbox},
     retry::{Decision, RetryPolicy},
     subscribers::{Route, Routes},
-    telemetry::metrics as m,
 };
 
 /// How long to wait before trying the database again after it failed.
@@ -144,7 +143,7 @@ impl Dispatcher {
                 for c in results.iter() {
                     in_flight.release(&c.subscriber);
                     if !matches!(c.next, NextState::RetryAt(_)) {
-                        m::queue_depth_add(&c.subscriber, -1.0);
+                        self.routes.queue_depth_add(&c.subscriber, -1.0);
                     }
                 }
                 *next_due = if claimed_any { batch.next_due } else { None };
@@ -233,7 +232,7 @@ async fn attempt(shared: &Shared, route: &Route, claimed: Claimed) -> Completion
         Decision::RetryIn(wait) => NextState::RetryAt(at + latency_ms + wait.as_millis() as i64),
         Decision::Dead => NextState::Dead,
     };
-    crate::telemetry::log_attempt(&claimed.event_id, &claimed.call_id, &route.id, number, &sent, next);
+    crate::telemetry::log_attempt(&claimed.event_id, &claimed.call_id, route, number, &sent, next);
     Completion {
         id: claimed.id,
         subscriber: claimed.subscriber,

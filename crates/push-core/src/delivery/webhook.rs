@@ -56,7 +56,7 @@ impl WebhookClient {
     pub async fn send(&self, route: &Route, event_id: &str, body: String, attempt: u32, unix_secs: i64) -> Sent {
         let mut request = self
             .http
-            .post(&route.url)
+            .post(route.url.clone())
             .header("webhook-id", event_id)
             .header("webhook-timestamp", unix_secs.to_string())
             .header("X-Push-Attempt", attempt.to_string());
