@@ -70,15 +70,36 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     receiver.stop().await;
 
     let p = phase.name();
-    let what = format!("ingest while the subscriber is down ({expected} events, arrays of {ARRAY}, {CONCURRENCY} in flight)");
+    let what =
+        format!("ingest while the subscriber is down ({expected} events, arrays of {ARRAY}, {CONCURRENCY} in flight)");
     ctx.figure(Figure::new(p, "backlog.ingest", what, per_sec_ids(&posted), "events/s").vs(SINK_ARRAYS));
     let rss = rss_ingest.unwrap_or(0.0);
-    ctx.figure(Figure::new(p, "backlog.rss", "pusher peak RSS (VmHWM) at end of ingest", rss, "MiB"));
-    ctx.figure(Figure::new(p, "backlog.db", "database + WAL size at end of ingest", db_mib, "MiB"));
-    let drain = tally.last_first.map_or(0.0, |t| load::per_sec(tally.found, t - started));
+    ctx.figure(Figure::new(
+        p,
+        "backlog.rss",
+        "pusher peak RSS (VmHWM) at end of ingest",
+        rss,
+        "MiB",
+    ));
+    ctx.figure(Figure::new(
+        p,
+        "backlog.db",
+        "database + WAL size at end of ingest",
+        db_mib,
+        "MiB",
+    ));
+    let drain = tally
+        .last_first
+        .map_or(0.0, |t| load::per_sec(tally.found, t - started));
     ctx.figure(Figure::new(p, "backlog.drain", "drain once the receiver is up", drain, "events/s").vs(SINK_DELIVERY));
     let rss = rss_drain.unwrap_or(0.0);
-    ctx.figure(Figure::new(p, "backlog.rss.drain", "pusher peak RSS (VmHWM) after the drain", rss, "MiB"));
+    ctx.figure(Figure::new(
+        p,
+        "backlog.rss.drain",
+        "pusher peak RSS (VmHWM) after the drain",
+        rss,
+        "MiB",
+    ));
     for f in cpu_ingest.into_iter().chain(cpu_drain) {
         ctx.figure(f);
     }

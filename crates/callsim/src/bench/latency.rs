@@ -61,7 +61,9 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let result = load::run_paced(&client, paced).await;
         let ids: Vec<u128> = result.acks.iter().map(|(id, _)| *id).collect();
         all_ids.extend_from_slice(&ids);
-        receiver.wait_for(all_ids.len() as u64, ctx.sizes.stall, ctx.sizes.wait_limit).await;
+        receiver
+            .wait_for(all_ids.len() as u64, ctx.sizes.stall, ctx.sizes.wait_limit)
+            .await;
         let cpu_figures = cpu.figures(phase, &format!("{rate} per s"));
         let firsts = receiver.first_arrivals(&ids);
         step_figures(ctx, rate, &result, &firsts);
@@ -106,13 +108,25 @@ fn step_figures(ctx: &mut Ctx, rate: f64, result: &PacedResult, firsts: &[Option
     let ph = Phase::Latency.name();
     let r = rate as u64;
     let sent = load::per_sec(result.acks.len() as u64, result.elapsed);
-    ctx.figure(Figure::new(ph, &format!("latency.{r}.rate"), format!("achieved send rate, target {r}/s"), sent, "events/s"));
+    ctx.figure(Figure::new(
+        ph,
+        &format!("latency.{r}.rate"),
+        format!("achieved send rate, target {r}/s"),
+        sent,
+        "events/s",
+    ));
     for (name, v) in [("p50", p.p50), ("p99", p.p99), ("max", p.max)] {
         let label = format!("202 -> first attempt {name} at {r}/s");
         ctx.figure(Figure::new(ph, &format!("latency.{r}.{name}"), label, v, "ms"));
     }
     let label = format!("first attempt before the 202 was read, at {r}/s");
-    ctx.figure(Figure::new(ph, &format!("latency.{r}.early"), label, early as f64, "events"));
+    ctx.figure(Figure::new(
+        ph,
+        &format!("latency.{r}.early"),
+        label,
+        early as f64,
+        "events",
+    ));
 }
 
 #[cfg(test)]

@@ -363,7 +363,10 @@ mod tests {
 
     #[test]
     fn ids_parse_as_uuids() {
-        assert_eq!(parse_id("00000000-0000-7000-8000-00000000000f"), Some(0x7000_8000_0000_0000_000f));
+        assert_eq!(
+            parse_id("00000000-0000-7000-8000-00000000000f"),
+            Some(0x7000_8000_0000_0000_000f)
+        );
         assert_eq!(parse_id("not-a-uuid"), None);
         assert_eq!(parse_id("0000"), None);
     }

@@ -195,7 +195,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         phases::run(&mut ctx, phase)
             .await
             .with_context(|| format!("phase {}", phase.name()))?;
-        eprintln!("bench: {} done in {:.1} s", phase.name(), phase_started.elapsed().as_secs_f64());
+        eprintln!(
+            "bench: {} done in {:.1} s",
+            phase.name(),
+            phase_started.elapsed().as_secs_f64()
+        );
     }
     ctx.report.elapsed_secs = started.elapsed().as_secs_f64();
     ctx.report.finish();

@@ -83,8 +83,20 @@ async fn sink(ctx: &mut Ctx) -> anyhow::Result<()> {
     let delivery = load::run(&client, delivery_load).await;
     server.stop().await;
     let p = Phase::Sink.name();
-    ctx.figure(Figure::new(p, SINK_SINGLE, format!("single-event POSTs, {c} clients"), single.requests_per_sec(), "requests/s"));
-    ctx.figure(Figure::new(p, SINK_ARRAYS, format!("arrays of {ARRAY}, {c} clients"), arrays.events_per_sec(), "events/s"));
+    ctx.figure(Figure::new(
+        p,
+        SINK_SINGLE,
+        format!("single-event POSTs, {c} clients"),
+        single.requests_per_sec(),
+        "requests/s",
+    ));
+    ctx.figure(Figure::new(
+        p,
+        SINK_ARRAYS,
+        format!("arrays of {ARRAY}, {c} clients"),
+        arrays.events_per_sec(),
+        "events/s",
+    ));
     ctx.figure(Figure::new(
         p,
         SINK_DELIVERY,
@@ -116,13 +128,25 @@ async fn ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
     let p = Phase::Ingest.name();
     let n = single.ids.len();
     ctx.figure(
-        Figure::new(p, "ingest.single", format!("single events, {c} clients ({n} events)"), per_sec_ids(&single), "events/s")
-            .vs(SINK_SINGLE),
+        Figure::new(
+            p,
+            "ingest.single",
+            format!("single events, {c} clients ({n} events)"),
+            per_sec_ids(&single),
+            "events/s",
+        )
+        .vs(SINK_SINGLE),
     );
     let n = arrays.ids.len();
     ctx.figure(
-        Figure::new(p, "ingest.arrays", format!("arrays of {ARRAY}, {c} clients ({n} events)"), per_sec_ids(&arrays), "events/s")
-            .vs(SINK_ARRAYS),
+        Figure::new(
+            p,
+            "ingest.arrays",
+            format!("arrays of {ARRAY}, {c} clients ({n} events)"),
+            per_sec_ids(&arrays),
+            "events/s",
+        )
+        .vs(SINK_ARRAYS),
     );
     for f in cpu_single.into_iter().chain(cpu_arrays) {
         ctx.figure(f);
@@ -182,9 +206,27 @@ async fn e2e(ctx: &mut Ctx, phase: Phase, program: Program) -> anyhow::Result<()
     receiver.stop().await;
     let elapsed = tally.last_first.map_or(Duration::ZERO, |t| t - started);
     let p = phase.name();
-    let what = format!("{} delivered ({expected} events, arrays of {ARRAY}, {E2E_CONCURRENCY} in flight)", program.binary());
-    ctx.figure(Figure::new(p, &format!("{p}.delivered"), what, load::per_sec(tally.found, elapsed), "events/s").vs(SINK_DELIVERY));
-    ctx.figure(Figure::new(p, &format!("{p}.ingest"), "ingest during the run", per_sec_ids(&posted), "events/s"));
+    let what = format!(
+        "{} delivered ({expected} events, arrays of {ARRAY}, {E2E_CONCURRENCY} in flight)",
+        program.binary()
+    );
+    ctx.figure(
+        Figure::new(
+            p,
+            &format!("{p}.delivered"),
+            what,
+            load::per_sec(tally.found, elapsed),
+            "events/s",
+        )
+        .vs(SINK_DELIVERY),
+    );
+    ctx.figure(Figure::new(
+        p,
+        &format!("{p}.ingest"),
+        "ingest during the run",
+        per_sec_ids(&posted),
+        "events/s",
+    ));
     for f in cpu_figures {
         ctx.figure(f);
     }
@@ -207,7 +249,10 @@ pub(super) fn delivery_checks(ctx: &mut Ctx, phase: Phase, tally: &Tally, counts
             ctx.check(phase, "dead deliveries", c.dead);
             ctx.check(phase, "still pending at the end", c.pending);
         }
-        None => ctx.note(format!("{}: GET /v1/stats gave no counts for subscriber bench", phase.name())),
+        None => ctx.note(format!(
+            "{}: GET /v1/stats gave no counts for subscriber bench",
+            phase.name()
+        )),
     }
 }
 
@@ -218,7 +263,11 @@ pub(super) fn load_checks(ctx: &mut Ctx, phase: Phase, r: &LoadResult) {
         ctx.check(phase, "new callIds answered duplicate", r.duplicates);
     }
     if !r.samples.is_empty() {
-        ctx.note(format!("{}: failed posts, e.g. {}", phase.name(), r.samples.join(" | ")));
+        ctx.note(format!(
+            "{}: failed posts, e.g. {}",
+            phase.name(),
+            r.samples.join(" | ")
+        ));
     }
 }
 
@@ -244,7 +293,14 @@ pub(super) async fn settle(client: &reqwest::Client, base: &str, limit: Duration
 }
 
 async fn stats(client: &reqwest::Client, base: &str) -> Option<Counts> {
-    let body: Value = client.get(format!("{base}/v1/stats")).send().await.ok()?.json().await.ok()?;
+    let body: Value = client
+        .get(format!("{base}/v1/stats"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
     let bench = body.get("subscribers")?.get("bench")?;
     Some(Counts {
         pending: bench.get("pending")?.as_u64()?,
@@ -279,7 +335,13 @@ impl CpuMeter {
         let key = what.replace(' ', "-");
         let mut out = Vec::new();
         if let Some(v) = share(self.pusher, self.pid) {
-            out.push(Figure::new(p, &format!("{p}.cpu.pusher.{key}"), format!("pusher CPU during {what}"), v, "% of a core"));
+            out.push(Figure::new(
+                p,
+                &format!("{p}.cpu.pusher.{key}"),
+                format!("pusher CPU during {what}"),
+                v,
+                "% of a core",
+            ));
         }
         if let Some(v) = share(self.bench, std::process::id()) {
             let label = format!("bench CPU (load, receiver) during {what}");

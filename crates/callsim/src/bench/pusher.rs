@@ -146,10 +146,18 @@ impl Pusher {
                 return Ok(url);
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("{} exited with {status} before listening:\n{}", program.binary(), self.output());
+                bail!(
+                    "{} exited with {status} before listening:\n{}",
+                    program.binary(),
+                    self.output()
+                );
             }
         }
-        bail!("{} did not listen within {START_TIMEOUT:?}:\n{}", program.binary(), self.output())
+        bail!(
+            "{} did not listen within {START_TIMEOUT:?}:\n{}",
+            program.binary(),
+            self.output()
+        )
     }
 
     /// Process id.

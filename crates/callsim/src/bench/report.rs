@@ -109,7 +109,9 @@ fn field(text: &str, name: &str) -> Option<String> {
 
 fn command_output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Everything a bench run produced.
@@ -141,10 +143,7 @@ impl BenchReport {
             .map(|f| (f.key.clone(), f.value))
             .collect();
         for f in &mut self.figures {
-            let base = f
-                .ratio_of
-                .as_ref()
-                .and_then(|k| sinks.iter().find(|(key, _)| key == k));
+            let base = f.ratio_of.as_ref().and_then(|k| sinks.iter().find(|(key, _)| key == k));
             f.ratio = base.filter(|(_, v)| *v > 0.0).map(|(_, v)| f.value / v);
         }
         self.ok = self.checks.iter().all(|c| c.count == 0);
@@ -167,7 +166,10 @@ impl BenchReport {
             m.cores, m.cpu, m.memory_mib, m.kernel, m.disk
         );
         let rows: Vec<Vec<String>> = self.figures.iter().map(figure_row).collect();
-        out.push_str(&table(&["phase", "figure", "value", "unit", "ratio to raw limit"], &rows));
+        out.push_str(&table(
+            &["phase", "figure", "value", "unit", "ratio to raw limit"],
+            &rows,
+        ));
         out.push_str("\n\n");
         let checks: Vec<Vec<String>> = self
             .checks

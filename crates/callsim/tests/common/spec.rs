@@ -117,7 +117,7 @@ fn common(obj: &Map<String, Value>, allowed: &[&str], errs: &mut Vec<String>) ->
         string_1_64(obj, key, errs);
     }
     if let Some(u) = obj.get("userData") {
-        if !u.as_str().is_some_and(|s| s.chars().count() <= 2048) {
+        if u.as_str().is_none_or(|s| s.chars().count() > 2048) {
             errs.push("userData must be a string of <= 2048 characters".into());
         }
     }

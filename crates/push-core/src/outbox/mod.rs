@@ -154,13 +154,15 @@ impl Outbox {
     /// a previous run, and starts the writer task.
     pub async fn open(url: &str, service: Service) -> anyhow::Result<(Outbox, tokio::task::JoinHandle<()>)> {
         let options = connect_options(url)?;
-        let mut conn = options.connect().await.with_context(|| format!("opening {url}"))?;
+        // The writer gets the big page cache; readers (operations API) a small one each.
+        let writer_options = options.clone().pragma("cache_size", "-8000");
+        let mut conn = writer_options.connect().await.with_context(|| format!("opening {url}"))?;
         MIGRATOR.run(&mut conn).await.context("migrating the outbox")?;
         deliveries::release_claims(&mut conn).await?;
         let ids = ingest::RowIds::load(&mut conn).await?;
         let readers = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.clone())
+            .max_connections(2)
+            .connect_with(options.pragma("cache_size", "-1000"))
             .await
             .context("opening reader connections")?;
         let (commands, rx) = mpsc::channel(QUEUE);
@@ -236,6 +238,5 @@ fn connect_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(5))
         .pragma("temp_store", "memory")
-        .pragma("cache_size", "-16000")
         .disable_statement_logging())
 }
