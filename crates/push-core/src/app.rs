@@ -10,8 +10,9 @@ use crate::{
     api::{self, AppState},
     clock::{Clock, SystemClock},
     config::{Service, Settings},
-    delivery::Dispatcher,
-    outbox::Outbox,
+    delivery::{Dispatcher, Wiring},
+    outbox::{Handoff, Outbox},
+    slots::Slots,
     subscribers::Routes,
     telemetry::metrics as m,
 };
@@ -53,8 +54,19 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let metrics = m::handle();
         let section = settings.service(service);
-        let (outbox, writer) = Outbox::open(&section.database, service).await?;
         let routes = Routes::new(&settings.subscribers, service);
+        let d = &settings.delivery;
+        let slots = Arc::new(Slots::new(
+            d.max_in_flight,
+            d.max_in_flight_per_subscriber,
+            routes.all().iter().map(|r| r.id.as_str()),
+        ));
+        let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
+        let handoff = Handoff {
+            slots: slots.clone(),
+            deliveries: handed_tx,
+        };
+        let (outbox, writer) = Outbox::open(&section.database, service, Some(handoff)).await?;
         for route in routes.all() {
             route.metrics.queue_depth.set(0.0);
         }
@@ -62,7 +74,15 @@ impl Application {
             routes.queue_depth_add(&sub, depth as f64);
         }
         let wake = Arc::new(Notify::new());
-        let dispatcher = Dispatcher::new(&settings, routes.clone(), outbox.clone(), wake.clone(), clock.clone())?;
+        let wiring = Wiring {
+            routes: routes.clone(),
+            outbox: outbox.clone(),
+            wake: wake.clone(),
+            clock: clock.clone(),
+            slots,
+            handed,
+        };
+        let dispatcher = Dispatcher::new(&settings, wiring)?;
         let state = AppState {
             service,
             settings: Arc::new(settings),

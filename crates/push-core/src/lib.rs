@@ -24,6 +24,7 @@ pub mod schema;
 mod server;
 pub mod shutdown;
 pub mod signature;
+pub mod slots;
 pub mod subscribers;
 pub mod telemetry;
 #[cfg(feature = "test-util")]

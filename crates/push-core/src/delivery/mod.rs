@@ -1,13 +1,15 @@
-//! The delivery loop: claims due deliveries, attempts them concurrently within the global and
-//! per-subscriber limits, and records each result through the outbox.
+//! The delivery loop: attempts deliveries concurrently within the global and per-subscriber
+//! limits, and records each result through the outbox.
 //!
-//! The loop sleeps until it is woken by new work (ingest), by a finished attempt, or by the
-//! next due retry; it never polls the database in a tight loop. At most `max_in_flight`
-//! deliveries are held in memory; the backlog stays in SQLite.
+//! Work reaches the loop two ways: the outbox writer hands over deliveries it has just stored
+//! as claimed (when a slot is free), and the loop claims due deliveries itself (retries, and
+//! whatever did not fit). It sleeps until it is woken by a hand-over, by a commit (`wake`), by
+//! a finished attempt, or by the next due retry; it never polls the database in a tight loop.
+//! At most `max_in_flight` deliveries are held in memory; the backlog stays in SQLite.
 
 mod webhook;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tokio::{
     sync::{mpsc, Notify},
@@ -21,6 +23,7 @@ use crate::{
     config::Settings,
     outbox::{Claimed, Completion, NextState, Outbox},
     retry::{Decision, RetryPolicy},
+    slots::Slots,
     subscribers::{Route, Routes},
 };
 
@@ -34,54 +37,53 @@ struct Shared {
     clock: Arc<dyn Clock>,
 }
 
+/// What the loop is connected to.
+pub struct Wiring {
+    /// Subscribers of this program.
+    pub routes: Routes,
+    /// The outbox.
+    pub outbox: Outbox,
+    /// Notified after commits that may have made work claimable.
+    pub wake: Arc<Notify>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Free attempt slots, shared with the writer's hand-over.
+    pub slots: Arc<Slots>,
+    /// Deliveries the writer handed over (their slots already taken).
+    pub handed: mpsc::UnboundedReceiver<Vec<Claimed>>,
+}
+
 /// The delivery loop of one program.
 pub struct Dispatcher {
-    outbox: Outbox,
-    routes: Routes,
+    wiring: Wiring,
     shared: Arc<Shared>,
-    wake: Arc<Notify>,
-    max_in_flight: usize,
     per_subscriber: usize,
     grace: Duration,
 }
 
-/// Counts of attempts in flight, total and per subscriber.
-#[derive(Default)]
-struct InFlight {
-    total: usize,
-    by_subscriber: HashMap<String, usize>,
-}
-
-impl InFlight {
-    fn release(&mut self, subscriber: &str) {
-        self.total -= 1;
-        if let Some(n) = self.by_subscriber.get_mut(subscriber) {
-            *n -= 1;
-        }
-    }
+/// The loop's state between turns.
+struct Turn {
+    /// Results not yet recorded.
+    finished: Vec<Completion>,
+    /// Attempts started and not yet finished.
+    running: usize,
+    /// When the next claimable delivery falls due.
+    next_due: Option<i64>,
+    done_tx: mpsc::UnboundedSender<Completion>,
 }
 
 impl Dispatcher {
-    /// Builds the loop; `wake` is notified by ingest when new deliveries are committed.
-    pub fn new(
-        settings: &Settings,
-        routes: Routes,
-        outbox: Outbox,
-        wake: Arc<Notify>,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Self> {
+    /// Builds the loop.
+    pub fn new(settings: &Settings, wiring: Wiring) -> anyhow::Result<Self> {
         let d = &settings.delivery;
         let shared = Shared {
             client: WebhookClient::new(d.timeout, d.max_in_flight_per_subscriber)?,
             policy: RetryPolicy::new(&settings.retry),
-            clock,
+            clock: wiring.clock.clone(),
         };
         Ok(Dispatcher {
-            outbox,
-            routes,
+            wiring,
             shared: Arc::new(shared),
-            wake,
-            max_in_flight: d.max_in_flight,
             per_subscriber: d.max_in_flight_per_subscriber,
             grace: d.shutdown_grace,
         })
@@ -89,29 +91,41 @@ impl Dispatcher {
 
     /// Runs until `shutdown`, then lets in-flight attempts finish for up to the grace period
     /// and releases whatever is left for the next start.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        let mut in_flight = InFlight::default();
-        let mut finished: Vec<Completion> = Vec::new();
-        let mut next_due: Option<i64> = None;
+        let mut turn = Turn {
+            finished: Vec::new(),
+            running: 0,
+            next_due: None,
+            done_tx,
+        };
         while !shutdown.is_cancelled() {
             while let Ok(c) = done_rx.try_recv() {
-                finished.push(c);
+                self.finished(&mut turn, c);
             }
-            let storage_ok = self.cycle(&mut finished, &mut in_flight, &mut next_due, &done_tx, true).await;
-            let wait = if storage_ok {
-                self.until(next_due)
+            while let Ok(batch) = self.wiring.handed.try_recv() {
+                batch.into_iter().for_each(|c| self.start(c, &mut turn));
+            }
+            let wait = if self.cycle(&mut turn, true).await {
+                self.until(turn.next_due)
             } else {
                 STORAGE_BACKOFF
             };
             tokio::select! {
-                _ = self.wake.notified() => {}
-                Some(c) = done_rx.recv() => finished.push(c),
+                _ = self.wiring.wake.notified() => {}
+                Some(c) = done_rx.recv() => self.finished(&mut turn, c),
+                Some(batch) = self.wiring.handed.recv() => batch.into_iter().for_each(|c| self.start(c, &mut turn)),
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => {}
             }
         }
-        self.drain((done_tx, done_rx), finished, in_flight).await;
+        self.drain(done_rx, turn).await;
+    }
+
+    fn finished(&self, turn: &mut Turn, completion: Completion) {
+        self.wiring.slots.give_back(&completion.subscriber, 1);
+        turn.running -= 1;
+        turn.finished.push(completion);
     }
 
     fn until(&self, next_due: Option<i64>) -> Duration {
@@ -123,97 +137,81 @@ impl Dispatcher {
 
     /// One turn: records finished attempts and claims new work in one outbox transaction.
     /// Returns false if the outbox failed (the results are kept and written next turn).
-    async fn cycle(
-        &self,
-        finished: &mut Vec<Completion>,
-        in_flight: &mut InFlight,
-        next_due: &mut Option<i64>,
-        done: &mpsc::UnboundedSender<Completion>,
-        claiming: bool,
-    ) -> bool {
-        let wants = if claiming { self.wants(finished, in_flight) } else { Vec::new() };
-        if finished.is_empty() && wants.is_empty() {
-            *next_due = None;
+    async fn cycle(&self, turn: &mut Turn, claiming: bool) -> bool {
+        let wants = if claiming { self.take_slots() } else { Vec::new() };
+        if turn.finished.is_empty() && wants.is_empty() {
+            turn.next_due = None;
             return true;
         }
-        let claimed_any = !wants.is_empty();
-        let results = Arc::new(std::mem::take(finished));
-        match self.outbox.cycle(results.clone(), wants, self.shared.clock.now_ms()).await {
+        let results = Arc::new(std::mem::take(&mut turn.finished));
+        let outcome = self
+            .wiring
+            .outbox
+            .cycle(results.clone(), wants.clone(), self.shared.clock.now_ms())
+            .await;
+        for (subscriber, taken) in &wants {
+            let got = outcome
+                .as_ref()
+                .map(|b| b.items.iter().filter(|c| &c.subscriber == subscriber).count());
+            self.wiring.slots.give_back(subscriber, taken - got.unwrap_or(0));
+        }
+        match outcome {
             Ok(batch) => {
-                for c in results.iter() {
-                    in_flight.release(&c.subscriber);
-                    if !matches!(c.next, NextState::RetryAt(_)) {
-                        self.routes.queue_depth_add(&c.subscriber, -1.0);
-                    }
+                for c in results.iter().filter(|c| !matches!(c.next, NextState::RetryAt(_))) {
+                    self.wiring.routes.queue_depth_add(&c.subscriber, -1.0);
                 }
-                *next_due = if claimed_any { batch.next_due } else { None };
-                for claimed in batch.items {
-                    self.start(claimed, in_flight, done);
-                }
+                turn.next_due = if wants.is_empty() { None } else { batch.next_due };
+                batch.items.into_iter().for_each(|c| self.start(c, turn));
                 true
             }
             Err(e) => {
                 tracing::error!(error = %e, "recording results / claiming work failed; will retry");
-                *finished = Arc::try_unwrap(results).unwrap_or_else(|shared| (*shared).clone());
+                turn.finished = Arc::try_unwrap(results).unwrap_or_else(|shared| (*shared).clone());
                 false
             }
         }
     }
 
-    /// Free slots per subscriber, counting the slots of the results about to be recorded.
-    fn wants(&self, finished: &[Completion], in_flight: &InFlight) -> Vec<(String, usize)> {
-        let room = self.max_in_flight - (in_flight.total - finished.len());
-        self.routes
+    /// Takes every free slot, per subscriber, for a claim; unused ones are given back.
+    fn take_slots(&self) -> Vec<(String, usize)> {
+        self.wiring
+            .routes
             .all()
             .iter()
-            .map(|r| {
-                let used = in_flight.by_subscriber.get(&r.id).copied().unwrap_or(0);
-                let freeing = finished.iter().filter(|c| c.subscriber == r.id).count();
-                (r.id.clone(), self.per_subscriber.saturating_sub(used - freeing).min(room))
-            })
+            .map(|r| (r.id.clone(), self.wiring.slots.take(&r.id, self.per_subscriber)))
             .filter(|(_, n)| *n > 0)
             .collect()
     }
 
-    fn start(&self, claimed: Claimed, in_flight: &mut InFlight, done: &mpsc::UnboundedSender<Completion>) {
-        let Some(route) = self.routes.get(&claimed.subscriber).cloned() else {
+    /// Starts one attempt; its slot is already taken.
+    fn start(&self, claimed: Claimed, turn: &mut Turn) {
+        let Some(route) = self.wiring.routes.get(&claimed.subscriber).cloned() else {
+            self.wiring.slots.give_back(&claimed.subscriber, 1);
             return;
         };
-        in_flight.total += 1;
-        *in_flight.by_subscriber.entry(claimed.subscriber.clone()).or_default() += 1;
+        turn.running += 1;
         let shared = self.shared.clone();
-        let done = done.clone();
+        let done = turn.done_tx.clone();
         tokio::spawn(async move {
             let completion = attempt(&shared, &route, claimed).await;
             let _ = done.send(completion);
         });
     }
 
-    async fn drain(
-        self,
-        (done_tx, mut done_rx): (mpsc::UnboundedSender<Completion>, mpsc::UnboundedReceiver<Completion>),
-        mut finished: Vec<Completion>,
-        mut in_flight: InFlight,
-    ) {
+    async fn drain(self, mut done_rx: mpsc::UnboundedReceiver<Completion>, mut turn: Turn) {
         let deadline = Instant::now() + self.grace;
-        let waiting = in_flight.total - finished.len();
-        tracing::info!(in_flight = waiting, grace = ?self.grace, "delivery loop stopping");
-        let mut outstanding = waiting;
-        while outstanding > 0 {
+        tracing::info!(in_flight = turn.running, grace = ?self.grace, "delivery loop stopping");
+        while turn.running > 0 {
             match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-                Ok(Some(c)) => {
-                    finished.push(c);
-                    outstanding -= 1;
-                }
+                Ok(Some(c)) => self.finished(&mut turn, c),
                 _ => break,
             }
         }
-        let mut none = None;
-        self.cycle(&mut finished, &mut in_flight, &mut none, &done_tx, false).await;
-        if let Err(e) = self.outbox.release_claims().await {
+        self.cycle(&mut turn, false).await;
+        if let Err(e) = self.wiring.outbox.release_claims().await {
             tracing::error!(error = %e, "releasing claims failed; the next start releases them");
         }
-        tracing::info!(abandoned = outstanding, "delivery loop stopped");
+        tracing::info!(abandoned = turn.running, "delivery loop stopped");
     }
 }
 

@@ -8,13 +8,19 @@ use super::{ClaimBatch, Claimed, Completion, NextState, RedeliverFilter};
 /// Clears claims a previous process left behind (their attempts never finished) or that the
 /// delivery loop gives up at shutdown.
 pub(super) async fn release_claims(conn: &mut SqliteConnection) -> anyhow::Result<()> {
-    sqlx::query("UPDATE deliveries SET claimed = 0 WHERE claimed = 1").execute(conn).await?;
+    sqlx::query("UPDATE deliveries SET claimed = 0 WHERE claimed = 1")
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 /// Claims up to each subscriber's limit of due, unblocked, unclaimed deliveries, oldest due
 /// first, and tells when the next one falls due.
-pub(super) async fn claim(tx: &mut SqliteConnection, wants: &[(String, usize)], now: i64) -> anyhow::Result<ClaimBatch> {
+pub(super) async fn claim(
+    tx: &mut SqliteConnection,
+    wants: &[(String, usize)],
+    now: i64,
+) -> anyhow::Result<ClaimBatch> {
     let mut batch = ClaimBatch::default();
     for (subscriber, limit) in wants.iter().filter(|(_, n)| *n > 0) {
         let rows = sqlx::query(
@@ -77,7 +83,17 @@ pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ord
                 NextState::RetryAt(at) => ("pending", Some(at), None),
                 NextState::Dead => ("dead", None, None),
             };
-            json!([c.id, c.attempt, c.at, c.status, c.error, c.latency_ms, state, next_at, delivered_at])
+            json!([
+                c.id,
+                c.attempt,
+                c.at,
+                c.status,
+                c.error,
+                c.latency_ms,
+                state,
+                next_at,
+                delivered_at
+            ])
         })
         .collect();
     let rows = serde_json::to_string(&rows)?;
@@ -125,7 +141,12 @@ async fn unblock_chain_heads(tx: &mut SqliteConnection, chains: &str) -> anyhow:
 }
 
 /// Puts matching finished deliveries back to pending with a fresh schedule.
-pub(super) async fn redeliver(tx: &mut SqliteConnection, filter: &RedeliverFilter, now: i64, ordered: bool) -> anyhow::Result<u64> {
+pub(super) async fn redeliver(
+    tx: &mut SqliteConnection,
+    filter: &RedeliverFilter,
+    now: i64,
+    ordered: bool,
+) -> anyhow::Result<u64> {
     let rows = sqlx::query(
         "UPDATE deliveries SET state = 'pending', blocked = ?5, round_start = attempts,
              next_attempt_at = ?4, updated_at = ?4, delivered_at = NULL
@@ -142,8 +163,10 @@ pub(super) async fn redeliver(tx: &mut SqliteConnection, filter: &RedeliverFilte
     .await?;
     let count = rows.len() as u64;
     if ordered && count > 0 {
-        let mut chains: Vec<(String, String)> =
-            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>()?;
+        let mut chains: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
         chains.sort();
         chains.dedup();
         let chains = serde_json::to_string(&chains)?;

@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{json, Value};
 use sqlx::{Row as _, SqliteConnection};
 
-use super::{Accepted, IngestItem, IngestOutcome};
+use super::{Accepted, Claimed, IngestItem, IngestOutcome};
+use crate::slots::Slots;
 
 /// Next row ids. The writer is the only writer, so it hands out ids itself and never needs
 /// `RETURNING` per row.
@@ -21,8 +22,12 @@ pub(super) struct RowIds {
 impl RowIds {
     /// Reads the highest ids in use.
     pub async fn load(conn: &mut SqliteConnection) -> anyhow::Result<Self> {
-        let event: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events").fetch_one(&mut *conn).await?;
-        let delivery: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM deliveries").fetch_one(conn).await?;
+        let event: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(&mut *conn)
+            .await?;
+        let delivery: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM deliveries")
+            .fetch_one(conn)
+            .await?;
         Ok(RowIds { event, delivery })
     }
 }
@@ -44,25 +49,48 @@ struct Known {
     chains: HashSet<(String, String)>,
 }
 
-/// Rows to write.
+/// Rows to write, and the deliveries handed straight to the delivery loop.
 #[derive(Default)]
 struct Rows {
     events: Vec<Value>,
     deliveries: Vec<Value>,
+    handed: Vec<Claimed>,
 }
 
-/// Plans and writes every request; returns one outcome per request, in order.
+/// Where new deliveries may go at once: free slots of the delivery loop.
+pub(super) struct Plan<'a> {
+    pub ids: &'a mut RowIds,
+    pub ordered: bool,
+    pub slots: Option<&'a Slots>,
+}
+
+/// Plans and writes every request; returns one outcome per request, in order, and the
+/// deliveries stored as already claimed, to hand to the delivery loop after the commit (the
+/// caller gives their slots back if the commit fails).
 pub(super) async fn apply(
     tx: &mut SqliteConnection,
     requests: &[Request<'_>],
-    ids: &mut RowIds,
-    ordered: bool,
-) -> anyhow::Result<Vec<IngestOutcome>> {
+    plan_with: Plan<'_>,
+) -> anyhow::Result<(Vec<IngestOutcome>, Vec<Claimed>)> {
+    let Plan { ids, ordered, slots } = plan_with;
     let mut known = lookup(tx, requests, ordered).await?;
     let mut rows = Rows::default();
-    let outcomes = requests.iter().map(|r| plan(r, &mut known, &mut rows, ids, ordered)).collect();
-    write(tx, &rows, &known, ordered).await?;
-    Ok(outcomes)
+    let outcomes = requests
+        .iter()
+        .map(|r| plan(r, &mut known, &mut rows, ids, ordered, slots))
+        .collect();
+    if let Err(e) = write(tx, &rows, &known, ordered).await {
+        give_back(slots, &rows.handed);
+        return Err(e);
+    }
+    Ok((outcomes, rows.handed))
+}
+
+/// Returns the slots of deliveries that will not be handed over after all.
+pub(super) fn give_back(slots: Option<&Slots>, handed: &[Claimed]) {
+    if let Some(slots) = slots {
+        handed.iter().for_each(|c| slots.give_back(&c.subscriber, 1));
+    }
 }
 
 async fn lookup(tx: &mut SqliteConnection, requests: &[Request<'_>], ordered: bool) -> anyhow::Result<Known> {
@@ -72,10 +100,11 @@ async fn lookup(tx: &mut SqliteConnection, requests: &[Request<'_>], ordered: bo
         keys.extend(events().map(|e| e.hangup_key()));
     }
     let mut known = Known::default();
-    let rows = sqlx::query("SELECT dedup_key, event_id FROM events WHERE dedup_key IN (SELECT value FROM json_each(?1))")
-        .bind(serde_json::to_string(&keys)?)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows =
+        sqlx::query("SELECT dedup_key, event_id FROM events WHERE dedup_key IN (SELECT value FROM json_each(?1))")
+            .bind(serde_json::to_string(&keys)?)
+            .fetch_all(&mut *tx)
+            .await?;
     for row in rows {
         known.keys.insert(row.try_get(0)?, row.try_get(1)?);
     }
@@ -84,10 +113,11 @@ async fn lookup(tx: &mut SqliteConnection, requests: &[Request<'_>], ordered: bo
     }
     let calls: HashSet<&str> = events().map(|e| e.call_id.as_str()).collect();
     let calls = serde_json::to_string(&calls)?;
-    let rows = sqlx::query("SELECT call_id, next_sequence FROM calls WHERE call_id IN (SELECT value FROM json_each(?1))")
-        .bind(&calls)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows =
+        sqlx::query("SELECT call_id, next_sequence FROM calls WHERE call_id IN (SELECT value FROM json_each(?1))")
+            .bind(&calls)
+            .fetch_all(&mut *tx)
+            .await?;
     for row in rows {
         known.calls.insert(row.try_get(0)?, row.try_get(1)?);
     }
@@ -106,55 +136,103 @@ async fn lookup(tx: &mut SqliteConnection, requests: &[Request<'_>], ordered: bo
 
 /// Plans one request against what is known so far; a request refused with 409 leaves no
 /// trace (its keys, sequences, chains and ids are dropped).
-fn plan(request: &Request<'_>, known: &mut Known, rows: &mut Rows, ids: &mut RowIds, ordered: bool) -> IngestOutcome {
-    let start = (*ids, rows.events.len(), rows.deliveries.len());
-    let mut keys: Vec<(String, String)> = Vec::new();
-    let mut calls: Vec<(String, i64)> = Vec::new();
-    let mut chains: Vec<(String, String)> = Vec::new();
+fn plan(
+    request: &Request<'_>,
+    known: &mut Known,
+    rows: &mut Rows,
+    ids: &mut RowIds,
+    ordered: bool,
+    slots: Option<&Slots>,
+) -> IngestOutcome {
+    let start = (*ids, rows.events.len(), rows.deliveries.len(), rows.handed.len());
+    // This request's own additions, merged into `known` only if it is accepted.
+    let mut keys: HashMap<String, String> = HashMap::new();
+    let mut calls: HashMap<String, i64> = HashMap::new();
+    let mut chains: HashSet<(String, String)> = HashSet::new();
     let mut accepted = Vec::with_capacity(request.items.len());
-    let find = |keys: &[(String, String)], known: &Known, key: &str| {
-        keys.iter().rev().find(|(k, _)| k == key).map(|(_, id)| id.clone()).or_else(|| known.keys.get(key).cloned())
+    let find = |keys: &HashMap<String, String>, known: &Known, key: &str| {
+        keys.get(key).or_else(|| known.keys.get(key)).cloned()
     };
     for (index, item) in request.items.iter().enumerate() {
         let event = &item.event;
         let key = event.dedup_key();
         if let Some(event_id) = find(&keys, known, &key) {
-            accepted.push(Accepted { call_id: event.call_id.clone(), event_id, duplicate: true });
+            accepted.push(Accepted {
+                call_id: event.call_id.clone(),
+                event_id,
+                duplicate: true,
+            });
             continue;
         }
         let sequence = if ordered {
             if find(&keys, known, &event.hangup_key()).is_some() {
-                (*ids, _, _) = start;
+                (*ids, _, _, _) = start;
                 rows.events.truncate(start.1);
                 rows.deliveries.truncate(start.2);
-                return IngestOutcome::AfterHangup { index, call_id: event.call_id.clone() };
+                give_back(slots, &rows.handed[start.3..]);
+                rows.handed.truncate(start.3);
+                return IngestOutcome::AfterHangup {
+                    index,
+                    call_id: event.call_id.clone(),
+                };
             }
-            let next = calls.iter().rev().find(|(c, _)| *c == event.call_id).map(|(_, n)| *n);
-            let seq = next.or_else(|| known.calls.get(&event.call_id).copied()).unwrap_or(0);
-            calls.push((event.call_id.clone(), seq + 1));
+            let next = calls.get(&event.call_id).or_else(|| known.calls.get(&event.call_id));
+            let seq = next.copied().unwrap_or(0);
+            calls.insert(event.call_id.clone(), seq + 1);
             Some(seq)
         } else {
             None
         };
         ids.event += 1;
         let party = event.party.as_deref().unwrap_or("");
-        rows.events.push(json!([
-            ids.event, item.event_id, key, event.call_id, party, event.status, sequence,
-            event.body_json(sequence), request.now
-        ]));
+        let body = event.body_json(sequence);
         for subscriber in &item.subscribers {
             let chain = (subscriber.clone(), event.call_id.clone());
             let blocked = ordered && (known.chains.contains(&chain) || chains.contains(&chain));
+            let claimed = !blocked && slots.is_some_and(|s| s.take(subscriber, 1) == 1);
             ids.delivery += 1;
             rows.deliveries.push(json!([
-                ids.delivery, ids.event, subscriber, event.call_id, sequence.unwrap_or(0), blocked, request.now
+                ids.delivery,
+                ids.event,
+                subscriber,
+                event.call_id,
+                sequence.unwrap_or(0),
+                blocked,
+                request.now,
+                claimed
             ]));
+            if claimed {
+                rows.handed.push(Claimed {
+                    id: ids.delivery,
+                    event_id: item.event_id.clone(),
+                    subscriber: subscriber.clone(),
+                    call_id: event.call_id.clone(),
+                    payload: body.clone(),
+                    attempts: 0,
+                    round_start: 0,
+                });
+            }
             if ordered {
-                chains.push(chain);
+                chains.insert(chain);
             }
         }
-        keys.push((key, item.event_id.clone()));
-        accepted.push(Accepted { call_id: event.call_id.clone(), event_id: item.event_id.clone(), duplicate: false });
+        rows.events.push(json!([
+            ids.event,
+            item.event_id,
+            key,
+            event.call_id,
+            party,
+            event.status,
+            sequence,
+            body,
+            request.now
+        ]));
+        keys.insert(key, item.event_id.clone());
+        accepted.push(Accepted {
+            call_id: event.call_id.clone(),
+            event_id: item.event_id.clone(),
+            duplicate: false,
+        });
     }
     known.keys.extend(keys);
     known.calls.extend(calls);
@@ -176,8 +254,10 @@ async fn write(tx: &mut SqliteConnection, rows: &Rows, known: &Known, ordered: b
     .await?;
     if !rows.deliveries.is_empty() {
         sqlx::query(
-            "INSERT INTO deliveries (id, event_row, subscriber, call_id, sequence, blocked, next_attempt_at, created_at, updated_at)
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>6, value->>6
+            "INSERT INTO deliveries (id, event_row, subscriber, call_id, sequence, blocked, next_attempt_at,
+                                     created_at, updated_at, claimed)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6,
+                    value->>6, value->>6, value->>7
              FROM json_each(?1)",
         )
         .bind(serde_json::to_string(&rows.deliveries)?)

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use self::read::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, StatsRow};
 use self::writer::Command;
 pub use self::writer::WriterStats;
-use crate::{config::Service, schema::ValidEvent};
+use crate::{config::Service, schema::ValidEvent, slots::Slots};
 
 /// The schema, embedded from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -141,6 +141,16 @@ pub struct RedeliverFilter {
     pub subscriber: Option<String>,
 }
 
+/// Where the writer hands deliveries it stored as already claimed: straight to the delivery
+/// loop, when the loop has a free slot for the subscriber, saving a claim query per event and
+/// the wait for the loop's next turn.
+pub struct Handoff {
+    /// The delivery loop's free slots; the writer takes one per delivery it hands over.
+    pub slots: Arc<Slots>,
+    /// The delivery loop's inbox.
+    pub deliveries: mpsc::UnboundedSender<Vec<Claimed>>,
+}
+
 /// Handle to one program's outbox: cheap to clone, shared by the API and the delivery loop.
 #[derive(Clone)]
 pub struct Outbox {
@@ -152,11 +162,18 @@ pub struct Outbox {
 impl Outbox {
     /// Opens (creating and migrating if needed) the database at `url`, resets claims left by
     /// a previous run, and starts the writer task.
-    pub async fn open(url: &str, service: Service) -> anyhow::Result<(Outbox, tokio::task::JoinHandle<()>)> {
+    pub async fn open(
+        url: &str,
+        service: Service,
+        handoff: Option<Handoff>,
+    ) -> anyhow::Result<(Outbox, tokio::task::JoinHandle<()>)> {
         let options = connect_options(url)?;
         // The writer gets the big page cache; readers (operations API) a small one each.
         let writer_options = options.clone().pragma("cache_size", "-8000");
-        let mut conn = writer_options.connect().await.with_context(|| format!("opening {url}"))?;
+        let mut conn = writer_options
+            .connect()
+            .await
+            .with_context(|| format!("opening {url}"))?;
         MIGRATOR.run(&mut conn).await.context("migrating the outbox")?;
         deliveries::release_claims(&mut conn).await?;
         let ids = ingest::RowIds::load(&mut conn).await?;
@@ -167,7 +184,14 @@ impl Outbox {
             .context("opening reader connections")?;
         let (commands, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        let task = tokio::spawn(writer::run(conn, rx, service == Service::Status, stats.clone(), ids));
+        let task = tokio::spawn(writer::run(
+            conn,
+            rx,
+            service == Service::Status,
+            stats.clone(),
+            ids,
+            handoff,
+        ));
         Ok((
             Outbox {
                 commands,
@@ -187,8 +211,19 @@ impl Outbox {
     /// then claims up to `limit` due deliveries for each listed subscriber. Neither needs to
     /// survive a power loss (a lost result means one more attempt), so such transactions are
     /// committed without waiting for the disk; a process crash loses nothing committed.
-    pub async fn cycle(&self, done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64) -> anyhow::Result<ClaimBatch> {
-        self.call(|reply| Command::Cycle { done, wants, now, reply }).await
+    pub async fn cycle(
+        &self,
+        done: Arc<Vec<Completion>>,
+        wants: Vec<(String, usize)>,
+        now: i64,
+    ) -> anyhow::Result<ClaimBatch> {
+        self.call(|reply| Command::Cycle {
+            done,
+            wants,
+            now,
+            reply,
+        })
+        .await
     }
 
     /// Puts matching deliveries back to pending with a fresh schedule; returns how many.

@@ -10,9 +10,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     deliveries,
-    ingest::{self, Request, RowIds},
-    ClaimBatch, Completion, IngestItem, IngestOutcome, RedeliverFilter,
+    ingest::{self, Plan, Request, RowIds},
+    ClaimBatch, Claimed, Completion, Handoff, IngestItem, IngestOutcome, RedeliverFilter,
 };
+use crate::slots::Slots;
 
 type Sqlite = sqlx::Sqlite;
 type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
@@ -36,7 +37,10 @@ impl WriterStats {
     fn count(&self, group: &[Command]) {
         self.transactions.fetch_add(1, Ordering::Relaxed);
         let ingests = group.iter().filter(|c| matches!(c, Command::Ingest { .. })).count() as u64;
-        let claims = group.iter().filter(|c| matches!(c, Command::Cycle { wants, .. } if !wants.is_empty())).count() as u64;
+        let claims = group
+            .iter()
+            .filter(|c| matches!(c, Command::Cycle { wants, .. } if !wants.is_empty()))
+            .count() as u64;
         self.ingests.fetch_add(ingests, Ordering::Relaxed);
         self.claims.fetch_add(claims, Ordering::Relaxed);
     }
@@ -44,10 +48,25 @@ impl WriterStats {
 
 /// A request to the writer.
 pub(super) enum Command {
-    Ingest { items: Vec<IngestItem>, now: i64, reply: Reply<IngestOutcome> },
-    Cycle { done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64, reply: Reply<ClaimBatch> },
-    Redeliver { filter: RedeliverFilter, now: i64, reply: Reply<u64> },
-    ReleaseClaims { reply: Reply<()> },
+    Ingest {
+        items: Vec<IngestItem>,
+        now: i64,
+        reply: Reply<IngestOutcome>,
+    },
+    Cycle {
+        done: Arc<Vec<Completion>>,
+        wants: Vec<(String, usize)>,
+        now: i64,
+        reply: Reply<ClaimBatch>,
+    },
+    Redeliver {
+        filter: RedeliverFilter,
+        now: i64,
+        reply: Reply<u64>,
+    },
+    ReleaseClaims {
+        reply: Reply<()>,
+    },
 }
 
 /// Sends a command's result once the commit's fate is known.
@@ -71,13 +90,21 @@ pub(super) async fn run(
     ordered: bool,
     stats: Arc<WriterStats>,
     mut ids: RowIds,
+    handoff: Option<Handoff>,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut durable = true;
+    let slots = handoff.as_ref().map(|h| h.slots.as_ref());
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         stats.count(&group);
         set_durability(&mut conn, &group, &mut durable).await;
-        let (finishes, commit) = apply_group(&mut conn, std::mem::take(&mut group), &mut ids, ordered).await;
+        let ctx = Plan {
+            ids: &mut ids,
+            ordered,
+            slots,
+        };
+        let (finishes, commit, handed) = apply_group(&mut conn, std::mem::take(&mut group), ctx).await;
+        hand_over(handoff.as_ref(), handed, commit.is_ok());
         finishes.into_iter().for_each(|f| f(commit.clone()));
     }
     let _ = conn.close().await;
@@ -87,34 +114,56 @@ pub(super) async fn run(
 /// delivery loop's bookkeeping does not (`NORMAL`: in WAL mode it is still safe from process
 /// crashes, and the next durable commit syncs it too).
 async fn set_durability(conn: &mut SqliteConnection, group: &[Command], durable: &mut bool) {
-    let wanted = group.iter().any(|c| matches!(c, Command::Ingest { .. } | Command::Redeliver { .. }));
+    let wanted = group
+        .iter()
+        .any(|c| matches!(c, Command::Ingest { .. } | Command::Redeliver { .. }));
     if wanted == *durable {
         return;
     }
-    let pragma = if wanted { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
+    let pragma = if wanted {
+        "PRAGMA synchronous = FULL"
+    } else {
+        "PRAGMA synchronous = NORMAL"
+    };
     match sqlx::query(pragma).execute(&mut *conn).await {
         Ok(_) => *durable = wanted,
         Err(e) => tracing::error!(error = %e, "changing synchronous failed"),
     }
 }
 
+/// Sends deliveries stored as claimed to the delivery loop, once they are committed.
+fn hand_over(handoff: Option<&Handoff>, handed: Vec<Claimed>, committed: bool) {
+    let Some(handoff) = handoff else { return };
+    if handed.is_empty() {
+        return;
+    }
+    if !committed {
+        ingest::give_back(Some(&handoff.slots), &handed);
+        return;
+    }
+    if let Err(unsent) = handoff.deliveries.send(handed) {
+        // The loop has stopped; the rows' claims are released at the next start.
+        ingest::give_back(Some(&handoff.slots), &unsent.0);
+    }
+}
+
 async fn apply_group(
     conn: &mut SqliteConnection,
     group: Vec<Command>,
-    ids: &mut RowIds,
-    ordered: bool,
-) -> (Vec<Finish>, Result<(), String>) {
+    ctx: Plan<'_>,
+) -> (Vec<Finish>, Result<(), String>, Vec<Claimed>) {
+    let ordered = ctx.ordered;
     let mut tx = match conn.begin().await {
         Ok(tx) => tx,
         Err(e) => {
             let finishes = group.into_iter().map(|c| fail(c, &e.to_string())).collect();
-            return (finishes, Err(e.to_string()));
+            return (finishes, Err(e.to_string()), Vec::new());
         }
     };
     // Ingest first, in bulk; the other commands see its rows (a completion then unblocks a
     // status stored behind it in this group, a claim may take new work at once).
     let (ingests, others): (Vec<_>, Vec<_>) = group.into_iter().partition(|c| matches!(c, Command::Ingest { .. }));
-    let mut finishes = apply_ingests(&mut tx, ingests, ids, ordered).await;
+    let (mut finishes, handed) = apply_ingests(&mut tx, ingests, ctx).await;
     for command in others {
         finishes.push(apply_one(&mut tx, command, ordered).await);
     }
@@ -122,7 +171,7 @@ async fn apply_group(
         tracing::error!(error = %e, "outbox commit failed");
         e.to_string()
     });
-    (finishes, commit)
+    (finishes, commit, handed)
 }
 
 /// A command that could not run: its caller gets the storage error.
@@ -142,9 +191,8 @@ fn fail(command: Command, msg: &str) -> Finish {
 async fn apply_ingests(
     tx: &mut Transaction<'_, Sqlite>,
     ingests: Vec<Command>,
-    ids: &mut RowIds,
-    ordered: bool,
-) -> Vec<Finish> {
+    ctx: Plan<'_>,
+) -> (Vec<Finish>, Vec<Claimed>) {
     let mut requests = Vec::with_capacity(ingests.len());
     for command in ingests {
         if let Command::Ingest { items, now, reply } = command {
@@ -152,13 +200,32 @@ async fn apply_ingests(
         }
     }
     if requests.is_empty() {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
-    let before = *ids;
-    let planned: Vec<Request<'_>> = requests.iter().map(|(items, now, _)| Request { items, now: *now }).collect();
+    let before = *ctx.ids;
+    let slots: Option<&Slots> = ctx.slots;
+    let planned: Vec<Request<'_>> = requests
+        .iter()
+        .map(|(items, now, _)| Request { items, now: *now })
+        .collect();
     let result = match tx.begin().await {
-        Ok(mut sp) => match ingest::apply(&mut sp, &planned, ids, ordered).await {
-            Ok(outcomes) => sp.commit().await.map(|()| outcomes).map_err(anyhow::Error::from),
+        Ok(mut sp) => match ingest::apply(
+            &mut sp,
+            &planned,
+            Plan {
+                ids: &mut *ctx.ids,
+                ..ctx
+            },
+        )
+        .await
+        {
+            Ok((outcomes, handed)) => match sp.commit().await {
+                Ok(()) => Ok((outcomes, handed)),
+                Err(e) => {
+                    ingest::give_back(slots, &handed);
+                    Err(e.into())
+                }
+            },
             Err(e) => {
                 let _ = sp.rollback().await;
                 Err(e)
@@ -168,12 +235,32 @@ async fn apply_ingests(
     };
     drop(planned);
     match result {
-        Ok(outcomes) => requests.into_iter().zip(outcomes).map(|((_, _, reply), o)| finish(reply, Ok(o))).collect(),
+        Ok((outcomes, handed)) => {
+            let finishes = requests
+                .into_iter()
+                .zip(outcomes)
+                .map(|((_, _, reply), o)| finish(reply, Ok(o)))
+                .collect();
+            (finishes, handed)
+        }
         Err(e) => {
-            *ids = before;
+            *ctx.ids = before;
             tracing::error!(error = %e, "bulk ingest failed");
             let msg = e.to_string();
-            requests.into_iter().map(|(_, _, reply)| fail(Command::Ingest { items: vec![], now: 0, reply }, &msg)).collect()
+            let finishes = requests
+                .into_iter()
+                .map(|(_, _, reply)| {
+                    fail(
+                        Command::Ingest {
+                            items: vec![],
+                            now: 0,
+                            reply,
+                        },
+                        &msg,
+                    )
+                })
+                .collect();
+            (finishes, Vec::new())
         }
     }
 }
@@ -187,12 +274,21 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, command: Command, ordered: 
     macro_rules! run {
         ($reply:expr, $body:expr) => {{
             let result = $body.await;
-            let done = if result.is_ok() { sp.commit().await } else { sp.rollback().await };
+            let done = if result.is_ok() {
+                sp.commit().await
+            } else {
+                sp.rollback().await
+            };
             finish($reply, done.map_err(anyhow::Error::from).and(result))
         }};
     }
     match command {
-        Command::Cycle { done, wants, now, reply } => run!(reply, async {
+        Command::Cycle {
+            done,
+            wants,
+            now,
+            reply,
+        } => run!(reply, async {
             deliveries::complete(&mut sp, &done, ordered).await?;
             deliveries::claim(&mut sp, &wants, now).await
         }),
@@ -200,7 +296,14 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, command: Command, ordered: 
         Command::ReleaseClaims { reply } => run!(reply, deliveries::release_claims(&mut sp)),
         Command::Ingest { reply, .. } => {
             let _ = sp.rollback().await;
-            fail(Command::Ingest { items: vec![], now: 0, reply }, "ingest is applied in bulk")
+            fail(
+                Command::Ingest {
+                    items: vec![],
+                    now: 0,
+                    reply,
+                },
+                "ingest is applied in bulk",
+            )
         }
     }
 }
