@@ -52,7 +52,11 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let client = load::client(CONCURRENCY)?;
     let queued = ctx.sizes.queued;
     let cpu = CpuMeter::start(pusher.pid());
-    let posted = load::run(&client, arrays(ctx, url, prefix(phase), queued, ARRAY, CONCURRENCY)).await;
+    let posted = load::run(
+        &client,
+        arrays(url, prefix(phase), queued, ARRAY, CONCURRENCY, ctx.sizes.load_limit),
+    )
+    .await;
     let cpu_ingest = cpu.figures(phase, "ingest");
     let rss_ingest = pusher.peak_rss_mib();
     let db_mib = pusher.database_mib();

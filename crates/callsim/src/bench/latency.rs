@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::load::{self, Paced, PacedResult};
+use super::load::{self, Ack, Paced, PacedResult};
 use super::phases::{delivery_checks, prefix, settle, CpuMeter};
 use super::pusher::{Program, Setup};
 use super::receiver::BenchReceiver;
@@ -59,7 +59,7 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             prefix: format!("{}{rate}-", prefix(phase)),
         };
         let result = load::run_paced(&client, paced).await;
-        let ids: Vec<u128> = result.acks.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<u128> = result.acks.iter().map(|a| a.id).collect();
         all_ids.extend_from_slice(&ids);
         receiver
             .wait_for(all_ids.len() as u64, ctx.sizes.stall, ctx.sizes.wait_limit)
@@ -79,7 +79,7 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let tally = receiver.tally(&all_ids);
     pusher.stop()?;
     receiver.stop().await;
-    ctx.check(phase, "posts not answered 2xx", failures);
+    ctx.check(phase, "posts not 2xx", failures);
     delivery_checks(ctx, phase, &tally, counts);
     ctx.note(format!(
         "latency: single-event posts from ceil(rate/100) senders on tokio intervals, {:.0} s per step; \
@@ -90,13 +90,14 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Figures of one step: achieved rate and latency percentiles.
-fn step_figures(ctx: &mut Ctx, rate: f64, result: &PacedResult, firsts: &[Option<Instant>]) {
+/// 202 -> first attempt of each acknowledged event that arrived (microseconds, 0 when the
+/// attempt arrived before the 202 was read), and how many did so.
+fn first_attempt_micros(acks: &[Ack], firsts: &[Option<Instant>]) -> (Vec<u64>, u64) {
     let mut micros = Vec::with_capacity(firsts.len());
-    let mut early = 0u64;
-    for ((_, ack), first) in result.acks.iter().zip(firsts) {
+    let mut early = 0;
+    for (ack, first) in acks.iter().zip(firsts) {
         let Some(first) = first else { continue };
-        match first.checked_duration_since(*ack) {
+        match first.checked_duration_since(ack.acked) {
             Some(d) => micros.push(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             None => {
                 early += 1;
@@ -104,7 +105,19 @@ fn step_figures(ctx: &mut Ctx, rate: f64, result: &PacedResult, firsts: &[Option
             }
         }
     }
+    (micros, early)
+}
+
+/// Figures of one step: achieved rate, latency percentiles, ingest latency.
+fn step_figures(ctx: &mut Ctx, rate: f64, result: &PacedResult, firsts: &[Option<Instant>]) {
+    let (mut micros, early) = first_attempt_micros(&result.acks, firsts);
     let p = percentiles(&mut micros);
+    let mut ingest: Vec<u64> = result
+        .acks
+        .iter()
+        .map(|a| u64::try_from((a.acked - a.sent).as_micros()).unwrap_or(u64::MAX))
+        .collect();
+    let ingest = percentiles(&mut ingest);
     let ph = Phase::Latency.name();
     let r = rate as u64;
     let sent = load::per_sec(result.acks.len() as u64, result.elapsed);
@@ -127,6 +140,10 @@ fn step_figures(ctx: &mut Ctx, rate: f64, result: &PacedResult, firsts: &[Option
         early as f64,
         "events",
     ));
+    for (name, v) in [("p50", ingest.p50), ("p99", ingest.p99)] {
+        let label = format!("post -> 202 (ingest) {name} at {r}/s");
+        ctx.figure(Figure::new(ph, &format!("latency.{r}.ingest.{name}"), label, v, "ms"));
+    }
 }
 
 #[cfg(test)]

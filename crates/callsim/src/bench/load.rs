@@ -274,11 +274,22 @@ pub struct Paced {
     pub prefix: String,
 }
 
-/// What a paced load achieved: when each 202 arrived, by event id.
+/// One event of a paced load answered 202.
+#[derive(Clone, Copy, Debug)]
+pub struct Ack {
+    /// Its event id.
+    pub id: u128,
+    /// When its post was started.
+    pub sent: Instant,
+    /// When its 202 was read.
+    pub acked: Instant,
+}
+
+/// What a paced load achieved: when each event was posted and its 202 read.
 #[derive(Debug, Default)]
 pub struct PacedResult {
-    /// (event id, instant its 202 was read).
-    pub acks: Vec<(u128, Instant)>,
+    /// The events answered 202.
+    pub acks: Vec<Ack>,
     /// Posts not answered 2xx.
     pub failures: u64,
     /// The first few failures.
@@ -336,12 +347,13 @@ impl Sender {
             }
             let n = self.counter.fetch_add(1, Relaxed);
             let body = cdr_json(&self.paced.prefix, n).into_bytes();
+            let sent = Instant::now();
             let answer = post(&self.client, &self.paced.url, body).await;
-            let at = Instant::now();
+            let acked = Instant::now();
             let mut ids = Vec::with_capacity(1);
             match answer {
                 Ok(a) if a.status.is_success() => match parse_accepted(&a.body, &mut ids) {
-                    Ok(_) => acks.extend(ids.into_iter().map(|id| (id, at))),
+                    Ok(_) => acks.extend(ids.into_iter().map(|id| Ack { id, sent, acked })),
                     Err(e) => failures.push(e),
                 },
                 Ok(a) => failures.push(a.describe()),

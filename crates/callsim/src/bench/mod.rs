@@ -96,6 +96,8 @@ pub struct Sizes {
     pub concurrency: usize,
     /// Longest a closed-loop load may run.
     pub load_limit: Duration,
+    /// How long each sink load runs.
+    pub sink_window: Duration,
     /// Length of each steady-rate step of the latency phase.
     pub step: Duration,
     /// Waiting for deliveries gives up after this long without progress.
@@ -113,6 +115,7 @@ impl Sizes {
             queued: o.queued.unwrap_or(queued).max(1_000),
             concurrency: o.concurrency.max(1),
             load_limit: Duration::from_secs(if o.smoke { 20 } else { 300 }),
+            sink_window: Duration::from_secs(if o.smoke { 1 } else { 5 }),
             step: Duration::from_secs(if o.smoke { 2 } else { 10 }),
             stall: Duration::from_secs(if o.smoke { 15 } else { 30 }),
             wait_limit: Duration::from_secs(if o.smoke { 60 } else { 1_800 }),
@@ -136,8 +139,17 @@ impl Ctx {
         self.report.figures.push(figure);
     }
 
-    /// Adds a correctness count.
+    /// Adds a correctness count (to the same check of the phase, if it exists).
     pub fn check(&mut self, phase: Phase, check: &str, count: u64) {
+        let existing = self
+            .report
+            .checks
+            .iter_mut()
+            .find(|c| c.phase == phase.name() && c.check == check);
+        if let Some(c) = existing {
+            c.count += count;
+            return;
+        }
         self.report.checks.push(Check {
             phase: phase.name().to_string(),
             check: check.to_string(),

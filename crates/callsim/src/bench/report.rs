@@ -6,8 +6,6 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::report::table;
-
 /// Key of the sink figure "single-event POSTs, requests/s".
 pub const SINK_SINGLE: &str = "sink.single";
 /// Key of the sink figure "arrays of 100, events/s".
@@ -165,19 +163,28 @@ impl BenchReport {
             "machine: {} cores ({}), {} MiB memory, {}\ndisk: {}\n\n",
             m.cores, m.cpu, m.memory_mib, m.kernel, m.disk
         );
-        let rows: Vec<Vec<String>> = self.figures.iter().map(figure_row).collect();
-        out.push_str(&table(
-            &["phase", "figure", "value", "unit", "ratio to raw limit"],
-            &rows,
-        ));
-        out.push_str("\n\n");
-        let checks: Vec<Vec<String>> = self
-            .checks
+        let mut rows = vec![["phase", "figure", "value", "unit", "ratio to raw limit"]
+            .map(String::from)
+            .to_vec()];
+        rows.extend(self.figures.iter().map(figure_row));
+        out.push_str(&aligned(&rows, &[false, false, true, false, false]));
+        out.push_str("\nchecks (each must be 0):\n");
+        let mut phases: Vec<&str> = self.checks.iter().map(|c| c.phase.as_str()).collect();
+        phases.dedup();
+        let rows: Vec<Vec<String>> = phases
             .iter()
-            .map(|c| vec![c.phase.clone(), c.check.clone(), c.count.to_string()])
+            .map(|p| {
+                let counts: Vec<String> = self
+                    .checks
+                    .iter()
+                    .filter(|c| c.phase == *p)
+                    .map(|c| format!("{} {}", c.check, c.count))
+                    .collect();
+                vec![format!("  {p}"), counts.join(", ")]
+            })
             .collect();
-        out.push_str(&table(&["phase", "check", "count"], &checks));
-        out.push_str("\n\nnotes:\n");
+        out.push_str(&aligned(&rows, &[false, false]));
+        out.push_str("\nnotes:\n");
         for note in &self.notes {
             out.push_str(&format!("- {note}\n"));
         }
@@ -185,6 +192,32 @@ impl BenchReport {
         out.push_str(&format!("\nbench {verdict} in {:.1} s\n", self.elapsed_secs));
         out
     }
+}
+
+/// Renders rows as columns two spaces apart, each left- or right-aligned (`right[i]`).
+fn aligned(rows: &[Vec<String>], right: &[bool]) -> String {
+    let mut widths = vec![0; right.len()];
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(widths.len()) {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate().take(widths.len()) {
+            let pad = " ".repeat(widths[i] - cell.chars().count());
+            let sep = if i == 0 { "" } else { "  " };
+            if right[i] {
+                line.push_str(&format!("{sep}{pad}{cell}"));
+            } else {
+                line.push_str(&format!("{sep}{cell}{pad}"));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn figure_row(f: &Figure) -> Vec<String> {
@@ -217,7 +250,7 @@ pub fn format_value(v: f64) -> String {
         } else {
             grouped
         }
-    } else if v.abs() >= 100.0 {
+    } else if v.abs() >= 100.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
@@ -236,6 +269,7 @@ mod tests {
         assert_eq!(format_value(999.6), "1000");
         assert_eq!(format_value(12.345), "12.3");
         assert_eq!(format_value(0.456), "0.46");
+        assert_eq!(format_value(3.0), "3");
     }
 
     #[test]

@@ -69,8 +69,9 @@ pub(super) async fn claim(
     Ok(batch)
 }
 
-/// Records finished attempts in bulk: the attempt log, the delivery's new state, and for a
-/// status delivery that is finished, the next one of its call is let go.
+/// Records finished attempts in bulk: the attempt log (a successful attempt lives on the
+/// delivery row only, see `read::attempts`), the delivery's new state, and for a status
+/// delivery that is finished, the next one of its call is let go.
 pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ordered: bool) -> anyhow::Result<()> {
     if done.is_empty() {
         return Ok(());
@@ -99,7 +100,8 @@ pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ord
     let rows = serde_json::to_string(&rows)?;
     sqlx::query(
         "INSERT OR REPLACE INTO attempts (delivery_id, attempt, at, status, error, latency_ms)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?1)",
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?1)
+         WHERE value->>6 != 'delivered'",
     )
     .bind(&rows)
     .execute(&mut *tx)
@@ -107,7 +109,8 @@ pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ord
     sqlx::query(
         "UPDATE deliveries SET state = v.value->>6, claimed = 0, attempts = v.value->>1,
              next_attempt_at = COALESCE(v.value->>7, next_attempt_at), last_status = v.value->>3,
-             last_error = v.value->>4, delivered_at = v.value->>8, updated_at = (v.value->>2) + (v.value->>5)
+             last_error = v.value->>4, delivered_at = v.value->>8, updated_at = (v.value->>2) + (v.value->>5),
+             last_attempt_at = v.value->>2, last_latency_ms = v.value->>5
          FROM json_each(?1) AS v WHERE deliveries.id = v.value->>0",
     )
     .bind(&rows)
@@ -147,6 +150,18 @@ pub(super) async fn redeliver(
     now: i64,
     ordered: bool,
 ) -> anyhow::Result<u64> {
+    // A delivered one keeps its success in the attempt log before it is attempted again.
+    sqlx::query(
+        "INSERT OR IGNORE INTO attempts (delivery_id, attempt, at, status, error, latency_ms)
+         SELECT id, attempts, last_attempt_at, last_status, NULL, last_latency_ms FROM deliveries
+         WHERE state = 'delivered' AND last_attempt_at IS NOT NULL
+           AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR subscriber = ?3)",
+    )
+    .bind(filter.id)
+    .bind(filter.state.as_deref())
+    .bind(filter.subscriber.as_deref())
+    .execute(&mut *tx)
+    .await?;
     let rows = sqlx::query(
         "UPDATE deliveries SET state = 'pending', blocked = ?5, round_start = attempts,
              next_attempt_at = ?4, updated_at = ?4, delivered_at = NULL

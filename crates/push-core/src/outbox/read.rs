@@ -185,8 +185,15 @@ impl Outbox {
 }
 
 async fn attempts(pool: &SqlitePool, id: i64) -> anyhow::Result<Vec<AttemptRecord>> {
+    // Failed attempts are rows of `attempts`; a delivery's successful last attempt is kept on
+    // its own row (see `deliveries::complete`).
     let rows = sqlx::query(
-        "SELECT attempt, at, status, error, latency_ms FROM attempts WHERE delivery_id = ?1 ORDER BY attempt",
+        "SELECT attempt, at, status, error, latency_ms FROM attempts WHERE delivery_id = ?1
+         UNION ALL
+         SELECT attempts, last_attempt_at, last_status, NULL, last_latency_ms FROM deliveries d
+         WHERE id = ?1 AND state = 'delivered' AND last_attempt_at IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = ?1 AND a.attempt = d.attempts)
+         ORDER BY 1",
     )
     .bind(id)
     .fetch_all(pool)

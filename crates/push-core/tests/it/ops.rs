@@ -205,3 +205,30 @@ async fn metrics_move_as_events_flow() {
     assert_eq!(metric(&after, "voice_push_dead_total", Some("metered")), 0.0);
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn redelivering_a_delivered_one_keeps_its_first_success_in_the_log() {
+    let receiver = TestReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(Service::Cdr, test_settings(dir.path(), &receiver.url())).await;
+    app.ingest(&seed_cdr("again-1")).await;
+    let id = wait_state(&app, "state=delivered", 1).await[0]["id"].as_i64().unwrap();
+    let (status, _) = post_json(&app, &format!("/v1/deliveries/{id}/redeliver"), &json!({})).await;
+    assert_eq!(status, 202);
+    let detail = eventually(WAIT, "delivered a second time", || async {
+        let (_, d) = app.get_json(&format!("/v1/deliveries/{id}")).await;
+        (d["state"] == "delivered" && d["attempts"] == 2).then_some(d)
+    })
+    .await;
+    let log: Vec<(i64, i64)> = detail["attemptLog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["attempt"].as_i64().unwrap(), a["status"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(log, [(1, 200), (2, 200)]);
+    let pushes = receiver.wait_for_successes(2, WAIT).await;
+    assert_eq!(pushes[1].header("x-push-attempt"), Some("2"));
+    assert_eq!(pushes[0].header("webhook-id"), pushes[1].header("webhook-id"));
+    app.stop().await.unwrap();
+}
