@@ -75,10 +75,14 @@ pub(super) async fn apply(
     let Plan { ids, ordered, slots } = plan_with;
     let mut known = lookup(tx, requests, ordered).await?;
     let mut rows = Rows::default();
-    let outcomes = requests
-        .iter()
-        .map(|r| plan(r, &mut known, &mut rows, ids, ordered, slots))
-        .collect();
+    let mut planner = Planner {
+        known: &mut known,
+        rows: &mut rows,
+        ids,
+        ordered,
+        slots,
+    };
+    let outcomes = requests.iter().map(|r| planner.request(r)).collect();
     if let Err(e) = write(tx, &rows, &known, ordered).await {
         give_back(slots, &rows.handed);
         return Err(e);
@@ -134,90 +138,104 @@ async fn lookup(tx: &mut SqliteConnection, requests: &[Request<'_>], ordered: bo
     Ok(known)
 }
 
-/// Plans one request against what is known so far; a request refused with 409 leaves no
-/// trace (its keys, sequences, chains and ids are dropped).
-fn plan(
-    request: &Request<'_>,
-    known: &mut Known,
-    rows: &mut Rows,
-    ids: &mut RowIds,
+/// This request's own additions, merged into [`Known`] only if the request is accepted.
+#[derive(Default)]
+struct Draft {
+    keys: HashMap<String, String>,
+    calls: HashMap<String, i64>,
+    chains: HashSet<(String, String)>,
+}
+
+/// What planning one event came to.
+enum Planned {
+    New,
+    Duplicate(String),
+    AfterHangup,
+}
+
+/// Plans the requests of one group, in order, against what the database holds.
+struct Planner<'a> {
+    known: &'a mut Known,
+    rows: &'a mut Rows,
+    ids: &'a mut RowIds,
     ordered: bool,
-    slots: Option<&Slots>,
-) -> IngestOutcome {
-    let start = (*ids, rows.events.len(), rows.deliveries.len(), rows.handed.len());
-    // This request's own additions, merged into `known` only if it is accepted.
-    let mut keys: HashMap<String, String> = HashMap::new();
-    let mut calls: HashMap<String, i64> = HashMap::new();
-    let mut chains: HashSet<(String, String)> = HashSet::new();
-    let mut accepted = Vec::with_capacity(request.items.len());
-    let find = |keys: &HashMap<String, String>, known: &Known, key: &str| {
-        keys.get(key).or_else(|| known.keys.get(key)).cloned()
-    };
-    for (index, item) in request.items.iter().enumerate() {
+    slots: Option<&'a Slots>,
+}
+
+impl Planner<'_> {
+    /// Plans one request; a request refused with 409 leaves no trace (its keys, sequences,
+    /// chains, ids, rows and slots are dropped).
+    fn request(&mut self, request: &Request<'_>) -> IngestOutcome {
+        let mark = (
+            *self.ids,
+            self.rows.events.len(),
+            self.rows.deliveries.len(),
+            self.rows.handed.len(),
+        );
+        let mut draft = Draft::default();
+        let mut accepted = Vec::with_capacity(request.items.len());
+        for (index, item) in request.items.iter().enumerate() {
+            let call_id = item.event.call_id.clone();
+            match self.item(item, request.now, &mut draft) {
+                Planned::New => accepted.push(Accepted {
+                    call_id,
+                    event_id: item.event_id.clone(),
+                    duplicate: false,
+                }),
+                Planned::Duplicate(event_id) => accepted.push(Accepted {
+                    call_id,
+                    event_id,
+                    duplicate: true,
+                }),
+                Planned::AfterHangup => {
+                    *self.ids = mark.0;
+                    self.rows.events.truncate(mark.1);
+                    self.rows.deliveries.truncate(mark.2);
+                    give_back(self.slots, &self.rows.handed[mark.3..]);
+                    self.rows.handed.truncate(mark.3);
+                    return IngestOutcome::AfterHangup { index, call_id };
+                }
+            }
+        }
+        self.known.keys.extend(draft.keys);
+        self.known.calls.extend(draft.calls);
+        self.known.chains.extend(draft.chains);
+        IngestOutcome::Accepted(accepted)
+    }
+
+    fn find(&self, draft: &Draft, key: &str) -> Option<String> {
+        draft.keys.get(key).or_else(|| self.known.keys.get(key)).cloned()
+    }
+
+    /// Plans one event: duplicate, refused after HANGUP, or new rows.
+    fn item(&mut self, item: &IngestItem, now: i64, draft: &mut Draft) -> Planned {
         let event = &item.event;
         let key = event.dedup_key();
-        if let Some(event_id) = find(&keys, known, &key) {
-            accepted.push(Accepted {
-                call_id: event.call_id.clone(),
-                event_id,
-                duplicate: true,
-            });
-            continue;
+        if let Some(event_id) = self.find(draft, &key) {
+            return Planned::Duplicate(event_id);
         }
-        let sequence = if ordered {
-            if find(&keys, known, &event.hangup_key()).is_some() {
-                (*ids, _, _, _) = start;
-                rows.events.truncate(start.1);
-                rows.deliveries.truncate(start.2);
-                give_back(slots, &rows.handed[start.3..]);
-                rows.handed.truncate(start.3);
-                return IngestOutcome::AfterHangup {
-                    index,
-                    call_id: event.call_id.clone(),
-                };
+        let sequence = if self.ordered {
+            if self.find(draft, &event.hangup_key()).is_some() {
+                return Planned::AfterHangup;
             }
-            let next = calls.get(&event.call_id).or_else(|| known.calls.get(&event.call_id));
+            let next = draft
+                .calls
+                .get(&event.call_id)
+                .or_else(|| self.known.calls.get(&event.call_id));
             let seq = next.copied().unwrap_or(0);
-            calls.insert(event.call_id.clone(), seq + 1);
+            draft.calls.insert(event.call_id.clone(), seq + 1);
             Some(seq)
         } else {
             None
         };
-        ids.event += 1;
-        let party = event.party.as_deref().unwrap_or("");
+        self.ids.event += 1;
         let body = event.body_json(sequence);
         for subscriber in &item.subscribers {
-            let chain = (subscriber.clone(), event.call_id.clone());
-            let blocked = ordered && (known.chains.contains(&chain) || chains.contains(&chain));
-            let claimed = !blocked && slots.is_some_and(|s| s.take(subscriber, 1) == 1);
-            ids.delivery += 1;
-            rows.deliveries.push(json!([
-                ids.delivery,
-                ids.event,
-                subscriber,
-                event.call_id,
-                sequence.unwrap_or(0),
-                blocked,
-                request.now,
-                claimed
-            ]));
-            if claimed {
-                rows.handed.push(Claimed {
-                    id: ids.delivery,
-                    event_id: item.event_id.clone(),
-                    subscriber: subscriber.clone(),
-                    call_id: event.call_id.clone(),
-                    payload: body.clone(),
-                    attempts: 0,
-                    round_start: 0,
-                });
-            }
-            if ordered {
-                chains.insert(chain);
-            }
+            self.delivery(item, subscriber, sequence, &body, now, draft);
         }
-        rows.events.push(json!([
-            ids.event,
+        let party = event.party.as_deref().unwrap_or("");
+        self.rows.events.push(json!([
+            self.ids.event,
             item.event_id,
             key,
             event.call_id,
@@ -225,19 +243,54 @@ fn plan(
             event.status,
             sequence,
             body,
-            request.now
+            now
         ]));
-        keys.insert(key, item.event_id.clone());
-        accepted.push(Accepted {
-            call_id: event.call_id.clone(),
-            event_id: item.event_id.clone(),
-            duplicate: false,
-        });
+        draft.keys.insert(key, item.event_id.clone());
+        Planned::New
     }
-    known.keys.extend(keys);
-    known.calls.extend(calls);
-    known.chains.extend(chains);
-    IngestOutcome::Accepted(accepted)
+
+    /// One delivery row; handed straight to the delivery loop when it may go now and the
+    /// subscriber has a free slot.
+    fn delivery(
+        &mut self,
+        item: &IngestItem,
+        subscriber: &str,
+        sequence: Option<i64>,
+        body: &str,
+        now: i64,
+        draft: &mut Draft,
+    ) {
+        let call_id = &item.event.call_id;
+        let chain = (subscriber.to_string(), call_id.clone());
+        let blocked = self.ordered && (self.known.chains.contains(&chain) || draft.chains.contains(&chain));
+        let claimed = !blocked && self.slots.is_some_and(|s| s.take(subscriber, 1) == 1);
+        self.ids.delivery += 1;
+        let (id, event_row) = (self.ids.delivery, self.ids.event);
+        self.rows.deliveries.push(json!([
+            id,
+            event_row,
+            subscriber,
+            call_id,
+            sequence.unwrap_or(0),
+            blocked,
+            now,
+            claimed
+        ]));
+        if claimed {
+            self.rows.handed.push(Claimed {
+                id,
+                event_id: item.event_id.clone(),
+                subscriber: subscriber.to_string(),
+                call_id: call_id.clone(),
+                payload: body.to_string(),
+                attempts: 0,
+                round_start: 0,
+            });
+        }
+        if self.ordered {
+            draft.chains.insert(chain);
+        }
+    }
 }
 
 async fn write(tx: &mut SqliteConnection, rows: &Rows, known: &Known, ordered: bool) -> anyhow::Result<()> {
