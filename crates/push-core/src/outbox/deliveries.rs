@@ -184,29 +184,33 @@ pub(super) async fn redeliver(
             .collect::<Result<_, sqlx::Error>>()?;
         chains.sort();
         chains.dedup();
-        let chains = serde_json::to_string(&chains)?;
-        // Re-chain: everything waiting is blocked, then each chain's head goes unless one of
-        // its statuses is in flight (its completion lets the head go).
-        sqlx::query(
-            "UPDATE deliveries SET blocked = 1 FROM json_each(?1) AS v
-             WHERE deliveries.subscriber = v.value->>0 AND deliveries.call_id = v.value->>1
-               AND deliveries.state = 'pending' AND deliveries.claimed = 0",
-        )
-        .bind(&chains)
-        .execute(&mut *tx)
-        .await?;
-        let idle: Vec<(String, String)> = sqlx::query(
-            "SELECT v.value->>0, v.value->>1 FROM json_each(?1) AS v
-             WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber = v.value->>0
-                               AND d.call_id = v.value->>1 AND d.state = 'pending' AND d.claimed = 1)",
-        )
-        .bind(&chains)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-        unblock_chain_heads(tx, &serde_json::to_string(&idle)?).await?;
+        rechain(tx, &serde_json::to_string(&chains)?).await?;
     }
     Ok(count)
+}
+
+/// Re-chains the `[subscriber, call_id]` pairs in `chains` (JSON) after a redelivery: every
+/// waiting status is blocked, then each chain's head goes unless one of its statuses is in
+/// flight (that one's completion lets the head go).
+async fn rechain(tx: &mut SqliteConnection, chains: &str) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE deliveries SET blocked = 1 FROM json_each(?1) AS v
+         WHERE deliveries.subscriber = v.value->>0 AND deliveries.call_id = v.value->>1
+           AND deliveries.state = 'pending' AND deliveries.claimed = 0",
+    )
+    .bind(chains)
+    .execute(&mut *tx)
+    .await?;
+    let idle: Vec<(String, String)> = sqlx::query(
+        "SELECT v.value->>0, v.value->>1 FROM json_each(?1) AS v
+         WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber = v.value->>0
+                           AND d.call_id = v.value->>1 AND d.state = 'pending' AND d.claimed = 1)",
+    )
+    .bind(chains)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    .collect::<Result<_, sqlx::Error>>()?;
+    unblock_chain_heads(tx, &serde_json::to_string(&idle)?).await
 }

@@ -13,7 +13,6 @@ use super::{
     ingest::{self, Plan, Request, RowIds},
     ClaimBatch, Claimed, Completion, Handoff, IngestItem, IngestOutcome, RedeliverFilter,
 };
-use crate::slots::Slots;
 
 type Sqlite = sqlx::Sqlite;
 type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
@@ -193,46 +192,21 @@ async fn apply_ingests(
     ingests: Vec<Command>,
     ctx: Plan<'_>,
 ) -> (Vec<Finish>, Vec<Claimed>) {
-    let mut requests = Vec::with_capacity(ingests.len());
-    for command in ingests {
-        if let Command::Ingest { items, now, reply } = command {
-            requests.push((items, now, reply));
-        }
-    }
+    let requests: Vec<_> = ingests
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Ingest { items, now, reply } => Some((items, now, reply)),
+            _ => None,
+        })
+        .collect();
     if requests.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let before = *ctx.ids;
-    let slots: Option<&Slots> = ctx.slots;
     let planned: Vec<Request<'_>> = requests
         .iter()
         .map(|(items, now, _)| Request { items, now: *now })
         .collect();
-    let result = match tx.begin().await {
-        Ok(mut sp) => match ingest::apply(
-            &mut sp,
-            &planned,
-            Plan {
-                ids: &mut *ctx.ids,
-                ..ctx
-            },
-        )
-        .await
-        {
-            Ok((outcomes, handed)) => match sp.commit().await {
-                Ok(()) => Ok((outcomes, handed)),
-                Err(e) => {
-                    ingest::give_back(slots, &handed);
-                    Err(e.into())
-                }
-            },
-            Err(e) => {
-                let _ = sp.rollback().await;
-                Err(e)
-            }
-        },
-        Err(e) => Err(e.into()),
-    };
+    let result = ingest_in_savepoint(tx, &planned, ctx).await;
     drop(planned);
     match result {
         Ok((outcomes, handed)) => {
@@ -244,25 +218,52 @@ async fn apply_ingests(
             (finishes, handed)
         }
         Err(e) => {
-            *ctx.ids = before;
             tracing::error!(error = %e, "bulk ingest failed");
             let msg = e.to_string();
             let finishes = requests
                 .into_iter()
-                .map(|(_, _, reply)| {
-                    fail(
-                        Command::Ingest {
-                            items: vec![],
-                            now: 0,
-                            reply,
-                        },
-                        &msg,
-                    )
-                })
+                .map(|(_, _, reply)| finish(reply, Err(anyhow::anyhow!("{msg}"))))
                 .collect();
             (finishes, Vec::new())
         }
     }
+}
+
+/// Runs the bulk ingest in a savepoint; on failure nothing of it stays, ids and slots included.
+async fn ingest_in_savepoint(
+    tx: &mut Transaction<'_, Sqlite>,
+    planned: &[Request<'_>],
+    ctx: Plan<'_>,
+) -> anyhow::Result<(Vec<IngestOutcome>, Vec<Claimed>)> {
+    let before = *ctx.ids;
+    let slots = ctx.slots;
+    let mut sp = tx.begin().await?;
+    let result = match ingest::apply(
+        &mut sp,
+        planned,
+        Plan {
+            ids: &mut *ctx.ids,
+            ..ctx
+        },
+    )
+    .await
+    {
+        Ok((outcomes, handed)) => match sp.commit().await {
+            Ok(()) => Ok((outcomes, handed)),
+            Err(e) => {
+                ingest::give_back(slots, &handed);
+                Err(e.into())
+            }
+        },
+        Err(e) => {
+            let _ = sp.rollback().await;
+            Err(e)
+        }
+    };
+    if result.is_err() {
+        *ctx.ids = before;
+    }
+    result
 }
 
 /// Applies one non-ingest command inside a savepoint, so a failing command undoes only itself.

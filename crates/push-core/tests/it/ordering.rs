@@ -154,3 +154,37 @@ async fn a_dead_status_lets_the_rest_of_its_call_go() {
     assert_eq!(seqs, [0, 0, 1, 2, 3], "two failed attempts of 0, then 1..3 in order");
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_bulk_redelivery_of_a_dead_call_goes_out_in_sequence_order() {
+    let receiver = TestReceiver::start().await;
+    receiver.answer(500);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path(), &receiver.url());
+    settings.retry.schedule = vec![Duration::from_millis(10)];
+    let app = TestApp::spawn(Service::Status, settings).await;
+    post_calls(&app, &["revive".to_string()]).await;
+    push_core::testing::eventually(Duration::from_secs(10), "all four statuses dead", || async {
+        let (_, stats) = app.get_json("/v1/stats").await;
+        (stats["subscribers"]["demo"]["dead"] == 4).then_some(())
+    })
+    .await;
+
+    receiver.answer(200);
+    let r = app
+        .client
+        .post(format!("{}/v1/deliveries/redeliver", app.url))
+        .json(&serde_json::json!({"state": "dead", "subscriber": "demo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let pushes = receiver.wait_for_successes(4, Duration::from_secs(10)).await;
+    let delivered: Vec<i64> = pushes
+        .iter()
+        .filter(|p| p.answered == 200)
+        .map(|p| p.json()["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(delivered, [0, 1, 2, 3], "redelivered one after the other, in order");
+    app.stop().await.unwrap();
+}
