@@ -84,6 +84,7 @@ struct ReceiverState {
     log: Arc<Mutex<Vec<Received>>>,
     behavior: Arc<Mutex<Behavior>>,
     retry_after: Arc<Mutex<Option<u64>>>,
+    arrivals: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A subscriber's HTTP server on 127.0.0.1, port 0, recording every push.
@@ -108,6 +109,7 @@ impl TestReceiver {
             log: Arc::default(),
             behavior: Arc::new(Mutex::new(Arc::new(|_: &Received| (200, Duration::ZERO)))),
             retry_after: Arc::default(),
+            arrivals: Arc::default(),
         };
         let app = Router::new().fallback(receive).with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -134,6 +136,11 @@ impl TestReceiver {
     /// Sends `Retry-After: <secs>` with every non-2xx answer from now on.
     pub fn set_retry_after(&self, secs: Option<u64>) {
         *self.state.retry_after.lock().unwrap() = secs;
+    }
+
+    /// Requests that arrived so far, answered or not (a slow answer is still in progress).
+    pub fn arrivals(&self) -> usize {
+        self.state.arrivals.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every request so far.
@@ -177,6 +184,7 @@ async fn receive(
         answered: 0,
         peer,
     };
+    state.arrivals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let behavior = state.behavior.lock().unwrap().clone();
     let (status, delay) = behavior(&received);
     if !delay.is_zero() {

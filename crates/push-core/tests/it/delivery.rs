@@ -259,3 +259,61 @@ async fn an_idle_loop_does_not_poll_and_connections_are_reused() {
     receiver.wait_for_successes(41, WAIT).await;
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_graceful_stop_lets_an_attempt_in_flight_finish() {
+    let receiver = TestReceiver::start().await;
+    receiver.set_behavior(|_| (200, Duration::from_millis(400)));
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(dir.path(), &receiver.url());
+    let app = TestApp::spawn(Service::Cdr, settings.clone()).await;
+    app.ingest(&seed_cdr("grace-1")).await;
+    eventually(WAIT, "the attempt to be in flight", || async {
+        (receiver.arrivals() == 1).then_some(())
+    })
+    .await;
+    app.stop().await.unwrap();
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "the attempt in flight was answered before the stop completed"
+    );
+
+    let app = TestApp::spawn(Service::Cdr, settings).await;
+    let delivered = delivery_of(&app, "delivered").await;
+    assert_eq!(
+        delivered["attempts"], 1,
+        "its result was recorded; no second attempt after restart"
+    );
+    app.stop().await.unwrap();
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test]
+async fn an_attempt_cut_off_by_the_grace_period_is_made_again_after_restart() {
+    let receiver = TestReceiver::start().await;
+    receiver.set_behavior(|_| (200, Duration::from_secs(3)));
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path(), &receiver.url());
+    settings.delivery.shutdown_grace = Duration::from_millis(200);
+    settings.delivery.timeout = Duration::from_secs(5);
+    let app = TestApp::spawn(Service::Cdr, settings.clone()).await;
+    let body: Value = app.ingest(&seed_cdr("cut-1")).await.json().await.unwrap();
+    eventually(WAIT, "the attempt to be in flight", || async {
+        (receiver.arrivals() == 1).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    app.stop().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the stop waited only for the grace period"
+    );
+
+    receiver.answer(200);
+    let app = TestApp::spawn(Service::Cdr, settings).await;
+    let delivered = delivery_of(&app, "delivered").await;
+    assert_eq!(delivered["eventId"], body["accepted"][0]["eventId"]);
+    assert_eq!(receiver.arrivals(), 2, "made again after the restart");
+    app.stop().await.unwrap();
+}
