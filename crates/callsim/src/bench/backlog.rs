@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::load;
-use super::phases::{arrays, delivery_checks, load_checks, per_sec_ids, prefix, settle, CpuMeter};
-use super::pusher::{Program, Setup};
-use super::receiver::BenchReceiver;
+use super::load::{self, LoadResult};
+use super::phases::{arrays, delivery_checks, load_checks, per_sec_ids, prefix, settle, Counts, CpuMeter};
+use super::pusher::{Program, Pusher, Setup};
+use super::receiver::{BenchReceiver, Tally};
 use super::report::{Figure, SINK_ARRAYS, SINK_DELIVERY};
 use super::{Ctx, Phase};
 
@@ -39,6 +39,34 @@ async fn receiver_on(port: u16, expected: usize) -> anyhow::Result<BenchReceiver
     }
 }
 
+/// The sum of a Prometheus metric's samples (all label sets) from the pusher's `/metrics`.
+async fn metric_sum(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// What the phase measured.
+struct Measured {
+    posted: LoadResult,
+    ingest_figures: Vec<Figure>,
+    drain_figures: Vec<Figure>,
+    drain_started: Instant,
+    tally: Tally,
+    counts: Option<Counts>,
+}
+
 /// Runs the phase.
 pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let phase = Phase::Backlog;
@@ -48,71 +76,103 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         retry: Some(vec!["1s".to_string(); RETRIES]),
     };
     let (_dir, pusher) = ctx.pusher(phase, Program::Cdr, &setup)?;
-    let url = format!("{}{}", pusher.url, Program::Cdr.ingest_path());
-    let client = load::client(CONCURRENCY)?;
-    let queued = ctx.sizes.queued;
-    let cpu = CpuMeter::start(pusher.pid());
-    let posted = load::run(
-        &client,
-        arrays(url, prefix(phase), queued, ARRAY, CONCURRENCY, ctx.sizes.load_limit),
-    )
-    .await;
-    let cpu_ingest = cpu.figures(phase, "ingest");
-    let rss_ingest = pusher.peak_rss_mib();
-    let db_mib = pusher.database_mib();
-    let expected = posted.ids.len() as u64;
-
-    let receiver = receiver_on(port, expected as usize).await?;
-    let cpu = CpuMeter::start(pusher.pid());
-    let started = Instant::now();
-    receiver.wait_for(expected, ctx.sizes.stall, ctx.sizes.wait_limit).await;
-    let cpu_drain = cpu.figures(phase, "drain");
-    let counts = settle(&client, &pusher.url, Duration::from_secs(10)).await;
-    let rss_drain = pusher.peak_rss_mib();
-    let tally = receiver.tally(&posted.ids);
+    let m = measure(ctx, &pusher, port).await;
     pusher.stop()?;
-    receiver.stop().await;
-
+    let m = m?;
     let p = phase.name();
+    let (expected, posted) = (m.posted.ids.len(), &m.posted);
     let what =
         format!("ingest while the subscriber is down ({expected} events, arrays of {ARRAY}, {CONCURRENCY} in flight)");
-    ctx.figure(Figure::new(p, "backlog.ingest", what, per_sec_ids(&posted), "events/s").vs(SINK_ARRAYS));
-    let rss = rss_ingest.unwrap_or(0.0);
-    ctx.figure(Figure::new(
-        p,
-        "backlog.rss",
-        "pusher peak RSS (VmHWM) at end of ingest",
-        rss,
-        "MiB",
-    ));
-    ctx.figure(Figure::new(
-        p,
-        "backlog.db",
-        "database + WAL size at end of ingest",
-        db_mib,
-        "MiB",
-    ));
-    let drain = tally
-        .last_first
-        .map_or(0.0, |t| load::per_sec(tally.found, t - started));
-    ctx.figure(Figure::new(p, "backlog.drain", "drain once the receiver is up", drain, "events/s").vs(SINK_DELIVERY));
-    let rss = rss_drain.unwrap_or(0.0);
-    ctx.figure(Figure::new(
-        p,
-        "backlog.rss.drain",
-        "pusher peak RSS (VmHWM) after the drain",
-        rss,
-        "MiB",
-    ));
-    for f in cpu_ingest.into_iter().chain(cpu_drain) {
+    ctx.figure(Figure::new(p, "backlog.ingest", what, per_sec_ids(posted), "events/s").vs(SINK_ARRAYS));
+    for f in m.ingest_figures {
         ctx.figure(f);
     }
-    load_checks(ctx, phase, &posted);
-    delivery_checks(ctx, phase, &tally, counts);
+    let drain = m
+        .tally
+        .last_first
+        .map_or(0.0, |t| load::per_sec(m.tally.found, t - m.drain_started));
+    ctx.figure(Figure::new(p, "backlog.drain", "drain once the receiver is up", drain, "events/s").vs(SINK_DELIVERY));
+    for f in m.drain_figures {
+        ctx.figure(f);
+    }
+    load_checks(ctx, phase, posted);
+    delivery_checks(ctx, phase, &m.tally, m.counts);
     ctx.note(format!(
         "backlog: the subscriber's port has no listener (connections refused) while queueing; retry schedule \
          [1s] x {RETRIES}, so failed attempts keep cycling (and logging warnings) during ingest; the drain is \
          timed from binding the receiver on that port to the first 2xx answer of the last event"
     ));
     Ok(())
+}
+
+/// Queues --queued events while nothing listens on `port`, then drains them into a receiver
+/// bound there.
+async fn measure(ctx: &Ctx, pusher: &Pusher, port: u16) -> anyhow::Result<Measured> {
+    let phase = Phase::Backlog;
+    let p = phase.name();
+    let url = format!("{}{}", pusher.url, Program::Cdr.ingest_path());
+    let client = load::client(CONCURRENCY)?;
+    let cpu = CpuMeter::start(pusher.pid());
+    let queue = arrays(
+        url,
+        prefix(phase),
+        ctx.sizes.queued,
+        ARRAY,
+        CONCURRENCY,
+        ctx.sizes.load_limit,
+    );
+    let posted = load::run(&client, queue).await;
+    let mut figures = cpu.figures(phase, "ingest");
+    let rss = pusher.peak_rss_mib().unwrap_or(0.0);
+    figures.push(Figure::new(
+        p,
+        "backlog.rss",
+        "pusher peak RSS (VmHWM) at end of ingest",
+        rss,
+        "MiB",
+    ));
+    let db = pusher.database_mib();
+    figures.push(Figure::new(
+        p,
+        "backlog.db",
+        "database + WAL size at end of ingest",
+        db,
+        "MiB",
+    ));
+    if let Some(n) = metric_sum(&client, &pusher.url, "voice_push_attempts_failed_total").await {
+        figures.push(Figure::new(
+            p,
+            "backlog.failed",
+            "failed attempts during ingest (receiver down)",
+            n,
+            "attempts",
+        ));
+    }
+
+    let receiver = receiver_on(port, posted.ids.len()).await?;
+    let cpu = CpuMeter::start(pusher.pid());
+    let drain_started = Instant::now();
+    receiver
+        .wait_for(posted.ids.len() as u64, ctx.sizes.stall, ctx.sizes.wait_limit)
+        .await;
+    let mut drain_figures = cpu.figures(phase, "drain");
+    let counts = settle(&client, &pusher.url, Duration::from_secs(10)).await;
+    let rss = pusher.peak_rss_mib().unwrap_or(0.0);
+    drain_figures.push(Figure::new(
+        p,
+        "backlog.rss.drain",
+        "pusher peak RSS (VmHWM) after the drain",
+        rss,
+        "MiB",
+    ));
+    let tally = receiver.tally(&posted.ids);
+    receiver.stop().await;
+    Ok(Measured {
+        posted,
+        ingest_figures: figures,
+        drain_figures,
+        drain_started,
+        tally,
+        counts,
+    })
 }

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::load::{self, Ack, Paced, PacedResult};
+use super::load;
+use super::paced::{self, Ack, Paced, PacedResult};
 use super::phases::{delivery_checks, prefix, settle, CpuMeter};
 use super::pusher::{Program, Setup};
 use super::receiver::BenchReceiver;
@@ -58,7 +59,7 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             duration: ctx.sizes.step,
             prefix: format!("{}{rate}-", prefix(phase)),
         };
-        let result = load::run_paced(&client, paced).await;
+        let result = paced::run_paced(&client, paced).await;
         let ids: Vec<u128> = result.acks.iter().map(|a| a.id).collect();
         all_ids.extend_from_slice(&ids);
         receiver
@@ -82,7 +83,8 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.check(phase, "posts not 2xx", failures);
     delivery_checks(ctx, phase, &tally, counts);
     ctx.note(format!(
-        "latency: single-event posts from ceil(rate/100) senders on tokio intervals, {:.0} s per step; \
+        "latency: single-event posts from ceil(rate/100) senders on tokio intervals, open loop (a post does not \
+         wait for earlier answers), {:.0} s per step; \
          latency = first attempt's arrival at the receiver - its 202 read by the sender (same clock); \
          a first attempt that arrived before the 202 was read counts as 0",
         ctx.sizes.step.as_secs_f64()
@@ -132,6 +134,17 @@ fn step_figures(ctx: &mut Ctx, rate: f64, result: &PacedResult, firsts: &[Option
         let label = format!("202 -> first attempt {name} at {r}/s");
         ctx.figure(Figure::new(ph, &format!("latency.{r}.{name}"), label, v, "ms"));
     }
+    let end = result.acks.iter().map(|a| a.acked).max();
+    let in_step = firsts.iter().filter(|f| f.is_some() && **f <= end).count() as u64;
+    let delivered = load::per_sec(in_step, result.elapsed);
+    let label = format!("delivered while sending at {r}/s (first attempts)");
+    ctx.figure(Figure::new(
+        ph,
+        &format!("latency.{r}.delivered"),
+        label,
+        delivered,
+        "events/s",
+    ));
     let label = format!("first attempt before the 202 was read, at {r}/s");
     ctx.figure(Figure::new(
         ph,

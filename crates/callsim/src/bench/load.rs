@@ -1,12 +1,12 @@
 //! The load generator of the bench: request bodies (CDRs and status events with unique call
-//! ids), a closed-loop driver (N clients posting back to back) and a paced driver (a steady
-//! rate from several senders, each on its own tokio interval).
+//! ids) and a closed-loop driver (N clients posting back to back); the paced driver is in
+//! [`super::paced`].
 //!
 //! The same driver posts to the trivial sinks and to the pushers, so the sink figures are
 //! the loopback limit of this generator on this machine.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -75,7 +75,7 @@ struct AcceptedItem<'a> {
 }
 
 /// Parses a 202 body; returns the new event ids (pushed into `ids`) and the duplicates.
-fn parse_accepted(body: &[u8], ids: &mut Vec<u128>) -> Result<u64, String> {
+pub(super) fn parse_accepted(body: &[u8], ids: &mut Vec<u128>) -> Result<u64, String> {
     let parsed: AcceptedBody<'_> = serde_json::from_slice(body).map_err(|e| format!("unparsable 2xx body: {e}"))?;
     let mut duplicates = 0;
     for item in parsed.accepted {
@@ -227,25 +227,30 @@ fn note_error(result: &mut LoadResult, text: String) {
     sample(&mut result.samples, text);
 }
 
-fn sample(samples: &mut Vec<String>, text: String) {
+/// Keeps `text` if fewer than a few samples are kept.
+pub(super) fn sample(samples: &mut Vec<String>, text: String) {
     if samples.len() < MAX_SAMPLES {
         samples.push(text.chars().take(300).collect());
     }
 }
 
 /// An answer: status and body.
-struct Answer {
-    status: reqwest::StatusCode,
-    body: Vec<u8>,
+pub(super) struct Answer {
+    /// HTTP status.
+    pub status: reqwest::StatusCode,
+    /// Body.
+    pub body: Vec<u8>,
 }
 
 impl Answer {
-    fn describe(&self) -> String {
+    /// Status and body, for error samples.
+    pub fn describe(&self) -> String {
         format!("HTTP {} {}", self.status.as_u16(), String::from_utf8_lossy(&self.body))
     }
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Answer, String> {
+/// POSTs a JSON body and reads the whole answer.
+pub(super) async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Answer, String> {
     let response = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -259,114 +264,6 @@ async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Answ
         status,
         body: body.to_vec(),
     })
-}
-
-/// A steady single-CDR load at `rate` events/s for `duration`.
-#[derive(Clone, Debug)]
-pub struct Paced {
-    /// Endpoint URL.
-    pub url: String,
-    /// Events per second, all senders together.
-    pub rate: f64,
-    /// How long to send.
-    pub duration: Duration,
-    /// Call-id prefix (unique per step).
-    pub prefix: String,
-}
-
-/// One event of a paced load answered 202.
-#[derive(Clone, Copy, Debug)]
-pub struct Ack {
-    /// Its event id.
-    pub id: u128,
-    /// When its post was started.
-    pub sent: Instant,
-    /// When its 202 was read.
-    pub acked: Instant,
-}
-
-/// What a paced load achieved: when each event was posted and its 202 read.
-#[derive(Debug, Default)]
-pub struct PacedResult {
-    /// The events answered 202.
-    pub acks: Vec<Ack>,
-    /// Posts not answered 2xx.
-    pub failures: u64,
-    /// The first few failures.
-    pub samples: Vec<String>,
-    /// From the first tick to the last answer.
-    pub elapsed: Duration,
-}
-
-/// Each sender posts at most this many events per second (one post per tick).
-const PER_SENDER_RATE: f64 = 100.0;
-
-/// Runs a paced load: ceil(rate/100) senders, each ticking every senders/rate seconds.
-pub async fn run_paced(client: &reqwest::Client, paced: Paced) -> PacedResult {
-    let senders = (paced.rate / PER_SENDER_RATE).ceil().max(1.0) as u64;
-    let period = Duration::from_secs_f64(senders as f64 / paced.rate.max(0.001));
-    let counter = Arc::new(AtomicU64::new(0));
-    let out = Arc::new(Mutex::new(PacedResult::default()));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..senders)
-        .map(|s| {
-            let offset = period.mul_f64(s as f64 / senders as f64);
-            let sender = Sender {
-                client: client.clone(),
-                paced: paced.clone(),
-                counter: counter.clone(),
-                out: out.clone(),
-            };
-            tokio::spawn(sender.run(started + offset, period, started))
-        })
-        .collect();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let mut result = std::mem::take(&mut *out.lock().expect("paced lock"));
-    result.elapsed = started.elapsed();
-    result
-}
-
-struct Sender {
-    client: reqwest::Client,
-    paced: Paced,
-    counter: Arc<AtomicU64>,
-    out: Arc<Mutex<PacedResult>>,
-}
-
-impl Sender {
-    async fn run(self, first: Instant, period: Duration, started: Instant) {
-        let mut ticks = tokio::time::interval_at(first.into(), period);
-        let mut acks = Vec::new();
-        let mut failures = Vec::new();
-        loop {
-            ticks.tick().await;
-            if started.elapsed() >= self.paced.duration {
-                break;
-            }
-            let n = self.counter.fetch_add(1, Relaxed);
-            let body = cdr_json(&self.paced.prefix, n).into_bytes();
-            let sent = Instant::now();
-            let answer = post(&self.client, &self.paced.url, body).await;
-            let acked = Instant::now();
-            let mut ids = Vec::with_capacity(1);
-            match answer {
-                Ok(a) if a.status.is_success() => match parse_accepted(&a.body, &mut ids) {
-                    Ok(_) => acks.extend(ids.into_iter().map(|id| Ack { id, sent, acked })),
-                    Err(e) => failures.push(e),
-                },
-                Ok(a) => failures.push(a.describe()),
-                Err(e) => failures.push(e),
-            }
-        }
-        let mut out = self.out.lock().expect("paced lock");
-        out.acks.extend(acks);
-        out.failures += failures.len() as u64;
-        for f in failures {
-            sample(&mut out.samples, f);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 mod backlog;
 mod latency;
 pub mod load;
+pub mod paced;
 mod phases;
 pub mod pusher;
 pub mod receiver;
