@@ -19,20 +19,10 @@ fn dead_url() -> String {
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Vec<String> {
-    let r = client
-        .post(format!("{url}/v1/cdrs"))
-        .json(body)
-        .send()
-        .await
-        .expect("ingest");
+    let r = client.post(format!("{url}/v1/cdrs")).json(body).send().await.expect("ingest");
     assert_eq!(r.status(), 202);
     let body: Value = r.json().await.unwrap();
-    body["accepted"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["eventId"].as_str().unwrap().to_string())
-        .collect()
+    body["accepted"].as_array().unwrap().iter().map(|a| a["eventId"].as_str().unwrap().to_string()).collect()
 }
 
 #[tokio::test]
@@ -55,14 +45,8 @@ async fn sigkill_loses_nothing_that_was_acknowledged() {
     let config = write_config(dir.path(), &receiver.url());
     let _program = Program::start(EXE, Service::Cdr, &config, &[]);
     let pushes = receiver.wait_for_successes(acked.len(), Duration::from_secs(30)).await;
-    let delivered: HashSet<String> = pushes
-        .iter()
-        .map(|p| p.header("webhook-id").unwrap().to_string())
-        .collect();
-    assert_eq!(
-        delivered, acked,
-        "every acknowledged event is delivered after the crash"
-    );
+    let delivered: HashSet<String> = pushes.iter().map(|p| p.header("webhook-id").unwrap().to_string()).collect();
+    assert_eq!(delivered, acked, "every acknowledged event is delivered after the crash");
 }
 
 #[tokio::test]
@@ -76,35 +60,16 @@ async fn sigterm_stops_gracefully_and_attempts_are_in_the_daily_log_file() {
 
     program.signal(Signal::SIGTERM);
     let status = program.wait_exit(Duration::from_secs(15));
-    assert!(
-        status.success(),
-        "exit 0 after SIGTERM, got {status}:\n{}",
-        program.output()
-    );
+    assert!(status.success(), "exit 0 after SIGTERM, got {status}:\n{}", program.output());
     assert!(program.output().contains("cdr-pusher stopped"));
 
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("logs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("logs")).unwrap().map(|e| e.unwrap().file_name()).collect();
     let today = utc_date_today();
     let name = format!("cdr-pusher.{today}.log");
-    assert!(
-        files.iter().any(|f| f.to_str() == Some(name.as_str())),
-        "{name} in {files:?}"
-    );
+    assert!(files.iter().any(|f| f.to_str() == Some(name.as_str())), "{name} in {files:?}");
     let log = std::fs::read_to_string(dir.path().join("logs").join(&name)).unwrap();
-    let line = log
-        .lines()
-        .find(|l| l.contains(&ids[0]))
-        .expect("a line for the attempt");
-    for field in [
-        "call_id=\"term-1\"",
-        "subscriber=\"demo\"",
-        "attempt=1",
-        "status=200",
-        "latency_ms=",
-    ] {
+    let line = log.lines().find(|l| l.contains(&ids[0])).expect("a line for the attempt");
+    for field in ["call_id=\"term-1\"", "subscriber=\"demo\"", "attempt=1", "status=200", "latency_ms="] {
         assert!(line.contains(field), "{field} in {line}");
     }
 }
@@ -118,18 +83,10 @@ fn invalid_configuration_stops_the_program_naming_the_key() {
         ("VOICE_PUSH__DELIVERY__MAX_IN_FLIGHT", "0", "delivery.max_in_flight"),
         ("VOICE_PUSH__CDR__LISTEN", "nowhere", "cdr.listen"),
     ] {
-        let out = Command::new(EXE)
-            .arg("--config")
-            .arg(&config)
-            .env(key, value)
-            .output()
-            .unwrap();
+        let out = Command::new(EXE).arg("--config").arg(&config).env(key, value).output().unwrap();
         assert!(!out.status.success(), "{key}={value} must stop the program");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains(named),
-            "{key}={value}: message names `{named}`: {stderr}"
-        );
+        assert!(stderr.contains(named), "{key}={value}: message names `{named}`: {stderr}");
     }
 }
 
@@ -141,19 +98,13 @@ async fn environment_overrides_the_file() {
     let db = format!("sqlite://{}/other.db", dir.path().display());
     let program = Program::start(EXE, Service::Cdr, &config, &[("VOICE_PUSH__CDR__DATABASE", &db)]);
     post(&reqwest::Client::new(), &program.url, &json!([seed_cdr("env-1")])).await;
-    assert!(
-        dir.path().join("other.db").exists(),
-        "the database named by the environment was created"
-    );
+    assert!(dir.path().join("other.db").exists(), "the database named by the environment was created");
     assert!(!dir.path().join("cdr.db").exists());
 }
 
 /// Today's UTC date as YYYY-MM-DD (the daily file's date), from the civil-from-days algorithm.
 fn utc_date_today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let z = secs.div_euclid(86_400) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

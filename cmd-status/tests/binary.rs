@@ -15,10 +15,7 @@ const STATUSES: [&str; 4] = ["DIALING", "RINGING", "ANSWERED", "HANGUP"];
 #[tokio::test]
 async fn sigkill_then_restart_delivers_every_call_complete_and_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let config = write_config(dir.path(), &format!("http://{nowhere}"));
     let program = Program::start(EXE, Service::Status, &config, &[]);
     let client = reqwest::Client::new();
@@ -28,12 +25,7 @@ async fn sigkill_then_restart_delivers_every_call_complete_and_in_order() {
             .enumerate()
             .map(|(i, s)| status_event(&format!("c{call}"), s, 1_701_388_800_000 + i as i64))
             .collect();
-        let r = client
-            .post(format!("{}/v1/status-events", program.url))
-            .json(&events)
-            .send()
-            .await
-            .unwrap();
+        let r = client.post(format!("{}/v1/status-events", program.url)).json(&events).send().await.unwrap();
         assert_eq!(r.status(), 202);
     }
     program.signal(Signal::SIGKILL);
@@ -46,17 +38,11 @@ async fn sigkill_then_restart_delivers_every_call_complete_and_in_order() {
     let mut seen: HashMap<String, Vec<i64>> = HashMap::new();
     for p in &pushes {
         let body = p.json();
-        seen.entry(body["callId"].as_str().unwrap().into())
-            .or_default()
-            .push(body["sequence"].as_i64().unwrap());
+        seen.entry(body["callId"].as_str().unwrap().into()).or_default().push(body["sequence"].as_i64().unwrap());
     }
     assert_eq!(seen.len(), 30);
     assert!(seen.values().all(|s| s == &[0, 1, 2, 3]), "{seen:?}");
 
     program.signal(Signal::SIGTERM);
-    assert!(
-        program.wait_exit(Duration::from_secs(15)).success(),
-        "{}",
-        program.output()
-    );
+    assert!(program.wait_exit(Duration::from_secs(15)).success(), "{}", program.output());
 }

@@ -99,10 +99,7 @@ impl CallsOptions {
 
 /// Current wall clock in epoch ms.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 /// A configured run; create, optionally watch [`CallsDriver::stats`], then [`run`](Self::run).
@@ -116,17 +113,9 @@ impl CallsDriver {
     /// Validates the options and builds the HTTP client.
     pub fn new(opts: CallsOptions) -> anyhow::Result<Self> {
         opts.validate().map_err(anyhow::Error::msg)?;
-        let client = IngestClient::new(
-            opts.cdr_url.as_deref(),
-            opts.status_url.as_deref(),
-            opts.token.clone(),
-            opts.timeout,
-        )?;
-        Ok(Self {
-            opts,
-            client: Arc::new(client),
-            stats: Arc::new(LiveStats::default()),
-        })
+        let client =
+            IngestClient::new(opts.cdr_url.as_deref(), opts.status_url.as_deref(), opts.token.clone(), opts.timeout)?;
+        Ok(Self { opts, client: Arc::new(client), stats: Arc::new(LiveStats::default()) })
     }
 
     /// Live counters, for a progress display while the run goes on.

@@ -52,12 +52,7 @@ pub async fn calls(args: CallsArgs) -> anyhow::Result<()> {
         .filter_map(|(k, u)| u.as_ref().map(|u| format!("{k} -> {u}")))
         .collect();
     let driver = CallsDriver::new(opts).context("invalid options")?;
-    eprintln!(
-        "callsim calls: {} calls/s, speed x{}, seed {seed}, {}",
-        args.rate,
-        args.speed,
-        targets.join(", ")
-    );
+    eprintln!("callsim calls: {} calls/s, speed x{}, seed {seed}, {}", args.rate, args.speed, targets.join(", "));
     let stop = CancellationToken::new();
     let watcher = tokio::spawn(watch_signals(stop.clone()));
     let progress = Progress::start(driver.stats(), total, should_show(args.quiet));
@@ -83,9 +78,8 @@ async fn watch_signals(stop: CancellationToken) {
 
 /// `callsim receive`: serves until Ctrl-C/SIGTERM, then prints the summary.
 pub async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let config = args.config();
     let handle = Receiver::start(config, listener).await?;
     eprintln!(

@@ -45,9 +45,7 @@ impl GenConfig {
     pub fn validate(&self) -> Result<(), String> {
         let p = &self.call_id_prefix;
         if p.len() > 100 || !p.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-            return Err(format!(
-                "call id prefix `{p}` must be at most 100 printable ASCII characters"
-            ));
+            return Err(format!("call id prefix `{p}` must be at most 100 printable ASCII characters"));
         }
         if let Some(bad) = self.accounts.iter().find(|a| a.is_empty() || a.chars().count() > 64) {
             return Err(format!("account id `{bad}` must be 1-64 characters"));
@@ -70,11 +68,7 @@ pub struct CallGenerator {
 impl CallGenerator {
     /// A generator for `config`, reproducible from `seed`.
     pub fn new(config: GenConfig, seed: u64) -> Self {
-        Self {
-            config,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            generated: 0,
-        }
+        Self { config, rng: ChaCha8Rng::seed_from_u64(seed), generated: 0 }
     }
 
     /// How many calls were generated so far.
@@ -95,11 +89,8 @@ impl CallGenerator {
             user_data: user_data(&mut self.rng),
         };
         let shape = self.shape(service_type, scenario, begin_time);
-        let legs: Vec<(Vec<StatusEvent>, Cdr)> = shape
-            .legs
-            .iter()
-            .map(|leg| self.leg_records(&common, &shape, leg))
-            .collect();
+        let legs: Vec<(Vec<StatusEvent>, Cdr)> =
+            shape.legs.iter().map(|leg| self.leg_records(&common, &shape, leg)).collect();
         Call {
             call_id,
             service_type,
@@ -138,11 +129,7 @@ impl CallGenerator {
             let legs = plan_callback(rng, scenario, begin, parties);
             return Shape::new(SUB_DUAL_CALL, Some(Direction::Outbound), None, legs);
         }
-        let direction = if rng.random_bool(0.7) {
-            Direction::Outbound
-        } else {
-            Direction::Inbound
-        };
+        let direction = if rng.random_bool(0.7) { Direction::Outbound } else { Direction::Inbound };
         let (caller, callee) = (numbers::subscriber(rng), numbers::subscriber(rng));
         let leg = plan_leg(rng, scenario, begin).into_leg(None, caller, callee);
         Shape::new(SUB_SIP, Some(direction), None, vec![leg])
@@ -220,12 +207,7 @@ struct Shape {
 
 impl Shape {
     fn new(sub: u16, direction: Option<Direction>, privacy: Option<Privacy>, legs: Vec<LegPlan>) -> Self {
-        Self {
-            sub_service_type: sub,
-            direction,
-            privacy,
-            legs,
-        }
+        Self { sub_service_type: sub, direction, privacy, legs }
     }
 }
 
@@ -236,11 +218,7 @@ fn binding<R: Rng + ?Sized>(rng: &mut R) -> Privacy {
         phone_no_a: numbers::mobile(rng),
         phone_no_b: numbers::subscriber(rng),
         subscription_id: numbers::subscription_id(rng),
-        secret_call_type: if rng.random_bool(0.7) {
-            SECRET_A_CALLS_B
-        } else {
-            SECRET_B_CALLS_A
-        },
+        secret_call_type: if rng.random_bool(0.7) { SECRET_A_CALLS_B } else { SECRET_B_CALLS_A },
     }
 }
 
@@ -263,20 +241,10 @@ fn assemble(legs: Vec<(Vec<StatusEvent>, Cdr)>) -> Vec<ScheduledPost> {
     let mut posts = Vec::with_capacity(statuses.len() + legs.len());
     for status in statuses {
         let hangup = (status.status == Status::Hangup).then_some((status.timestamp, status.party));
-        posts.push(ScheduledPost {
-            at: status.timestamp,
-            payload: Payload::Status(status),
-        });
+        posts.push(ScheduledPost { at: status.timestamp, payload: Payload::Status(status) });
         if let Some((at, party)) = hangup {
-            let cdr = legs
-                .iter()
-                .find(|(_, c)| c.party == party)
-                .map(|(_, c)| c.clone())
-                .expect("every leg has a CDR");
-            posts.push(ScheduledPost {
-                at,
-                payload: Payload::Cdr(cdr),
-            });
+            let cdr = legs.iter().find(|(_, c)| c.party == party).map(|(_, c)| c.clone()).expect("every leg has a CDR");
+            posts.push(ScheduledPost { at, payload: Payload::Cdr(cdr) });
         }
     }
     posts

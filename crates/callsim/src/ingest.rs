@@ -93,10 +93,7 @@ async fn classify(response: reqwest::Response) -> PostOutcome {
             PostOutcome::Accepted
         }
     } else if status.is_client_error() {
-        PostOutcome::Rejected {
-            status: status.as_u16(),
-            body,
-        }
+        PostOutcome::Rejected { status: status.as_u16(), body }
     } else {
         PostOutcome::Error(format!("HTTP {} {}", status.as_u16(), body))
     }
@@ -133,21 +130,13 @@ mod tests {
 
     #[test]
     fn endpoints_from_base_urls() {
-        assert_eq!(
-            endpoint("http://127.0.0.1:8081/", CDR_PATH),
-            "http://127.0.0.1:8081/v1/cdrs"
-        );
-        assert_eq!(
-            endpoint("http://h:1/v1/status-events", STATUS_PATH),
-            "http://h:1/v1/status-events"
-        );
+        assert_eq!(endpoint("http://127.0.0.1:8081/", CDR_PATH), "http://127.0.0.1:8081/v1/cdrs");
+        assert_eq!(endpoint("http://h:1/v1/status-events", STATUS_PATH), "http://h:1/v1/status-events");
     }
 
     #[test]
     fn duplicate_flag() {
-        assert!(is_duplicate(
-            r#"{"accepted":[{"callId":"a","eventId":"e","duplicate":true}]}"#
-        ));
+        assert!(is_duplicate(r#"{"accepted":[{"callId":"a","eventId":"e","duplicate":true}]}"#));
         assert!(!is_duplicate(r#"{"accepted":[{"duplicate":false}]}"#));
         assert!(!is_duplicate("not json"));
     }

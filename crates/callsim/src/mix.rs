@@ -41,21 +41,12 @@ impl<T: Copy + PartialEq> Mix<T> {
             x -= weight;
         }
         // Rounding can leave x a hair above the last weight: take the last non-zero one.
-        self.items
-            .iter()
-            .rev()
-            .find(|(_, w)| *w > 0.0)
-            .map(|(k, _)| *k)
-            .expect("a mix has a positive weight")
+        self.items.iter().rev().find(|(_, w)| *w > 0.0).map(|(k, _)| *k).expect("a mix has a positive weight")
     }
 
     /// The normalized share of a choice (0 when absent).
     pub fn share(&self, key: T) -> f64 {
-        self.items
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, w)| w / self.total)
-            .sum()
+        self.items.iter().filter(|(k, _)| *k == key).map(|(_, w)| w / self.total).sum()
     }
 }
 
@@ -63,14 +54,9 @@ impl<T: Copy + PartialEq> Mix<T> {
 fn parse_pairs<T: Copy + PartialEq>(text: &str, parse_key: impl Fn(&str) -> Option<T>) -> Result<Mix<T>, String> {
     let mut items = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, weight) = part
-            .split_once('=')
-            .ok_or_else(|| format!("`{part}` is not key=weight"))?;
+        let (key, weight) = part.split_once('=').ok_or_else(|| format!("`{part}` is not key=weight"))?;
         let parsed = parse_key(key.trim()).ok_or_else(|| format!("unknown choice `{key}`"))?;
-        let weight: f64 = weight
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{weight}` is not a number"))?;
+        let weight: f64 = weight.trim().parse().map_err(|_| format!("`{weight}` is not a number"))?;
         items.push((parsed, weight));
     }
     Mix::new(items)

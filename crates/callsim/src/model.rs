@@ -65,13 +65,8 @@ pub enum Disposition {
 
 impl Disposition {
     /// All outcomes, in a fixed order (used for mixes and per-outcome counters).
-    pub const ALL: [Disposition; 5] = [
-        Disposition::Answered,
-        Disposition::NoAnswer,
-        Disposition::Busy,
-        Disposition::Failed,
-        Disposition::Cancelled,
-    ];
+    pub const ALL: [Disposition; 5] =
+        [Disposition::Answered, Disposition::NoAnswer, Disposition::Busy, Disposition::Failed, Disposition::Cancelled];
 
     /// The lower-case name used on the command line (`answered`, `no_answer`, ...).
     pub fn cli_name(self) -> &'static str {

@@ -4,23 +4,12 @@
 use rand::Rng;
 
 /// Mobile prefixes actually in use (second and third digit after the leading 1).
-const MOBILE_PREFIXES: [&str; 16] = [
-    "130", "131", "132", "135", "136", "138", "139", "150", "152", "158", "166", "177", "180", "186", "189", "199",
-];
+const MOBILE_PREFIXES: [&str; 16] =
+    ["130", "131", "132", "135", "136", "138", "139", "150", "152", "158", "166", "177", "180", "186", "189", "199"];
 
 /// Area codes (without the trunk `0`) and the local number length used there.
-const AREA_CODES: [(&str, usize); 10] = [
-    ("10", 8),
-    ("20", 8),
-    ("21", 8),
-    ("22", 8),
-    ("23", 8),
-    ("25", 8),
-    ("27", 8),
-    ("28", 8),
-    ("571", 8),
-    ("755", 8),
-];
+const AREA_CODES: [(&str, usize); 10] =
+    [("10", 8), ("20", 8), ("21", 8), ("22", 8), ("23", 8), ("25", 8), ("27", 8), ("28", 8), ("571", 8), ("755", 8)];
 
 /// Appends `count` random decimal digits to `out`.
 fn push_digits<R: Rng + ?Sized>(rng: &mut R, out: &mut String, count: usize) {

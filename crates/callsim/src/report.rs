@@ -38,11 +38,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 /// One table row of post counts.
 fn kind_row(name: &str, k: &KindSummary) -> Vec<String> {
     let mut row = vec![name.to_string()];
-    row.extend(
-        [k.sent, k.accepted, k.rejected, k.duplicates, k.errors]
-            .iter()
-            .map(u64::to_string),
-    );
+    row.extend([k.sent, k.accepted, k.rejected, k.duplicates, k.errors].iter().map(u64::to_string));
     row
 }
 
@@ -62,11 +58,7 @@ pub fn calls_report(s: &CallsSummary) -> String {
     }
     out.push('\n');
     let headers = ["posted", "sent", "accepted", "rejected", "duplicates", "errors"];
-    let rows = vec![
-        kind_row("status events", &s.status),
-        kind_row("CDRs", &s.cdr),
-        kind_row("total", &s.total()),
-    ];
+    let rows = vec![kind_row("status events", &s.status), kind_row("CDRs", &s.cdr), kind_row("total", &s.total())];
     out.push_str(&table(&headers, &rows));
     out.push_str("\n(accepted: 2xx new; rejected: 4xx; duplicates: 2xx duplicate:true; errors: 5xx or transport)\n");
     let l = &s.latency;

@@ -64,9 +64,7 @@ impl WebhookSecret {
     /// Parses `whsec_<base64 key>` (the prefix is optional, as in the reference libraries).
     pub fn parse(secret: &str) -> Result<Self, String> {
         let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
-        let key = STANDARD
-            .decode(encoded.trim())
-            .map_err(|e| format!("secret is not whsec_<base64>: {e}"))?;
+        let key = STANDARD.decode(encoded.trim()).map_err(|e| format!("secret is not whsec_<base64>: {e}"))?;
         if key.is_empty() {
             return Err("secret key is empty".to_string());
         }

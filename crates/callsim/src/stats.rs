@@ -205,12 +205,7 @@ impl LatencySummary {
             let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
             f64::from(samples[i]) / 1000.0
         };
-        Self {
-            count: samples.len() as u64,
-            p50_ms: at(0.5),
-            p99_ms: at(0.99),
-            max_ms: at(1.0),
-        }
+        Self { count: samples.len() as u64, p50_ms: at(0.5), p99_ms: at(0.99), max_ms: at(1.0) }
     }
 }
 

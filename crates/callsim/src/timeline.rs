@@ -69,12 +69,7 @@ impl Times {
 
 /// Builds a release record.
 fn release(disposition: Disposition, dir: ReleaseDirection, cause: u8, sip: u16) -> Release {
-    Release {
-        disposition,
-        release_direction: dir,
-        hangup_cause: cause,
-        sip_code: sip,
-    }
+    Release { disposition, release_direction: dir, hangup_cause: cause, sip_code: sip }
 }
 
 /// Post-dial delay: from DIALING to RINGING.
@@ -136,23 +131,13 @@ pub fn plan_leg<R: Rng + ?Sized>(rng: &mut R, outcome: Disposition, dial: i64) -
             (Some(ring_at), None, hangup, rel)
         }
     };
-    Times {
-        dial,
-        ring,
-        answer,
-        hangup,
-        release: rel,
-    }
+    Times { dial, ring, answer, hangup, release: rel }
 }
 
 /// Answer time, hangup time and release of an answered leg that started ringing at `ring_at`.
 fn answered<R: Rng + ?Sized>(rng: &mut R, ring_at: i64) -> (i64, i64, Release) {
     let answer = ring_at + ring_ms(rng);
-    let dir = if rng.random_bool(0.55) {
-        ReleaseDirection::Caller
-    } else {
-        ReleaseDirection::Callee
-    };
+    let dir = if rng.random_bool(0.55) { ReleaseDirection::Caller } else { ReleaseDirection::Callee };
     let rel = release(Disposition::Answered, dir, 16, 200);
     (answer, answer + talk_ms(rng), rel)
 }
@@ -225,10 +210,7 @@ pub fn plan_callback<R: Rng + ?Sized>(
             b_times.hangup = t + gap;
             (t, ReleaseDirection::Caller)
         }
-        _ => (
-            b_times.hangup + rng.random_range(1_000..=4_000),
-            ReleaseDirection::Platform,
-        ),
+        _ => (b_times.hangup + rng.random_range(1_000..=4_000), ReleaseDirection::Platform),
     };
     let a_times = Times {
         dial,
@@ -237,10 +219,7 @@ pub fn plan_callback<R: Rng + ?Sized>(
         hangup: a_hangup,
         release: release(Disposition::Answered, a_dir, 16, 200),
     };
-    vec![
-        a_times.into_leg(Some(Party::Caller), platform, a.clone()),
-        b_times.into_leg(Some(Party::Callee), a, b),
-    ]
+    vec![a_times.into_leg(Some(Party::Caller), platform, a.clone()), b_times.into_leg(Some(Party::Callee), a, b)]
 }
 
 #[cfg(test)]
@@ -265,11 +244,8 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         for outcome in Disposition::ALL {
             for _ in 0..200 {
-                let parties = CallbackParties {
-                    platform: "4008123456".into(),
-                    a: "13800000001".into(),
-                    b: "13900000002".into(),
-                };
+                let parties =
+                    CallbackParties { platform: "4008123456".into(), a: "13800000001".into(), b: "13900000002".into() };
                 let legs = plan_callback(&mut rng, outcome, 1_000, parties);
                 let a = &legs[0];
                 assert_eq!(a.party, Some(Party::Caller));

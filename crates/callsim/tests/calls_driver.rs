@@ -49,21 +49,9 @@ fn by_leg(received: &[Received]) -> HashMap<(String, String), Vec<Received>> {
 /// Each leg: statuses in order, then its CDR, nothing after; its HANGUP is not posted
 /// before its compressed moment, measured from the call's first post (`call_first`).
 fn check_leg(posts: &[Received], call_first: &Received) {
-    let names: Vec<&str> = posts
-        .iter()
-        .map(|r| {
-            if r.path == "/v1/cdrs" {
-                "CDR"
-            } else {
-                text(&r.body, "status")
-            }
-        })
-        .collect();
-    let rank = |n: &str| {
-        ["DIALING", "RINGING", "ANSWERED", "HANGUP", "CDR"]
-            .iter()
-            .position(|x| *x == n)
-    };
+    let names: Vec<&str> =
+        posts.iter().map(|r| if r.path == "/v1/cdrs" { "CDR" } else { text(&r.body, "status") }).collect();
+    let rank = |n: &str| ["DIALING", "RINGING", "ANSWERED", "HANGUP", "CDR"].iter().position(|x| *x == n);
     let ranks: Vec<usize> = names.iter().map(|n| rank(n).unwrap()).collect();
     assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{names:?}");
     assert_eq!(&names[names.len() - 2..], ["HANGUP", "CDR"], "{names:?}");
@@ -78,10 +66,7 @@ fn check_leg(posts: &[Received], call_first: &Received) {
 #[tokio::test]
 async fn posts_every_call_in_order_and_counts_match() {
     let sink = Sink::start(Answer::Accept, Answer::Accept).await;
-    let opts = CallsOptions {
-        token: Some("s3cret".into()),
-        ..options(&sink, 40)
-    };
+    let opts = CallsOptions { token: Some("s3cret".into()), ..options(&sink, 40) };
     let summary = run_calls(opts).await.unwrap();
     let received = sink.received();
     assert_eq!(summary.calls, 40);
@@ -92,19 +77,12 @@ async fn posts_every_call_in_order_and_counts_match() {
     assert_eq!(summary.status.accepted, statuses);
     assert_eq!(summary.cdr.sent, cdrs);
     assert_eq!(summary.cdr.accepted, cdrs);
-    assert_eq!(
-        summary.total().errors + summary.total().rejected + summary.total().duplicates,
-        0
-    );
+    assert_eq!(summary.total().errors + summary.total().rejected + summary.total().duplicates, 0);
     assert_eq!(summary.scenarios.values().sum::<u64>(), 40);
     assert!(cdrs >= 40 && statuses >= 80);
     for r in &received {
         assert_eq!(r.authorization.as_deref(), Some("Bearer s3cret"));
-        let errs = if r.path == "/v1/cdrs" {
-            validate_cdr(&r.body)
-        } else {
-            validate_status(&r.body)
-        };
+        let errs = if r.path == "/v1/cdrs" { validate_cdr(&r.body) } else { validate_status(&r.body) };
         assert!(errs.is_empty(), "{}: {errs:?}", r.body);
     }
     let legs = by_leg(&received);
@@ -137,10 +115,7 @@ async fn speed_compresses_call_time() {
         let expected = Duration::from_secs_f64(sim_ms as f64 / 1000.0 / speed);
         let wall = hangup.at.duration_since(first.at);
         assert!(wall + Duration::from_millis(20) >= expected, "{wall:?} vs {expected:?}");
-        assert!(
-            wall <= expected + Duration::from_millis(500),
-            "{wall:?} vs {expected:?}"
-        );
+        assert!(wall <= expected + Duration::from_millis(500), "{wall:?} vs {expected:?}");
     }
 }
 
@@ -152,11 +127,7 @@ async fn duplicates_and_rejections_are_counted() {
     assert_eq!(summary.status.duplicates, summary.status.sent);
     assert_eq!(summary.status.accepted, 0);
     assert_eq!(summary.cdr.rejected, summary.cdr.sent);
-    assert!(
-        summary.samples.iter().any(|s| s.contains("HTTP 422")),
-        "{:?}",
-        summary.samples
-    );
+    assert!(summary.samples.iter().any(|s| s.contains("HTTP 422")), "{:?}", summary.samples);
     let text = callsim::report::calls_report(&summary);
     assert!(text.contains("HTTP 422"), "{text}");
 }
@@ -168,11 +139,7 @@ async fn server_and_transport_errors_are_errors() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let opts = CallsOptions {
-        cdr_url: Some(dead_url),
-        timeout: Duration::from_secs(2),
-        ..options(&sink, 5)
-    };
+    let opts = CallsOptions { cdr_url: Some(dead_url), timeout: Duration::from_secs(2), ..options(&sink, 5) };
     let summary = run_calls(opts).await.unwrap();
     assert_eq!(summary.status.errors, summary.status.sent);
     assert_eq!(summary.cdr.errors, summary.cdr.sent);
@@ -182,10 +149,7 @@ async fn server_and_transport_errors_are_errors() {
 #[tokio::test]
 async fn an_omitted_url_skips_that_pusher() {
     let sink = Sink::start(Answer::Accept, Answer::Accept).await;
-    let opts = CallsOptions {
-        cdr_url: None,
-        ..options(&sink, 5)
-    };
+    let opts = CallsOptions { cdr_url: None, ..options(&sink, 5) };
     let summary = run_calls(opts).await.unwrap();
     assert_eq!(summary.cdr.sent, 0);
     assert!(sink.received().iter().all(|r| r.path == "/v1/status-events"));
@@ -196,12 +160,7 @@ async fn an_omitted_url_skips_that_pusher() {
 async fn stopping_finishes_calls_in_flight_at_once() {
     let sink = Sink::start(Answer::Accept, Answer::Accept).await;
     // Real time: calls would last seconds to minutes.
-    let opts = CallsOptions {
-        speed: 1.0,
-        rate: 50.0,
-        limit: RunLimit::UntilStopped,
-        ..options(&sink, 0)
-    };
+    let opts = CallsOptions { speed: 1.0, rate: 50.0, limit: RunLimit::UntilStopped, ..options(&sink, 0) };
     let driver = CallsDriver::new(opts).unwrap();
     let stats = driver.stats();
     let stop = CancellationToken::new();
@@ -209,16 +168,12 @@ async fn stopping_finishes_calls_in_flight_at_once() {
         let stop = stop.clone();
         async move { driver.run(stop).await }
     });
-    let started = poll_until(Duration::from_secs(5), || {
-        stats.calls_started.load(std::sync::atomic::Ordering::Relaxed) >= 5
-    })
-    .await;
+    let started =
+        poll_until(Duration::from_secs(5), || stats.calls_started.load(std::sync::atomic::Ordering::Relaxed) >= 5)
+            .await;
     assert!(started);
     stop.cancel();
-    let summary = tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .expect("stops promptly")
-        .unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(10), run).await.expect("stops promptly").unwrap();
     assert_eq!(summary.calls, summary.calls_finished);
     for posts in by_leg(&sink.received()).values() {
         let last = posts.last().unwrap();
@@ -229,11 +184,7 @@ async fn stopping_finishes_calls_in_flight_at_once() {
 #[tokio::test]
 async fn duration_limit_stops_starting_calls() {
     let sink = Sink::start(Answer::Accept, Answer::Accept).await;
-    let opts = CallsOptions {
-        rate: 20.0,
-        limit: RunLimit::Duration(Duration::from_millis(300)),
-        ..options(&sink, 0)
-    };
+    let opts = CallsOptions { rate: 20.0, limit: RunLimit::Duration(Duration::from_millis(300)), ..options(&sink, 0) };
     let summary = run_calls(opts).await.unwrap();
     assert!((5..=7).contains(&summary.calls), "{}", summary.calls);
     assert_eq!(summary.calls, summary.calls_finished);
@@ -242,14 +193,8 @@ async fn duration_limit_stops_starting_calls() {
 #[test]
 fn invalid_options_are_refused() {
     let bad = [
-        CallsOptions {
-            rate: 0.0,
-            ..CallsOptions::new(Some("http://x".into()), None)
-        },
-        CallsOptions {
-            speed: -1.0,
-            ..CallsOptions::new(Some("http://x".into()), None)
-        },
+        CallsOptions { rate: 0.0, ..CallsOptions::new(Some("http://x".into()), None) },
+        CallsOptions { speed: -1.0, ..CallsOptions::new(Some("http://x".into()), None) },
         CallsOptions::new(None, None),
     ];
     for opts in bad {

@@ -20,26 +20,14 @@ fn run(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn generate_is_valid_and_reproducible() {
-    let args = [
-        "generate",
-        "--count",
-        "50",
-        "--seed",
-        "9",
-        "--start-ms",
-        "1767225600000",
-    ];
+    let args = ["generate", "--count", "50", "--seed", "9", "--start-ms", "1767225600000"];
     let (ok, first) = run(&args);
     assert!(ok);
     assert_eq!(first, run(&args).1, "same seed, same output");
     let lines: Vec<Value> = first.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(lines.len() > 150);
     for v in &lines {
-        let errs = if v.get("status").is_some() {
-            validate_status(v)
-        } else {
-            validate_cdr(v)
-        };
+        let errs = if v.get("status").is_some() { validate_status(v) } else { validate_cdr(v) };
         assert!(errs.is_empty(), "{v}: {errs:?}");
     }
     let (_, cdrs) = run(&["generate", "--count", "5", "--kind", "cdr", "--seed", "1"]);
@@ -74,12 +62,7 @@ async fn calls_prints_the_summary_table() {
     for row in ["status events", "CDRs", "total"] {
         assert!(text.contains(row), "{text}");
     }
-    let total: Vec<&str> = text
-        .lines()
-        .find(|l| l.starts_with("total"))
-        .unwrap()
-        .split_whitespace()
-        .collect();
+    let total: Vec<&str> = text.lines().find(|l| l.starts_with("total")).unwrap().split_whitespace().collect();
     let posted = sink.received().len().to_string();
     assert_eq!(total[1..3], [posted.as_str(), posted.as_str()], "sent and accepted");
 }
@@ -98,11 +81,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitSta
 
 #[tokio::test]
 async fn receive_prints_a_summary_and_exits_0_on_sigterm() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(BIN)
         .args(["receive", "--listen", &listen])
@@ -115,22 +94,14 @@ async fn receive_prints_a_summary_and_exits_0_on_sigterm() {
     let mut answered = None;
     let deadline = Instant::now() + Duration::from_secs(10);
     while answered.is_none() && Instant::now() < deadline {
-        let sent = client
-            .post(format!("http://{listen}/status"))
-            .header("webhook-id", "e1")
-            .body(body)
-            .send()
-            .await;
+        let sent = client.post(format!("http://{listen}/status")).header("webhook-id", "e1").body(body).send().await;
         match sent {
             Ok(r) => answered = Some(r.status().as_u16()),
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
     assert_eq!(answered, Some(200));
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}");

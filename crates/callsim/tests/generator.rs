@@ -99,24 +99,14 @@ fn check_leg(statuses: &[Value], cdrs: &[Value]) {
     assert_eq!(names.last(), Some(&"HANGUP"));
     assert!(times.windows(2).all(|w| w[0] < w[1]), "{names:?} {times:?}");
     let order = ["DIALING", "RINGING", "ANSWERED", "HANGUP"];
-    let ranks: Vec<usize> = names
-        .iter()
-        .map(|x| order.iter().position(|o| o == x).unwrap())
-        .collect();
+    let ranks: Vec<usize> = names.iter().map(|x| order.iter().position(|o| o == x).unwrap()).collect();
     assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{names:?}");
     let at = |name: &str| names.iter().position(|x| *x == name).map(|i| times[i]);
     let hangup = &statuses[statuses.len() - 1];
     for key in ["disposition", "releaseDirection", "hangupCause", "sipCode"] {
         assert_eq!(hangup.get(key), cdr.get(key), "{key} agrees");
     }
-    for key in [
-        "callerNumber",
-        "calleeNumber",
-        "serviceType",
-        "accountId",
-        "userData",
-        "phoneNoX",
-    ] {
+    for key in ["callerNumber", "calleeNumber", "serviceType", "accountId", "userData", "phoneNoX"] {
         assert_eq!(hangup.get(key), cdr.get(key), "{key} agrees");
     }
     assert_eq!(n(cdr, "beginCallTime"), at("DIALING").unwrap());
@@ -215,10 +205,7 @@ fn callback_calls_have_two_parties() {
             assert_eq!(s(&callee.1[0], "callerNumber"), a, "B sees A's number");
             assert_eq!(s(&caller.1[0], "disposition"), "ANSWERED", "A took the callback");
             let a_answer = n(&caller.1[0], "startTime");
-            assert!(
-                n(&callee.1[0], "beginCallTime") > a_answer,
-                "B dialled after A answered"
-            );
+            assert!(n(&callee.1[0], "beginCallTime") > a_answer, "B dialled after A answered");
         }
     }
     assert!(two_leg > 100, "{two_leg} two-leg calls");
@@ -230,10 +217,7 @@ fn same_seed_same_calls_and_other_seed_other_calls() {
     let b = generate(config(), 42, 500);
     assert_eq!(a, b);
     let json = |calls: &[Call]| -> Vec<String> {
-        calls
-            .iter()
-            .flat_map(|c| c.posts.iter().map(|p| p.payload.to_json().to_string()))
-            .collect()
+        calls.iter().flat_map(|c| c.posts.iter().map(|p| p.payload.to_json().to_string())).collect()
     };
     assert_eq!(json(&a), json(&b));
     assert_ne!(json(&a), json(&generate(config(), 43, 500)));

@@ -20,11 +20,8 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[test]
 fn every_generated_record_passes_the_pushers_validation() {
-    let config = GenConfig {
-        callback_share: 0.3,
-        accounts: vec!["acc-1".into(), "acc-2".into()],
-        ..GenConfig::default()
-    };
+    let config =
+        GenConfig { callback_share: 0.3, accounts: vec!["acc-1".into(), "acc-2".into()], ..GenConfig::default() };
     let mut generator = CallGenerator::new(config, 7);
     let mut checked = 0;
     for i in 0..3000 {
@@ -46,11 +43,7 @@ fn every_generated_record_passes_the_pushers_validation() {
 #[tokio::test]
 async fn a_simulation_through_both_pushers_arrives_complete_in_order_and_signed() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver_config = ReceiverConfig {
-        secret: Some(SECRET.into()),
-        seed: Some(1),
-        ..ReceiverConfig::default()
-    };
+    let receiver_config = ReceiverConfig { secret: Some(SECRET.into()), seed: Some(1), ..ReceiverConfig::default() };
     let receiver = Receiver::start(receiver_config, listener).await.unwrap();
     let url = format!("http://{}", receiver.local_addr());
     let dir = tempfile::tempdir().unwrap();
@@ -68,11 +61,7 @@ async fn a_simulation_through_both_pushers_arrives_complete_in_order_and_signed(
     options.generator.callback_share = 0.3;
     let summary = run_calls(options).await.unwrap();
     let total = summary.total();
-    assert_eq!(
-        (total.rejected, total.errors, total.duplicates),
-        (0, 0, 0),
-        "{summary:?}"
-    );
+    assert_eq!((total.rejected, total.errors, total.duplicates), (0, 0, 0), "{summary:?}");
     assert!(total.accepted >= 60 * 3, "{summary:?}");
 
     let stats = eventually(Duration::from_secs(20), "every accepted event pushed", || async {
@@ -84,11 +73,7 @@ async fn a_simulation_through_both_pushers_arrives_complete_in_order_and_signed(
     assert_eq!(stats.cdr, summary.cdr.accepted);
     assert_eq!(stats.status, summary.status.accepted);
     assert_eq!(stats.order_violations(), 0, "{stats:?}");
-    assert_eq!(
-        (stats.duplicates, stats.bad_signatures, stats.unsigned),
-        (0, 0, 0),
-        "{stats:?}"
-    );
+    assert_eq!((stats.duplicates, stats.bad_signatures, stats.unsigned), (0, 0, 0), "{stats:?}");
     cdr.stop().await.unwrap();
     status.stop().await.unwrap();
 }

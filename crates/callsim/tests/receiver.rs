@@ -39,59 +39,25 @@ async fn push(url: &str, id: &str, body: &str, secret: Option<&WebhookSecret>, a
 }
 
 fn read_lines(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[tokio::test]
 async fn checks_signatures_duplicates_and_order_and_writes_jsonl() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("pushes.jsonl");
-    let config = ReceiverConfig {
-        secret: Some(SECRET.into()),
-        out: Some(out.clone()),
-        ..Default::default()
-    };
+    let config = ReceiverConfig { secret: Some(SECRET.into()), out: Some(out.clone()), ..Default::default() };
     let rx = start(config).await;
     let key = WebhookSecret::parse(SECRET).unwrap();
     let status = rx.url("/status");
-    assert_eq!(
-        push(&status, "e0", &status_body("c1", 0, "DIALING"), Some(&key), 1).await,
-        200
-    );
-    assert_eq!(
-        push(&status, "e1", &status_body("c1", 1, "RINGING"), Some(&key), 1).await,
-        200
-    );
-    assert_eq!(
-        push(&status, "e1", &status_body("c1", 1, "RINGING"), Some(&key), 2).await,
-        200,
-        "duplicate still 2xx"
-    );
-    assert_eq!(
-        push(&status, "e3", &status_body("c1", 3, "HANGUP"), Some(&key), 1).await,
-        200,
-        "gap"
-    );
-    assert_eq!(
-        push(&status, "e2", &status_body("c1", 2, "ANSWERED"), Some(&key), 1).await,
-        200,
-        "backwards"
-    );
-    assert_eq!(
-        push(&status, "u1", &status_body("c2", 0, "DIALING"), None, 1).await,
-        401,
-        "unsigned"
-    );
+    assert_eq!(push(&status, "e0", &status_body("c1", 0, "DIALING"), Some(&key), 1).await, 200);
+    assert_eq!(push(&status, "e1", &status_body("c1", 1, "RINGING"), Some(&key), 1).await, 200);
+    assert_eq!(push(&status, "e1", &status_body("c1", 1, "RINGING"), Some(&key), 2).await, 200, "duplicate still 2xx");
+    assert_eq!(push(&status, "e3", &status_body("c1", 3, "HANGUP"), Some(&key), 1).await, 200, "gap");
+    assert_eq!(push(&status, "e2", &status_body("c1", 2, "ANSWERED"), Some(&key), 1).await, 200, "backwards");
+    assert_eq!(push(&status, "u1", &status_body("c2", 0, "DIALING"), None, 1).await, 401, "unsigned");
     let other = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-    assert_eq!(
-        push(&status, "b1", &status_body("c2", 0, "DIALING"), Some(&other), 1).await,
-        401,
-        "wrong key"
-    );
+    assert_eq!(push(&status, "b1", &status_body("c2", 0, "DIALING"), Some(&other), 1).await, 401, "wrong key");
     let cdr = json!({"callId": "c1", "serviceType": 100, "disposition": "ANSWERED", "duration": 42}).to_string();
     assert_eq!(push(&rx.url("/cdr"), "k1", &cdr, Some(&key), 1).await, 200);
     assert_eq!(push(&rx.url("/cdr"), "m1", "not json", Some(&key), 1).await, 400);
@@ -136,10 +102,7 @@ async fn without_a_secret_signatures_are_not_checked() {
     let key = WebhookSecret::parse(SECRET).unwrap();
     let body = status_body("c9", 0, "DIALING");
     assert_eq!(push(&rx.url("/status"), "a", &body, Some(&key), 1).await, 200);
-    assert_eq!(
-        push(&rx.url("/status"), "b", &status_body("c9", 1, "HANGUP"), None, 1).await,
-        200
-    );
+    assert_eq!(push(&rx.url("/status"), "b", &status_body("c9", 1, "HANGUP"), None, 1).await, 200);
     let s = rx.stats();
     assert_eq!((s.signatures_ok, s.bad_signatures, s.unsigned), (0, 0, 1));
     assert_eq!(s.order_violations(), 0);
@@ -148,11 +111,7 @@ async fn without_a_secret_signatures_are_not_checked() {
 
 #[tokio::test]
 async fn injects_failures_with_the_configured_status() {
-    let config = ReceiverConfig {
-        fail_rate: 1.0,
-        fail_status: 503,
-        ..Default::default()
-    };
+    let config = ReceiverConfig { fail_rate: 1.0, fail_status: 503, ..Default::default() };
     let rx = start(config).await;
     for i in 0..5 {
         let body = status_body("c1", i, "DIALING");
@@ -167,11 +126,7 @@ async fn injects_failures_with_the_configured_status() {
 #[tokio::test]
 async fn fail_rate_is_a_probability_and_seeded() {
     let run = |seed| async move {
-        let config = ReceiverConfig {
-            fail_rate: 0.3,
-            seed: Some(seed),
-            ..Default::default()
-        };
+        let config = ReceiverConfig { fail_rate: 0.3, seed: Some(seed), ..Default::default() };
         let rx = start(config).await;
         let mut answers = Vec::new();
         for i in 0..200 {
@@ -191,10 +146,7 @@ async fn fail_rate_is_a_probability_and_seeded() {
 
 #[tokio::test]
 async fn delay_holds_the_answer() {
-    let config = ReceiverConfig {
-        delay: Duration::from_millis(150),
-        ..Default::default()
-    };
+    let config = ReceiverConfig { delay: Duration::from_millis(150), ..Default::default() };
     let rx = start(config).await;
     let started = Instant::now();
     assert_eq!(push(&rx.url("/cdr"), "d1", "{}", None, 1).await, 200);
@@ -205,18 +157,9 @@ async fn delay_holds_the_answer() {
 #[tokio::test]
 async fn bad_configuration_is_refused() {
     for config in [
-        ReceiverConfig {
-            fail_rate: 1.5,
-            ..Default::default()
-        },
-        ReceiverConfig {
-            fail_status: 42,
-            ..Default::default()
-        },
-        ReceiverConfig {
-            secret: Some("whsec_***".into()),
-            ..Default::default()
-        },
+        ReceiverConfig { fail_rate: 1.5, ..Default::default() },
+        ReceiverConfig { fail_status: 42, ..Default::default() },
+        ReceiverConfig { secret: Some("whsec_***".into()), ..Default::default() },
     ] {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         assert!(Receiver::start(config, listener).await.is_err());

@@ -13,11 +13,7 @@ const BODY: &str =
 const EXPECTED: &str = "kA5xAv87ZT3eIraPwO9LPofTgQ1FkVaS+ilAYVv9R2I=";
 
 fn headers<'a>(sig: &'a str, ts: &'a str) -> WebhookHeaders<'a> {
-    WebhookHeaders {
-        id: Some(ID),
-        timestamp: Some(ts),
-        signature: Some(sig),
-    }
+    WebhookHeaders { id: Some(ID), timestamp: Some(ts), signature: Some(sig) }
 }
 
 #[test]
@@ -30,16 +26,10 @@ fn signs_like_the_reference() {
 fn verifies_valid_signatures_among_several() {
     let secret = WebhookSecret::parse(SECRET).unwrap();
     let sig = format!("v1,{EXPECTED}");
-    assert_eq!(
-        secret.verify(&headers(&sig, "1701388801"), BODY.as_bytes(), TS + 10, 300),
-        Ok(())
-    );
+    assert_eq!(secret.verify(&headers(&sig, "1701388801"), BODY.as_bytes(), TS + 10, 300), Ok(()));
     // Key rotation: several entries, any may match; unknown versions are ignored.
     let many = format!("v1,AAAA v2,zzz v1,{EXPECTED}");
-    assert_eq!(
-        secret.verify(&headers(&many, "1701388801"), BODY.as_bytes(), TS, 300),
-        Ok(())
-    );
+    assert_eq!(secret.verify(&headers(&many, "1701388801"), BODY.as_bytes(), TS, 300), Ok(()));
 }
 
 #[test]
@@ -48,33 +38,15 @@ fn rejects_tampering_wrong_keys_and_stale_or_missing_headers() {
     let sig = format!("v1,{EXPECTED}");
     let tampered = BODY.replace("ANSWERED", "HANGUP");
     let h = headers(&sig, "1701388801");
-    assert_eq!(
-        secret.verify(&h, tampered.as_bytes(), TS, 300),
-        Err(SignatureError::Mismatch)
-    );
+    assert_eq!(secret.verify(&h, tampered.as_bytes(), TS, 300), Err(SignatureError::Mismatch));
     let other = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-    assert_eq!(
-        other.verify(&h, BODY.as_bytes(), TS, 300),
-        Err(SignatureError::Mismatch)
-    );
-    assert_eq!(
-        secret.verify(&h, BODY.as_bytes(), TS + 301, 300),
-        Err(SignatureError::Stale { skew_secs: -301 })
-    );
+    assert_eq!(other.verify(&h, BODY.as_bytes(), TS, 300), Err(SignatureError::Mismatch));
+    assert_eq!(secret.verify(&h, BODY.as_bytes(), TS + 301, 300), Err(SignatureError::Stale { skew_secs: -301 }));
     // The timestamp is part of the signed content.
     let moved = headers(&sig, "1701388802");
-    assert_eq!(
-        secret.verify(&moved, BODY.as_bytes(), TS, 300),
-        Err(SignatureError::Mismatch)
-    );
+    assert_eq!(secret.verify(&moved, BODY.as_bytes(), TS, 300), Err(SignatureError::Mismatch));
     let bad_ts = headers(&sig, "soon");
-    assert_eq!(
-        secret.verify(&bad_ts, BODY.as_bytes(), TS, 300),
-        Err(SignatureError::BadTimestamp)
-    );
+    assert_eq!(secret.verify(&bad_ts, BODY.as_bytes(), TS, 300), Err(SignatureError::BadTimestamp));
     let unsigned = WebhookHeaders { signature: None, ..h };
-    assert!(matches!(
-        secret.verify(&unsigned, BODY.as_bytes(), TS, 300),
-        Err(SignatureError::Missing(_))
-    ));
+    assert!(matches!(secret.verify(&unsigned, BODY.as_bytes(), TS, 300), Err(SignatureError::Missing(_))));
 }

@@ -39,9 +39,7 @@ impl Application {
     /// Builds `service` from `settings`, binding the configured listen address.
     pub async fn build(settings: Settings, service: Service) -> anyhow::Result<Self> {
         let listen = settings.service(service).listen.clone();
-        let listener = TcpListener::bind(&listen)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
+        let listener = TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
         Self::build_with(settings, service, listener, Arc::new(SystemClock)).await
     }
 
@@ -62,10 +60,7 @@ impl Application {
             routes.all().iter().map(|r| r.id.as_str()),
         ));
         let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
-        let handoff = Handoff {
-            slots: slots.clone(),
-            deliveries: handed_tx,
-        };
+        let handoff = Handoff { slots: slots.clone(), deliveries: handed_tx };
         let (outbox, writer) = Outbox::open(&section.database, service, Some(handoff)).await?;
         for route in routes.all() {
             route.metrics.queue_depth.set(0.0);
@@ -93,12 +88,7 @@ impl Application {
             clock,
             metrics,
         };
-        Ok(Application {
-            listener,
-            state,
-            dispatcher,
-            writer,
-        })
+        Ok(Application { listener, state, dispatcher, writer })
     }
 
     /// The bound address (useful with port 0).
@@ -109,12 +99,7 @@ impl Application {
     /// Serves until `shutdown` is cancelled; then stops intake, lets in-flight attempts finish
     /// within the grace period, and closes the outbox.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application {
-            listener,
-            state,
-            dispatcher,
-            writer,
-        } = self;
+        let Application { listener, state, dispatcher, writer } = self;
         let program = state.service.program();
         let addr = listener.local_addr()?;
         let tls = state.settings.service(state.service).tls.clone();

@@ -225,10 +225,7 @@ impl Settings {
 
     /// The built-in defaults alone (the documented config file).
     pub fn defaults() -> Settings {
-        let sources = Sources {
-            file: None,
-            env: Some(HashMap::new()),
-        };
+        let sources = Sources { file: None, env: Some(HashMap::new()) };
         load_from(sources).expect("the built-in config/config.yaml is valid")
     }
 }
@@ -294,10 +291,7 @@ pub fn load_from(sources: Sources) -> Result<Settings, ConfigError> {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
 impl Settings {
@@ -327,10 +321,7 @@ impl Settings {
 
 fn validate_service(name: &str, section: &ServiceSettings) -> Result<(), ConfigError> {
     if section.listen.parse::<SocketAddr>().is_err() {
-        return Err(invalid(
-            format!("{name}.listen"),
-            "must be an address such as 127.0.0.1:8081",
-        ));
+        return Err(invalid(format!("{name}.listen"), "must be an address such as 127.0.0.1:8081"));
     }
     match section.database.strip_prefix("sqlite://") {
         Some(path) if !path.is_empty() => Ok(()),

@@ -37,10 +37,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// Builds the policy from the `retry:` section.
     pub fn new(settings: &RetrySettings) -> Self {
-        RetryPolicy {
-            schedule: settings.schedule.clone(),
-            retry_after_cap: settings.retry_after_cap,
-        }
+        RetryPolicy { schedule: settings.schedule.clone(), retry_after_cap: settings.retry_after_cap }
     }
 
     /// Decides after the `attempt_in_round`-th attempt (1-based, counted since the delivery
@@ -56,10 +53,9 @@ impl RetryPolicy {
             return Decision::Dead;
         };
         let asked = match result {
-            AttemptResult::Status {
-                retry_after: Some(after),
-                ..
-            } if matches!(code, Some(429 | 503)) => after.min(self.retry_after_cap),
+            AttemptResult::Status { retry_after: Some(after), .. } if matches!(code, Some(429 | 503)) => {
+                after.min(self.retry_after_cap)
+            }
             _ => Duration::ZERO,
         };
         Decision::RetryIn(wait.max(asked))
@@ -83,20 +79,15 @@ mod tests {
     }
 
     fn status(code: u16, retry_after: Option<u64>) -> AttemptResult {
-        AttemptResult::Status {
-            code,
-            retry_after: retry_after.map(Duration::from_secs),
-        }
+        AttemptResult::Status { code, retry_after: retry_after.map(Duration::from_secs) }
     }
 
     #[test]
     fn follows_the_default_schedule_then_dies() {
         let p = policy(&[0, 5, 30, 300, 1800]);
         let waits: Vec<_> = (1..=5).map(|n| p.decide(n, AttemptResult::Transport)).collect();
-        let expected: Vec<_> = [0, 5, 30, 300, 1800]
-            .iter()
-            .map(|s| Decision::RetryIn(Duration::from_secs(*s)))
-            .collect();
+        let expected: Vec<_> =
+            [0, 5, 30, 300, 1800].iter().map(|s| Decision::RetryIn(Duration::from_secs(*s))).collect();
         assert_eq!(waits, expected);
         assert_eq!(p.decide(6, status(500, None)), Decision::Dead);
         assert_eq!(p.max_attempts(), 6);
@@ -117,23 +108,10 @@ mod tests {
     #[test]
     fn retry_after_lengthens_but_never_shortens_and_is_capped() {
         let p = policy(&[5, 5]);
-        assert_eq!(
-            p.decide(1, status(429, Some(60))),
-            Decision::RetryIn(Duration::from_secs(60))
-        );
-        assert_eq!(
-            p.decide(1, status(503, Some(1))),
-            Decision::RetryIn(Duration::from_secs(5))
-        );
-        assert_eq!(
-            p.decide(1, status(503, Some(100_000))),
-            Decision::RetryIn(Duration::from_secs(600))
-        );
-        assert_eq!(
-            p.decide(1, status(500, Some(60))),
-            Decision::RetryIn(Duration::from_secs(5)),
-            "only 429/503"
-        );
+        assert_eq!(p.decide(1, status(429, Some(60))), Decision::RetryIn(Duration::from_secs(60)));
+        assert_eq!(p.decide(1, status(503, Some(1))), Decision::RetryIn(Duration::from_secs(5)));
+        assert_eq!(p.decide(1, status(503, Some(100_000))), Decision::RetryIn(Duration::from_secs(600)));
+        assert_eq!(p.decide(1, status(500, Some(60))), Decision::RetryIn(Duration::from_secs(5)), "only 429/503");
     }
 
     #[test]

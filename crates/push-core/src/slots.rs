@@ -13,9 +13,7 @@ pub struct Slots {
 }
 
 fn take_one(counter: &AtomicUsize) -> bool {
-    counter
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1))
-        .is_ok()
+    counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1)).is_ok()
 }
 
 impl Slots {
@@ -23,10 +21,7 @@ impl Slots {
     pub fn new<'a>(total: usize, per_subscriber: usize, subscribers: impl IntoIterator<Item = &'a str>) -> Self {
         Slots {
             total: AtomicUsize::new(total),
-            subscribers: subscribers
-                .into_iter()
-                .map(|s| (s.to_string(), AtomicUsize::new(per_subscriber)))
-                .collect(),
+            subscribers: subscribers.into_iter().map(|s| (s.to_string(), AtomicUsize::new(per_subscriber))).collect(),
         }
     }
 

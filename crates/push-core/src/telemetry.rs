@@ -22,9 +22,7 @@ pub struct LogGuard {
 /// Installs logging for `program`: `RUST_LOG` or `log.level`, stdout, and the daily files.
 pub fn init(program: &str, log: &LogSettings) -> anyhow::Result<LogGuard> {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let stdout = fmt::layer()
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_filter(filter());
+    let stdout = fmt::layer().with_ansi(std::io::stdout().is_terminal()).with_filter(filter());
     let (file, guard) = if log.dir.is_empty() {
         (None, None)
     } else {
@@ -35,19 +33,11 @@ pub fn init(program: &str, log: &LogSettings) -> anyhow::Result<LogGuard> {
             .filename_suffix("log")
             .build(&log.dir)
             .with_context(|| format!("opening daily log files in {}", log.dir))?;
-        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(false)
-            .finish(appender);
-        (
-            Some(fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter())),
-            Some(guard),
-        )
+        let (writer, guard) =
+            tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(appender);
+        (Some(fmt::layer().with_ansi(false).with_writer(writer).with_filter(filter())), Some(guard))
     };
-    tracing_subscriber::registry()
-        .with(stdout)
-        .with(file)
-        .try_init()
-        .context("installing the log subscriber")?;
+    tracing_subscriber::registry().with(stdout).with(file).try_init().context("installing the log subscriber")?;
     Ok(LogGuard { _file: guard })
 }
 
@@ -90,9 +80,7 @@ pub mod metrics {
                 let builder = PrometheusBuilder::new()
                     .set_buckets_for_metric(
                         metrics_exporter_prometheus::Matcher::Full("voice_push_attempt_latency_seconds".into()),
-                        &[
-                            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                        ],
+                        &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
                     )
                     .expect("bucket list is not empty");
                 let recorder = builder.build_recorder();

@@ -34,10 +34,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// The subscriber secret, `whsec_<base64 key>`.
 fn whsec() -> String {
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(SIGNING_KEY)
-    )
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(SIGNING_KEY))
 }
 
 /// Every string that must not leak: the configured secrets, the key's base64 and raw form,
@@ -138,30 +135,10 @@ fn cdr(call_id: &str) -> Value {
 /// Ingest refused, malformed and accepted, each with and without the right token.
 async fn drive_ingest(t: &mut Transcript) {
     assert_eq!(t.call("POST", "/v1/cdrs", None, Some(cdr("no-token"))).await.0, 401);
-    assert_eq!(
-        t.call("POST", "/v1/cdrs", Some(WRONG_TOKEN), Some(cdr("wrong")))
-            .await
-            .0,
-        401
-    );
-    assert_eq!(
-        t.call("POST", "/v1/cdrs", Some(INGEST_TOKEN), Some(json!({"callId": 1})))
-            .await
-            .0,
-        422
-    );
-    assert_eq!(
-        t.call("POST", "/v1/cdrs", Some(INGEST_TOKEN), Some(cdr("signed-1")))
-            .await
-            .0,
-        202
-    );
-    assert_eq!(
-        t.call("POST", "/v1/cdrs", Some(OTHER_INGEST_TOKEN), Some(cdr("signed-2")))
-            .await
-            .0,
-        202
-    );
+    assert_eq!(t.call("POST", "/v1/cdrs", Some(WRONG_TOKEN), Some(cdr("wrong"))).await.0, 401);
+    assert_eq!(t.call("POST", "/v1/cdrs", Some(INGEST_TOKEN), Some(json!({"callId": 1}))).await.0, 422);
+    assert_eq!(t.call("POST", "/v1/cdrs", Some(INGEST_TOKEN), Some(cdr("signed-1"))).await.0, 202);
+    assert_eq!(t.call("POST", "/v1/cdrs", Some(OTHER_INGEST_TOKEN), Some(cdr("signed-2"))).await.0, 202);
 }
 
 /// The whole operations API, refused and allowed.
@@ -176,18 +153,10 @@ async fn drive_ops(t: &mut Transcript) {
         Value::String(s) => s.clone(),
         _ => panic!("no delivery listed: {list}"),
     };
-    t.call("GET", &format!("/v1/deliveries/{id}"), Some(ADMIN_TOKEN), None)
-        .await;
-    t.call(
-        "POST",
-        &format!("/v1/deliveries/{id}/redeliver"),
-        Some(ADMIN_TOKEN),
-        None,
-    )
-    .await;
+    t.call("GET", &format!("/v1/deliveries/{id}"), Some(ADMIN_TOKEN), None).await;
+    t.call("POST", &format!("/v1/deliveries/{id}/redeliver"), Some(ADMIN_TOKEN), None).await;
     let bulk = json!({"state": "dead", "subscriber": "demo"});
-    t.call("POST", "/v1/deliveries/redeliver", Some(ADMIN_TOKEN), Some(bulk))
-        .await;
+    t.call("POST", "/v1/deliveries/redeliver", Some(ADMIN_TOKEN), Some(bulk)).await;
     assert_eq!(t.call("GET", "/v1/stats", Some(ADMIN_TOKEN), None).await.0, 200);
     for path in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(t.call("GET", path, None, None).await.0, 200, "{path}");
@@ -201,43 +170,19 @@ async fn no_secret_or_token_appears_in_logs_responses_or_pushes() {
     let receiver = TestReceiver::start().await;
     let first = AtomicUsize::new(0);
     // The first push fails, so a failed attempt with its error is logged too.
-    receiver.set_behavior(move |_| {
-        (
-            if first.fetch_add(1, Ordering::SeqCst) == 0 {
-                500
-            } else {
-                200
-            },
-            Duration::ZERO,
-        )
-    });
+    receiver.set_behavior(move |_| (if first.fetch_add(1, Ordering::SeqCst) == 0 { 500 } else { 200 }, Duration::ZERO));
     let app = TestApp::spawn(Service::Cdr, settings(dir.path(), &receiver.url())).await;
-    let mut t = Transcript {
-        client: app.client.clone(),
-        base: app.url.clone(),
-        seen: Vec::new(),
-    };
+    let mut t = Transcript { client: app.client.clone(), base: app.url.clone(), seen: Vec::new() };
 
     drive_ingest(&mut t).await;
     let pushes = receiver.wait_for_successes(2, WAIT).await;
-    assert!(pushes
-        .iter()
-        .all(|p| p.header("webhook-signature").is_some_and(|s| s.starts_with("v1,"))));
+    assert!(pushes.iter().all(|p| p.header("webhook-signature").is_some_and(|s| s.starts_with("v1,"))));
     drive_ops(&mut t).await;
     app.stop().await.expect("clean stop");
 
     let logs = String::from_utf8(logs.lock().unwrap().clone()).expect("UTF-8 logs");
-    for expected in [
-        "listening on",
-        "delivered",
-        "attempt failed",
-        "missing or wrong Bearer token",
-        "admin token",
-    ] {
-        assert!(
-            logs.contains(expected),
-            "the capture misses `{expected}`; is it working?\n{logs}"
-        );
+    for expected in ["listening on", "delivered", "attempt failed", "missing or wrong Bearer token", "admin token"] {
+        assert!(logs.contains(expected), "the capture misses `{expected}`; is it working?\n{logs}");
     }
     let pushed: Vec<String> = pushes.iter().map(|p| format!("{:?} {}", p.headers, p.json())).collect();
     for secret in secrets() {

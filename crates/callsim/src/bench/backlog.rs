@@ -41,14 +41,7 @@ async fn receiver_on(port: u16, expected: usize) -> anyhow::Result<BenchReceiver
 
 /// The sum of a Prometheus metric's samples (all label sets) from the pusher's `/metrics`.
 async fn metric_sum(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = client.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
     let values: Vec<f64> = text
         .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
@@ -71,10 +64,8 @@ struct Measured {
 pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let phase = Phase::Backlog;
     let port = free_port().await?;
-    let setup = Setup {
-        subscriber: Some(format!("http://127.0.0.1:{port}")),
-        retry: Some(vec!["1s".to_string(); RETRIES]),
-    };
+    let setup =
+        Setup { subscriber: Some(format!("http://127.0.0.1:{port}")), retry: Some(vec!["1s".to_string(); RETRIES]) };
     let (_dir, pusher) = ctx.pusher(phase, Program::Cdr, &setup)?;
     let m = measure(ctx, &pusher, port).await;
     pusher.stop()?;
@@ -87,10 +78,7 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     for f in m.ingest_figures {
         ctx.figure(f);
     }
-    let drain = m
-        .tally
-        .last_first
-        .map_or(0.0, |t| load::per_sec(m.tally.found, t - m.drain_started));
+    let drain = m.tally.last_first.map_or(0.0, |t| load::per_sec(m.tally.found, t - m.drain_started));
     ctx.figure(Figure::new(p, "backlog.drain", "drain once the receiver is up", drain, "events/s").vs(SINK_DELIVERY));
     for f in m.drain_figures {
         ctx.figure(f);
@@ -113,66 +101,26 @@ async fn measure(ctx: &Ctx, pusher: &Pusher, port: u16) -> anyhow::Result<Measur
     let url = format!("{}{}", pusher.url, Program::Cdr.ingest_path());
     let client = load::client(CONCURRENCY)?;
     let cpu = CpuMeter::start(pusher.pid());
-    let queue = arrays(
-        url,
-        prefix(phase),
-        ctx.sizes.queued,
-        ARRAY,
-        CONCURRENCY,
-        ctx.sizes.load_limit,
-    );
+    let queue = arrays(url, prefix(phase), ctx.sizes.queued, ARRAY, CONCURRENCY, ctx.sizes.load_limit);
     let posted = load::run(&client, queue).await;
     let mut figures = cpu.figures(phase, "ingest");
     let rss = pusher.peak_rss_mib().unwrap_or(0.0);
-    figures.push(Figure::new(
-        p,
-        "backlog.rss",
-        "pusher peak RSS (VmHWM) at end of ingest",
-        rss,
-        "MiB",
-    ));
+    figures.push(Figure::new(p, "backlog.rss", "pusher peak RSS (VmHWM) at end of ingest", rss, "MiB"));
     let db = pusher.database_mib();
-    figures.push(Figure::new(
-        p,
-        "backlog.db",
-        "database + WAL size at end of ingest",
-        db,
-        "MiB",
-    ));
+    figures.push(Figure::new(p, "backlog.db", "database + WAL size at end of ingest", db, "MiB"));
     if let Some(n) = metric_sum(&client, &pusher.url, "voice_push_attempts_failed_total").await {
-        figures.push(Figure::new(
-            p,
-            "backlog.failed",
-            "failed attempts during ingest (receiver down)",
-            n,
-            "attempts",
-        ));
+        figures.push(Figure::new(p, "backlog.failed", "failed attempts during ingest (receiver down)", n, "attempts"));
     }
 
     let receiver = receiver_on(port, posted.ids.len()).await?;
     let cpu = CpuMeter::start(pusher.pid());
     let drain_started = Instant::now();
-    receiver
-        .wait_for(posted.ids.len() as u64, ctx.sizes.stall, ctx.sizes.wait_limit)
-        .await;
+    receiver.wait_for(posted.ids.len() as u64, ctx.sizes.stall, ctx.sizes.wait_limit).await;
     let mut drain_figures = cpu.figures(phase, "drain");
     let counts = settle(&client, &pusher.url, Duration::from_secs(10)).await;
     let rss = pusher.peak_rss_mib().unwrap_or(0.0);
-    drain_figures.push(Figure::new(
-        p,
-        "backlog.rss.drain",
-        "pusher peak RSS (VmHWM) after the drain",
-        rss,
-        "MiB",
-    ));
+    drain_figures.push(Figure::new(p, "backlog.rss.drain", "pusher peak RSS (VmHWM) after the drain", rss, "MiB"));
     let tally = receiver.tally(&posted.ids);
     receiver.stop().await;
-    Ok(Measured {
-        posted,
-        ingest_figures: figures,
-        drain_figures,
-        drain_started,
-        tally,
-        counts,
-    })
+    Ok(Measured { posted, ingest_figures: figures, drain_figures, drain_started, tally, counts })
 }

@@ -30,11 +30,7 @@ fn percentiles(micros: &mut [u64]) -> Percentiles {
     }
     micros.sort_unstable();
     let at = |q: f64| micros[((micros.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0;
-    Percentiles {
-        p50: at(0.5),
-        p99: at(0.99),
-        max: at(1.0),
-    }
+    Percentiles { p50: at(0.5), p99: at(0.99), max: at(1.0) }
 }
 
 /// Runs the phase.
@@ -42,10 +38,7 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let phase = Phase::Latency;
     let capacity = RATES.iter().sum::<f64>() * ctx.sizes.step.as_secs_f64();
     let receiver = BenchReceiver::start(0, capacity as usize).await?;
-    let setup = Setup {
-        subscriber: Some(receiver.url()),
-        retry: None,
-    };
+    let setup = Setup { subscriber: Some(receiver.url()), retry: None };
     let (_dir, pusher) = ctx.pusher(phase, Program::Cdr, &setup)?;
     let url = format!("{}{}", pusher.url, Program::Cdr.ingest_path());
     let client = load::client(64)?;
@@ -53,18 +46,12 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut failures = 0;
     for rate in RATES {
         let cpu = CpuMeter::start(pusher.pid());
-        let paced = Paced {
-            url: url.clone(),
-            rate,
-            duration: ctx.sizes.step,
-            prefix: format!("{}{rate}-", prefix(phase)),
-        };
+        let paced =
+            Paced { url: url.clone(), rate, duration: ctx.sizes.step, prefix: format!("{}{rate}-", prefix(phase)) };
         let result = paced::run_paced(&client, paced).await;
         let ids: Vec<u128> = result.acks.iter().map(|a| a.id).collect();
         all_ids.extend_from_slice(&ids);
-        receiver
-            .wait_for(all_ids.len() as u64, ctx.sizes.stall, ctx.sizes.wait_limit)
-            .await;
+        receiver.wait_for(all_ids.len() as u64, ctx.sizes.stall, ctx.sizes.wait_limit).await;
         let cpu_figures = cpu.figures(phase, &format!("{rate} per s"));
         let firsts = receiver.first_arrivals(&ids);
         step_figures(ctx, rate, &result, &firsts);
@@ -114,11 +101,8 @@ fn first_attempt_micros(acks: &[Ack], firsts: &[Option<Instant>]) -> (Vec<u64>, 
 fn step_figures(ctx: &mut Ctx, rate: f64, result: &PacedResult, firsts: &[Option<Instant>]) {
     let (mut micros, early) = first_attempt_micros(&result.acks, firsts);
     let p = percentiles(&mut micros);
-    let mut ingest: Vec<u64> = result
-        .acks
-        .iter()
-        .map(|a| u64::try_from((a.acked - a.sent).as_micros()).unwrap_or(u64::MAX))
-        .collect();
+    let mut ingest: Vec<u64> =
+        result.acks.iter().map(|a| u64::try_from((a.acked - a.sent).as_micros()).unwrap_or(u64::MAX)).collect();
     let ingest = percentiles(&mut ingest);
     let ph = Phase::Latency.name();
     let r = rate as u64;
@@ -138,21 +122,9 @@ fn step_figures(ctx: &mut Ctx, rate: f64, result: &PacedResult, firsts: &[Option
     let in_step = firsts.iter().filter(|f| f.is_some() && **f <= end).count() as u64;
     let delivered = load::per_sec(in_step, result.elapsed);
     let label = format!("delivered while sending at {r}/s (first attempts)");
-    ctx.figure(Figure::new(
-        ph,
-        &format!("latency.{r}.delivered"),
-        label,
-        delivered,
-        "events/s",
-    ));
+    ctx.figure(Figure::new(ph, &format!("latency.{r}.delivered"), label, delivered, "events/s"));
     let label = format!("first attempt before the 202 was read, at {r}/s");
-    ctx.figure(Figure::new(
-        ph,
-        &format!("latency.{r}.early"),
-        label,
-        early as f64,
-        "events",
-    ));
+    ctx.figure(Figure::new(ph, &format!("latency.{r}.early"), label, early as f64, "events"));
     for (name, v) in [("p50", ingest.p50), ("p99", ingest.p99)] {
         let label = format!("post -> 202 (ingest) {name} at {r}/s");
         ctx.figure(Figure::new(ph, &format!("latency.{r}.ingest.{name}"), label, v, "ms"));

@@ -41,9 +41,7 @@ pub fn status_array(prefix: &str, first: u64, calls: u64, base_ms: i64) -> Vec<u
     for n in first..first + calls {
         for (i, status) in STATUSES.iter().enumerate() {
             let ts = base_ms + (n as i64) * 10 + i as i64;
-            items.push(format!(
-                r#"{{"callId":"{prefix}{n}","serviceType":100,"status":"{status}","timestamp":{ts}}}"#
-            ));
+            items.push(format!(r#"{{"callId":"{prefix}{n}","serviceType":100,"status":"{status}","timestamp":{ts}}}"#));
         }
     }
     format!("[{}]", items.join(",")).into_bytes()
@@ -260,10 +258,7 @@ pub(super) async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> 
         .map_err(|e| format!("transport: {e}"))?;
     let status = response.status();
     let body = response.bytes().await.map_err(|e| format!("reading the answer: {e}"))?;
-    Ok(Answer {
-        status,
-        body: body.to_vec(),
-    })
+    Ok(Answer { status, body: body.to_vec() })
 }
 
 #[cfg(test)]
@@ -272,10 +267,7 @@ mod tests {
 
     #[test]
     fn ids_parse_as_uuids() {
-        assert_eq!(
-            parse_id("00000000-0000-7000-8000-00000000000f"),
-            Some(0x7000_8000_0000_0000_000f)
-        );
+        assert_eq!(parse_id("00000000-0000-7000-8000-00000000000f"), Some(0x7000_8000_0000_0000_000f));
         assert_eq!(parse_id("not-a-uuid"), None);
         assert_eq!(parse_id("0000"), None);
     }

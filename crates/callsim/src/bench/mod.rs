@@ -45,14 +45,8 @@ pub enum Phase {
 
 impl Phase {
     /// All phases, in running order.
-    pub const ALL: [Phase; 6] = [
-        Phase::Sink,
-        Phase::Ingest,
-        Phase::E2eCdr,
-        Phase::E2eStatus,
-        Phase::Latency,
-        Phase::Backlog,
-    ];
+    pub const ALL: [Phase; 6] =
+        [Phase::Sink, Phase::Ingest, Phase::E2eCdr, Phase::E2eStatus, Phase::Latency, Phase::Backlog];
 
     /// The phase's name on the command line and in the report.
     pub fn name(self) -> &'static str {
@@ -142,20 +136,12 @@ impl Ctx {
 
     /// Adds a correctness count (to the same check of the phase, if it exists).
     pub fn check(&mut self, phase: Phase, check: &str, count: u64) {
-        let existing = self
-            .report
-            .checks
-            .iter_mut()
-            .find(|c| c.phase == phase.name() && c.check == check);
+        let existing = self.report.checks.iter_mut().find(|c| c.phase == phase.name() && c.check == check);
         if let Some(c) = existing {
             c.count += count;
             return;
         }
-        self.report.checks.push(Check {
-            phase: phase.name().to_string(),
-            check: check.to_string(),
-            count,
-        });
+        self.report.checks.push(Check { phase: phase.name().to_string(), check: check.to_string(), count });
     }
 
     /// Adds a note.
@@ -205,14 +191,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         }
         eprintln!("bench: {} ...", phase.name());
         let phase_started = Instant::now();
-        phases::run(&mut ctx, phase)
-            .await
-            .with_context(|| format!("phase {}", phase.name()))?;
-        eprintln!(
-            "bench: {} done in {:.1} s",
-            phase.name(),
-            phase_started.elapsed().as_secs_f64()
-        );
+        phases::run(&mut ctx, phase).await.with_context(|| format!("phase {}", phase.name()))?;
+        eprintln!("bench: {} done in {:.1} s", phase.name(), phase_started.elapsed().as_secs_f64());
     }
     ctx.report.elapsed_secs = started.elapsed().as_secs_f64();
     ctx.report.finish();

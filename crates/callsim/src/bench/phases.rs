@@ -176,14 +176,7 @@ fn e2e_load(ctx: &Ctx, phase: Phase, program: Program, base: &str) -> Load {
     let url = format!("{base}{}", program.ingest_path());
     let prefix = prefix(phase);
     match program {
-        Program::Cdr => arrays(
-            url,
-            prefix,
-            ctx.sizes.events,
-            ARRAY,
-            E2E_CONCURRENCY,
-            ctx.sizes.load_limit,
-        ),
+        Program::Cdr => arrays(url, prefix, ctx.sizes.events, ARRAY, E2E_CONCURRENCY, ctx.sizes.load_limit),
         Program::Status => {
             let calls = ctx.sizes.events / 4;
             let start = now_ms();
@@ -203,10 +196,7 @@ fn e2e_load(ctx: &Ctx, phase: Phase, program: Program, base: &str) -> Load {
 /// `e2e-cdr` / `e2e-status`: post everything, wait until the receiver answered all of it.
 async fn e2e(ctx: &mut Ctx, phase: Phase, program: Program) -> anyhow::Result<()> {
     let receiver = BenchReceiver::start(0, ctx.sizes.events as usize).await?;
-    let setup = Setup {
-        subscriber: Some(receiver.url()),
-        retry: None,
-    };
+    let setup = Setup { subscriber: Some(receiver.url()), retry: None };
     let (_dir, pusher) = ctx.pusher(phase, program, &setup)?;
     let client = load::client(E2E_CONCURRENCY)?;
     let load = e2e_load(ctx, phase, program, &pusher.url);
@@ -222,27 +212,13 @@ async fn e2e(ctx: &mut Ctx, phase: Phase, program: Program) -> anyhow::Result<()
     receiver.stop().await;
     let elapsed = tally.last_first.map_or(Duration::ZERO, |t| t - started);
     let p = phase.name();
-    let what = format!(
-        "{} delivered ({expected} events, arrays of {ARRAY}, {E2E_CONCURRENCY} in flight)",
-        program.binary()
-    );
+    let what =
+        format!("{} delivered ({expected} events, arrays of {ARRAY}, {E2E_CONCURRENCY} in flight)", program.binary());
     ctx.figure(
-        Figure::new(
-            p,
-            &format!("{p}.delivered"),
-            what,
-            load::per_sec(tally.found, elapsed),
-            "events/s",
-        )
-        .vs(SINK_DELIVERY),
+        Figure::new(p, &format!("{p}.delivered"), what, load::per_sec(tally.found, elapsed), "events/s")
+            .vs(SINK_DELIVERY),
     );
-    ctx.figure(Figure::new(
-        p,
-        &format!("{p}.ingest"),
-        "ingest during the run",
-        per_sec_ids(&posted),
-        "events/s",
-    ));
+    ctx.figure(Figure::new(p, &format!("{p}.ingest"), "ingest during the run", per_sec_ids(&posted), "events/s"));
     for f in cpu_figures {
         ctx.figure(f);
     }
@@ -265,10 +241,7 @@ pub(super) fn delivery_checks(ctx: &mut Ctx, phase: Phase, tally: &Tally, counts
             ctx.check(phase, "dead", c.dead);
             ctx.check(phase, "pending at end", c.pending);
         }
-        None => ctx.note(format!(
-            "{}: GET /v1/stats gave no counts for subscriber bench",
-            phase.name()
-        )),
+        None => ctx.note(format!("{}: GET /v1/stats gave no counts for subscriber bench", phase.name())),
     }
 }
 
@@ -279,11 +252,7 @@ pub(super) fn load_checks(ctx: &mut Ctx, phase: Phase, r: &LoadResult) {
         ctx.check(phase, "duplicate answers", r.duplicates);
     }
     if !r.samples.is_empty() {
-        ctx.note(format!(
-            "{}: failed posts, e.g. {}",
-            phase.name(),
-            r.samples.join(" | ")
-        ));
+        ctx.note(format!("{}: failed posts, e.g. {}", phase.name(), r.samples.join(" | ")));
     }
 }
 
@@ -309,19 +278,9 @@ pub(super) async fn settle(client: &reqwest::Client, base: &str, limit: Duration
 }
 
 async fn stats(client: &reqwest::Client, base: &str) -> Option<Counts> {
-    let body: Value = client
-        .get(format!("{base}/v1/stats"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let body: Value = client.get(format!("{base}/v1/stats")).send().await.ok()?.json().await.ok()?;
     let bench = body.get("subscribers")?.get("bench")?;
-    Some(Counts {
-        pending: bench.get("pending")?.as_u64()?,
-        dead: bench.get("dead")?.as_u64()?,
-    })
+    Some(Counts { pending: bench.get("pending")?.as_u64()?, dead: bench.get("dead")?.as_u64()? })
 }
 
 /// CPU time of the pusher and of the bench process over an interval.
@@ -335,12 +294,7 @@ pub(super) struct CpuMeter {
 impl CpuMeter {
     /// Starts measuring the pusher `pid` and this process.
     pub fn start(pid: u32) -> CpuMeter {
-        CpuMeter {
-            pid,
-            pusher: cpu_secs(pid),
-            bench: cpu_secs(std::process::id()),
-            at: Instant::now(),
-        }
+        CpuMeter { pid, pusher: cpu_secs(pid), bench: cpu_secs(std::process::id()), at: Instant::now() }
     }
 
     /// "pusher CPU" and "bench CPU" over `what`, in % of one core.

@@ -129,12 +129,8 @@ impl Pusher {
         for stream in [stdout, stderr].into_iter().flatten() {
             drain(stream, lines.clone(), url_tx.clone());
         }
-        let mut pusher = Pusher {
-            child,
-            url: String::new(),
-            database: dir.join(format!("{}.db", program.section())),
-            lines,
-        };
+        let mut pusher =
+            Pusher { child, url: String::new(), database: dir.join(format!("{}.db", program.section())), lines };
         pusher.url = pusher.wait_for_url(&url_rx, program)?;
         Ok(pusher)
     }
@@ -146,18 +142,10 @@ impl Pusher {
                 return Ok(url);
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "{} exited with {status} before listening:\n{}",
-                    program.binary(),
-                    self.output()
-                );
+                bail!("{} exited with {status} before listening:\n{}", program.binary(), self.output());
             }
         }
-        bail!(
-            "{} did not listen within {START_TIMEOUT:?}:\n{}",
-            program.binary(),
-            self.output()
-        )
+        bail!("{} did not listen within {START_TIMEOUT:?}:\n{}", program.binary(), self.output())
     }
 
     /// Process id.
@@ -182,11 +170,7 @@ impl Pusher {
     /// Size of the database and its write-ahead log, MiB.
     pub fn database_mib(&self) -> f64 {
         let wal = PathBuf::from(format!("{}-wal", self.database.display()));
-        let bytes: u64 = [&self.database, &wal]
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum();
+        let bytes: u64 = [&self.database, &wal].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
         bytes as f64 / (1024.0 * 1024.0)
     }
 
@@ -254,10 +238,7 @@ mod tests {
         let yaml = config_yaml(Program::Cdr, dir, &Setup::default());
         assert!(yaml.contains("subscribers: []"), "{yaml}");
         assert!(yaml.contains("cdr: {listen: \"127.0.0.1:0\", database: \"sqlite:///tmp/b/cdr.db\"}"));
-        let setup = Setup {
-            subscriber: Some("http://127.0.0.1:9".into()),
-            retry: Some(vec!["1s".into(); 2]),
-        };
+        let setup = Setup { subscriber: Some("http://127.0.0.1:9".into()), retry: Some(vec!["1s".into(); 2]) };
         let yaml = config_yaml(Program::Status, dir, &setup);
         assert!(yaml.contains("status_url: \"http://127.0.0.1:9/status\""), "{yaml}");
         assert!(yaml.contains("retry: {schedule: [1s, 1s]}"), "{yaml}");

@@ -65,10 +65,7 @@ pub struct Tally {
 impl BenchReceiver {
     /// Serves on 127.0.0.1:`port` (0 = any), sized for about `expected` distinct ids.
     pub async fn start(port: u16, expected: usize) -> anyhow::Result<BenchReceiver> {
-        let shared = Arc::new(Shared {
-            arrivals: Mutex::new(HashMap::with_capacity(expected)),
-            ..Shared::default()
-        });
+        let shared = Arc::new(Shared { arrivals: Mutex::new(HashMap::with_capacity(expected)), ..Shared::default() });
         let router = Router::new().fallback(receive).with_state(shared.clone());
         let server = Server::bind(router, port).await?;
         Ok(BenchReceiver { server, shared })
@@ -148,11 +145,7 @@ struct StatusBody<'a> {
 
 async fn receive(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
     let at = Instant::now();
-    let Some(id) = headers
-        .get("webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_id)
-    else {
+    let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()).and_then(parse_id) else {
         shared.malformed.fetch_add(1, Relaxed);
         return StatusCode::OK;
     };

@@ -107,9 +107,7 @@ fn field(text: &str, name: &str) -> Option<String> {
 
 fn command_output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Everything a bench run produced.
@@ -134,12 +132,8 @@ pub struct BenchReport {
 impl BenchReport {
     /// Fills in the ratios and `ok`.
     pub fn finish(&mut self) {
-        let sinks: Vec<(String, f64)> = self
-            .figures
-            .iter()
-            .filter(|f| f.phase == "sink")
-            .map(|f| (f.key.clone(), f.value))
-            .collect();
+        let sinks: Vec<(String, f64)> =
+            self.figures.iter().filter(|f| f.phase == "sink").map(|f| (f.key.clone(), f.value)).collect();
         for f in &mut self.figures {
             let base = f.ratio_of.as_ref().and_then(|k| sinks.iter().find(|(key, _)| key == k));
             f.ratio = base.filter(|(_, v)| *v > 0.0).map(|(_, v)| f.value / v);
@@ -149,11 +143,7 @@ impl BenchReport {
 
     /// The failed checks, as `phase: check count` strings.
     pub fn failures(&self) -> Vec<String> {
-        self.checks
-            .iter()
-            .filter(|c| c.count > 0)
-            .map(|c| format!("{}: {} {}", c.phase, c.check, c.count))
-            .collect()
+        self.checks.iter().filter(|c| c.count > 0).map(|c| format!("{}: {} {}", c.phase, c.check, c.count)).collect()
     }
 
     /// The human-readable report: machine, figures table, checks, notes.
@@ -163,9 +153,7 @@ impl BenchReport {
             "machine: {} cores ({}), {} MiB memory, {}\ndisk: {}\n\n",
             m.cores, m.cpu, m.memory_mib, m.kernel, m.disk
         );
-        let mut rows = vec![["phase", "figure", "value", "unit", "ratio to raw limit"]
-            .map(String::from)
-            .to_vec()];
+        let mut rows = vec![["phase", "figure", "value", "unit", "ratio to raw limit"].map(String::from).to_vec()];
         rows.extend(self.figures.iter().map(figure_row));
         out.push_str(&aligned(&rows, &[false, false, true, false, false]));
         out.push_str("\nchecks (each must be 0):\n");
@@ -174,12 +162,8 @@ impl BenchReport {
         let rows: Vec<Vec<String>> = phases
             .iter()
             .map(|p| {
-                let counts: Vec<String> = self
-                    .checks
-                    .iter()
-                    .filter(|c| c.phase == *p)
-                    .map(|c| format!("{} {}", c.check, c.count))
-                    .collect();
+                let counts: Vec<String> =
+                    self.checks.iter().filter(|c| c.phase == *p).map(|c| format!("{} {}", c.check, c.count)).collect();
                 vec![format!("  {p}"), counts.join(", ")]
             })
             .collect();
@@ -225,13 +209,7 @@ fn figure_row(f: &Figure) -> Vec<String> {
         (Some(r), Some(of)) => format!("{:.2} of {of}", r),
         _ => String::new(),
     };
-    vec![
-        f.phase.clone(),
-        f.figure.clone(),
-        format_value(f.value),
-        f.unit.clone(),
-        ratio,
-    ]
+    vec![f.phase.clone(), f.figure.clone(), format_value(f.value), f.unit.clone(), ratio]
 }
 
 /// Large numbers with thousands separators and no decimals, small ones with some.
@@ -280,11 +258,7 @@ mod tests {
                 Figure::new("ingest", "ingest.single", "single", 50.0, "events/s").vs(SINK_SINGLE),
                 Figure::new("ingest", "ingest.arrays", "arrays", 50.0, "events/s").vs(SINK_ARRAYS),
             ],
-            checks: vec![Check {
-                phase: "e2e-cdr".into(),
-                check: "lost".into(),
-                count: 0,
-            }],
+            checks: vec![Check { phase: "e2e-cdr".into(), check: "lost".into(), count: 0 }],
             ..BenchReport::default()
         };
         report.finish();

@@ -31,18 +31,15 @@ impl Server {
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await
+            axum::serve(listener, router).with_graceful_shutdown(async move { token.cancelled().await }).await
         });
         Ok(Server { addr, stop, task })
     }
 
     /// Binds 127.0.0.1 on `port` (0 = any free port) and serves `router`.
     pub async fn bind(router: Router, port: u16) -> anyhow::Result<Server> {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+        let listener =
+            TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding 127.0.0.1:{port}"))?;
         Server::start(router, listener)
     }
 
@@ -64,12 +61,7 @@ impl Server {
 /// A sink answering every POST like a pusher accepting one event: 202 and [`SINK_ANSWER`].
 pub fn ingest_sink() -> Router {
     Router::new().fallback(|_body: Bytes| async {
-        (
-            StatusCode::ACCEPTED,
-            [(header::CONTENT_TYPE, "application/json")],
-            SINK_ANSWER,
-        )
-            .into_response()
+        (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], SINK_ANSWER).into_response()
     })
 }
 

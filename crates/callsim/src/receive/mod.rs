@@ -106,12 +106,7 @@ impl Receiver {
             .ok()
             .filter(|s| !s.is_informational())
             .context("fail status must be an HTTP status 200-999")?;
-        let secret = config
-            .secret
-            .as_deref()
-            .map(WebhookSecret::parse)
-            .transpose()
-            .map_err(anyhow::Error::msg)?;
+        let secret = config.secret.as_deref().map(WebhookSecret::parse).transpose().map_err(anyhow::Error::msg)?;
         let out = match &config.out {
             Some(path) => Some(
                 File::options()
@@ -126,26 +121,14 @@ impl Receiver {
             Some(seed) => ChaCha8Rng::seed_from_u64(seed),
             None => ChaCha8Rng::from_os_rng(),
         };
-        let shared = Arc::new(Shared {
-            config,
-            secret,
-            inner: Mutex::new(Inner {
-                tracker: Tracker::default(),
-                rng,
-                out,
-            }),
-        });
+        let shared =
+            Arc::new(Shared { config, secret, inner: Mutex::new(Inner { tracker: Tracker::default(), rng, out }) });
         let addr = listener.local_addr()?;
         let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
         let stop = CancellationToken::new();
         let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
         let task = tokio::spawn(async move { serve.await });
-        Ok(ReceiverHandle {
-            addr,
-            shared,
-            stop,
-            task,
-        })
+        Ok(ReceiverHandle { addr, shared, stop, task })
     }
 }
 
@@ -261,11 +244,7 @@ impl Shared {
     /// Standard Webhooks verification when a secret is configured.
     fn check_signature(&self, h: &PushHeaders, body: &[u8]) -> SigState {
         let Some(secret) = &self.secret else {
-            return if h.signature.is_some() {
-                SigState::Unchecked
-            } else {
-                SigState::None
-            };
+            return if h.signature.is_some() { SigState::Unchecked } else { SigState::None };
         };
         let headers = WebhookHeaders {
             id: h.id.as_deref(),

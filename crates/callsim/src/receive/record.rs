@@ -177,13 +177,7 @@ impl PushRecord {
 /// `HH:MM:SS.mmmZ` of an epoch-ms instant, UTC.
 pub fn clock(ms: i64) -> String {
     let day_ms = ms.rem_euclid(86_400_000);
-    format!(
-        "{:02}:{:02}:{:02}.{:03}Z",
-        day_ms / 3_600_000,
-        day_ms / 60_000 % 60,
-        day_ms / 1000 % 60,
-        day_ms % 1000
-    )
+    format!("{:02}:{:02}:{:02}.{:03}Z", day_ms / 3_600_000, day_ms / 60_000 % 60, day_ms / 1000 % 60, day_ms % 1000)
 }
 
 #[cfg(test)]

@@ -49,11 +49,7 @@ impl Sink {
     /// Starts a sink answering status posts and CDR posts as given.
     pub async fn start(status_answer: Answer, cdr_answer: Answer) -> Sink {
         let received = Arc::new(Mutex::new(Vec::new()));
-        let state = SinkState {
-            received: Arc::clone(&received),
-            status_answer,
-            cdr_answer,
-        };
+        let state = SinkState { received: Arc::clone(&received), status_answer, cdr_answer };
         let app = axum::Router::new().fallback(record).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -79,18 +75,11 @@ async fn record(
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
     let path = uri.path().to_string();
-    let answer = if path == "/v1/cdrs" {
-        state.cdr_answer
-    } else {
-        state.status_answer
-    };
+    let answer = if path == "/v1/cdrs" { state.cdr_answer } else { state.status_answer };
     let call_id = body.get("callId").cloned().unwrap_or(Value::Null);
     state.received.lock().unwrap().push(Received {
         path,
-        authorization: headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string),
         body,
         at: Instant::now(),
     });

@@ -105,15 +105,7 @@ fn common(obj: &Map<String, Value>, allowed: &[&str], errs: &mut Vec<String>) ->
     if service != 100 && service != 200 {
         errs.push("serviceType must be 100 or 200".into());
     }
-    for key in [
-        "callerNumber",
-        "calleeNumber",
-        "accountId",
-        "phoneNoX",
-        "phoneNoA",
-        "phoneNoB",
-        "subscriptionId",
-    ] {
+    for key in ["callerNumber", "calleeNumber", "accountId", "phoneNoX", "phoneNoA", "phoneNoB", "subscriptionId"] {
         string_1_64(obj, key, errs);
     }
     if let Some(u) = obj.get("userData") {
@@ -122,18 +114,8 @@ fn common(obj: &Map<String, Value>, allowed: &[&str], errs: &mut Vec<String>) ->
         }
     }
     one_of(obj, "party", &["CALLER", "CALLEE"], errs);
-    one_of(
-        obj,
-        "disposition",
-        &["ANSWERED", "NO_ANSWER", "BUSY", "FAILED", "CANCELLED"],
-        errs,
-    );
-    one_of(
-        obj,
-        "releaseDirection",
-        &["CALLER", "CALLEE", "PLATFORM", "UNKNOWN"],
-        errs,
-    );
+    one_of(obj, "disposition", &["ANSWERED", "NO_ANSWER", "BUSY", "FAILED", "CANCELLED"], errs);
+    one_of(obj, "releaseDirection", &["CALLER", "CALLEE", "PLATFORM", "UNKNOWN"], errs);
     int_in(obj, "hangupCause", 0, 127, errs);
     int_in(obj, "sipCode", 100, 699, errs);
     int_in(obj, "secretCallType", 10, 12, errs);
@@ -154,15 +136,7 @@ pub fn validate_cdr(value: &Value) -> Vec<String> {
     };
     let mut errs = Vec::new();
     let service = common(obj, CDR_FIELDS, &mut errs);
-    for key in [
-        "callId",
-        "serviceType",
-        "callerNumber",
-        "calleeNumber",
-        "startTime",
-        "endTime",
-        "duration",
-    ] {
+    for key in ["callId", "serviceType", "callerNumber", "calleeNumber", "startTime", "endTime", "duration"] {
         if !obj.contains_key(key) {
             errs.push(format!("{key} is required"));
         }
@@ -192,10 +166,7 @@ pub fn validate_cdr(value: &Value) -> Vec<String> {
         }
     }
     if let Some(url) = obj.get("recordUrl") {
-        if !url
-            .as_str()
-            .is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"))
-        {
+        if !url.as_str().is_some_and(|u| u.starts_with("http://") || u.starts_with("https://")) {
             errs.push("recordUrl must be a URL".into());
         }
     }

@@ -60,10 +60,7 @@ pub enum ApiError {
 }
 
 fn first(errors: &[FieldError]) -> String {
-    errors
-        .first()
-        .map(|e| format!("{} {}", e.field, e.message))
-        .unwrap_or_default()
+    errors.first().map(|e| format!("{} {}", e.field, e.message)).unwrap_or_default()
 }
 
 #[derive(Serialize)]
@@ -97,26 +94,14 @@ impl IntoResponse for ApiError {
         let details: Vec<FieldError> = match &self {
             ApiError::Validation(errors) => errors.clone(),
             ApiError::AfterHangup { index, .. } => {
-                vec![FieldError {
-                    index: *index,
-                    field: "status".into(),
-                    message: self.to_string(),
-                }]
+                vec![FieldError { index: *index, field: "status".into(), message: self.to_string() }]
             }
             ApiError::BadParameter { field, message } => {
-                vec![FieldError {
-                    index: 0,
-                    field: field.to_string(),
-                    message: message.clone(),
-                }]
+                vec![FieldError { index: 0, field: field.to_string(), message: message.clone() }]
             }
             _ => Vec::new(),
         };
-        let body = Body {
-            error: kind,
-            message: self.to_string(),
-            details: &details,
-        };
+        let body = Body { error: kind, message: self.to_string(), details: &details };
         let mut response = (status, Json(body)).into_response();
         if let ApiError::RateLimited(wait) = &self {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;

@@ -41,9 +41,7 @@ pub async fn ingest(
     }
     require_json(&headers)?;
     let limit = state.settings.ingest.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let events = schema::validate_body(state.service, &value).map_err(ApiError::Validation)?;
     let items: Vec<IngestItem> = events
@@ -64,11 +62,7 @@ pub async fn ingest(
             note_accepted(&state, &accepted, &fanout);
             let accepted = accepted
                 .into_iter()
-                .map(|a| AcceptedItem {
-                    call_id: a.call_id,
-                    event_id: a.event_id,
-                    duplicate: a.duplicate,
-                })
+                .map(|a| AcceptedItem { call_id: a.call_id, event_id: a.event_id, duplicate: a.duplicate })
                 .collect();
             Ok((StatusCode::ACCEPTED, Json(AcceptedBody { accepted })))
         }
@@ -77,10 +71,7 @@ pub async fn ingest(
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if mime.eq_ignore_ascii_case("application/json") {
         Ok(())

@@ -58,12 +58,9 @@ pub fn ingest_path(service: Service) -> &'static str {
 /// and the operations API behind the admin token; health and metrics stay open
 /// (see `security`).
 pub fn router(state: AppState) -> Router {
-    let ingest = Router::new()
-        .route(ingest_path(state.service), post(ingest::ingest))
-        .route_layer(middleware::from_fn_with_state(
-            security::IngestGuard::from_settings(&state.settings),
-            security::ingest_guard,
-        ));
+    let ingest = Router::new().route(ingest_path(state.service), post(ingest::ingest)).route_layer(
+        middleware::from_fn_with_state(security::IngestGuard::from_settings(&state.settings), security::ingest_guard),
+    );
     let admin = Router::new()
         .route("/v1/deliveries", get(ops::list))
         .route("/v1/deliveries/redeliver", post(ops::redeliver_bulk))
@@ -78,12 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(ops::metrics));
-    Router::new()
-        .merge(ingest)
-        .merge(admin)
-        .merge(open)
-        .fallback(not_found)
-        .with_state(state)
+    Router::new().merge(ingest).merge(admin).merge(open).fallback(not_found).with_state(state)
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {

@@ -34,10 +34,9 @@ fn storage(e: anyhow::Error) -> ApiError {
 
 fn check_state(state: &Option<String>) -> Result<(), ApiError> {
     match state {
-        Some(s) if !STATES.contains(&s.as_str()) => Err(ApiError::BadParameter {
-            field: "state",
-            message: "must be pending, delivered or dead".into(),
-        }),
+        Some(s) if !STATES.contains(&s.as_str()) => {
+            Err(ApiError::BadParameter { field: "state", message: "must be pending, delivered or dead".into() })
+        }
         _ => Ok(()),
     }
 }
@@ -47,14 +46,9 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
     check_state(&q.state)?;
     let limit = match q.limit.as_deref() {
         None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::BadParameter {
-                field: "limit",
-                message: format!("must be an integer from 1 to {MAX_LIMIT}"),
-            })?,
+        Some(raw) => raw.parse::<u32>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+            ApiError::BadParameter { field: "limit", message: format!("must be an integer from 1 to {MAX_LIMIT}") }
+        })?,
     };
     let before_id = match q.cursor.as_deref() {
         None | Some("") => None,
@@ -63,13 +57,7 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
             message: "must be the `next` value of a previous page".into(),
         })?),
     };
-    let filter = DeliveryFilter {
-        state: q.state,
-        subscriber: q.subscriber,
-        call_id: q.call_id,
-        limit,
-        before_id,
-    };
+    let filter = DeliveryFilter { state: q.state, subscriber: q.subscriber, call_id: q.call_id, limit, before_id };
     Ok(Json(state.outbox.list_deliveries(&filter).await.map_err(storage)?))
 }
 
@@ -83,10 +71,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 }
 
 fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse().map_err(|_| ApiError::BadParameter {
-        field: "id",
-        message: "must be a delivery id (integer)".into(),
-    })
+    raw.parse().map_err(|_| ApiError::BadParameter { field: "id", message: "must be a delivery id (integer)".into() })
 }
 
 /// `POST /v1/deliveries/{id}/redeliver`: back to pending with a fresh schedule.
@@ -98,15 +83,8 @@ pub async fn redeliver_one(
     let Some(detail) = state.outbox.delivery(id).await.map_err(storage)? else {
         return Err(ApiError::NotFound(format!("delivery {id}")));
     };
-    let filter = RedeliverFilter {
-        id: Some(id),
-        ..Default::default()
-    };
-    let count = state
-        .outbox
-        .redeliver(filter, state.clock.now_ms())
-        .await
-        .map_err(storage)?;
+    let filter = RedeliverFilter { id: Some(id), ..Default::default() };
+    let count = state.outbox.redeliver(filter, state.clock.now_ms()).await.map_err(storage)?;
     after_redeliver(&state, &[(detail.delivery.subscriber, count)]);
     Ok((StatusCode::ACCEPTED, Json(json!({"redelivered": count}))))
 }
@@ -127,17 +105,11 @@ pub async fn redeliver_bulk(
     let req: BulkRedeliver = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let wanted = req.state.unwrap_or_else(|| "dead".into());
     if !["dead", "delivered"].contains(&wanted.as_str()) {
-        return Err(ApiError::BadParameter {
-            field: "state",
-            message: "must be dead or delivered".into(),
-        });
+        return Err(ApiError::BadParameter { field: "state", message: "must be dead or delivered".into() });
     }
     if let Some(s) = &req.subscriber {
         if state.routes.get(s).is_none() {
-            return Err(ApiError::BadParameter {
-                field: "subscriber",
-                message: format!("no subscriber `{s}`"),
-            });
+            return Err(ApiError::BadParameter { field: "subscriber", message: format!("no subscriber `{s}`") });
         }
     }
     let subs: Vec<String> = match &req.subscriber {
@@ -147,16 +119,8 @@ pub async fn redeliver_bulk(
     let mut total = 0;
     let mut per_sub = Vec::new();
     for sub in subs {
-        let filter = RedeliverFilter {
-            id: None,
-            state: Some(wanted.clone()),
-            subscriber: Some(sub.clone()),
-        };
-        let n = state
-            .outbox
-            .redeliver(filter, state.clock.now_ms())
-            .await
-            .map_err(storage)?;
+        let filter = RedeliverFilter { id: None, state: Some(wanted.clone()), subscriber: Some(sub.clone()) };
+        let n = state.outbox.redeliver(filter, state.clock.now_ms()).await.map_err(storage)?;
         total += n;
         per_sub.push((sub, n));
     }
@@ -179,9 +143,8 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         subscribers.insert(route.id.clone(), json!({"pending": 0, "delivered": 0, "dead": 0}));
     }
     for row in rows {
-        let entry = subscribers
-            .entry(row.subscriber)
-            .or_insert_with(|| json!({"pending": 0, "delivered": 0, "dead": 0}));
+        let entry =
+            subscribers.entry(row.subscriber).or_insert_with(|| json!({"pending": 0, "delivered": 0, "dead": 0}));
         entry[row.state.as_str()] = json!(row.count);
     }
     let w = state.outbox.writer_stats();
@@ -196,8 +159,5 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

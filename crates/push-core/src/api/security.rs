@@ -58,10 +58,7 @@ pub struct BearerTokens {
 
 impl fmt::Debug for BearerTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BearerTokens")
-            .field("required", &self.required)
-            .field("count", &self.digests.len())
-            .finish()
+        f.debug_struct("BearerTokens").field("required", &self.required).field("count", &self.digests.len()).finish()
     }
 }
 
@@ -121,9 +118,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// A 401 with the SPEC error body and the `WWW-Authenticate` challenge of RFC 6750.
 fn unauthorized() -> Response {
     let mut response = ApiError::Unauthorized.into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
 }
 
@@ -222,9 +217,7 @@ impl AdminGuard {
     /// Builds the guard from the `admin:` section; an empty token leaves the API open.
     pub fn from_settings(settings: &Settings) -> Arc<Self> {
         let token = Some(&settings.admin.token).filter(|t| !t.expose().is_empty());
-        Arc::new(AdminGuard {
-            tokens: BearerTokens::new(token),
-        })
+        Arc::new(AdminGuard { tokens: BearerTokens::new(token) })
     }
 }
 
@@ -233,9 +226,7 @@ pub async fn admin_guard(State(guard): State<Arc<AdminGuard>>, request: Request,
     match guard.tokens.check(request.headers()) {
         Ok(()) => next.run(request).await,
         Err(_) => {
-            let client = peer_ip(&request)
-                .map(|ip| ip.to_string())
-                .unwrap_or_else(|| "(unknown)".into());
+            let client = peer_ip(&request).map(|ip| ip.to_string()).unwrap_or_else(|| "(unknown)".into());
             tracing::warn!(%client, path = request.uri().path(), "operations API refused: missing or wrong admin token");
             unauthorized()
         }
@@ -298,9 +289,7 @@ mod tests {
         };
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:5060".parse().unwrap();
         assert!(guard.check(Some(mapped.ip().to_canonical()), &HeaderMap::new()).is_ok());
-        assert!(guard
-            .check(Some("10.0.0.1".parse().unwrap()), &HeaderMap::new())
-            .is_err());
+        assert!(guard.check(Some("10.0.0.1".parse().unwrap()), &HeaderMap::new()).is_err());
         assert!(guard.check(None, &HeaderMap::new()).is_err());
     }
 }

@@ -93,12 +93,7 @@ impl Dispatcher {
     /// and releases whatever is left for the next start.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        let mut turn = Turn {
-            finished: Vec::new(),
-            running: 0,
-            next_due: None,
-            done_tx,
-        };
+        let mut turn = Turn { finished: Vec::new(), running: 0, next_due: None, done_tx };
         while !shutdown.is_cancelled() {
             while let Ok(c) = done_rx.try_recv() {
                 self.finished(&mut turn, c);
@@ -106,11 +101,7 @@ impl Dispatcher {
             while let Ok(batch) = self.wiring.handed.try_recv() {
                 batch.into_iter().for_each(|c| self.start(c, &mut turn));
             }
-            let wait = if self.cycle(&mut turn, true).await {
-                self.until(turn.next_due)
-            } else {
-                STORAGE_BACKOFF
-            };
+            let wait = if self.cycle(&mut turn, true).await { self.until(turn.next_due) } else { STORAGE_BACKOFF };
             tokio::select! {
                 _ = self.wiring.wake.notified() => {}
                 Some(c) = done_rx.recv() => self.finished(&mut turn, c),
@@ -144,15 +135,9 @@ impl Dispatcher {
             return true;
         }
         let results = Arc::new(std::mem::take(&mut turn.finished));
-        let outcome = self
-            .wiring
-            .outbox
-            .cycle(results.clone(), wants.clone(), self.shared.clock.now_ms())
-            .await;
+        let outcome = self.wiring.outbox.cycle(results.clone(), wants.clone(), self.shared.clock.now_ms()).await;
         for (subscriber, taken) in &wants {
-            let got = outcome
-                .as_ref()
-                .map(|b| b.items.iter().filter(|c| &c.subscriber == subscriber).count());
+            let got = outcome.as_ref().map(|b| b.items.iter().filter(|c| &c.subscriber == subscriber).count());
             self.wiring.slots.give_back(subscriber, taken - got.unwrap_or(0));
         }
         match outcome {
@@ -219,10 +204,7 @@ impl Dispatcher {
 async fn attempt(shared: &Shared, route: &Route, claimed: Claimed) -> Completion {
     let number = claimed.attempts + 1;
     let at = shared.clock.now_ms();
-    let sent = shared
-        .client
-        .send(route, &claimed.event_id, claimed.payload, number, at / 1000)
-        .await;
+    let sent = shared.client.send(route, &claimed.event_id, claimed.payload, number, at / 1000).await;
     let decision = shared.policy.decide(number - claimed.round_start, sent.result);
     let latency_ms = sent.latency.as_millis() as i64;
     let next = match decision {

@@ -32,14 +32,8 @@ impl WebhookClient {
     /// Builds the client; `timeout` bounds a whole attempt, `pool` the idle connections kept.
     pub fn new(timeout: Duration, pool: usize) -> anyhow::Result<Self> {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        );
-        headers.insert(
-            USER_AGENT,
-            HeaderValue::from_static(concat!("voice-push/", env!("CARGO_PKG_VERSION"))),
-        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(concat!("voice-push/", env!("CARGO_PKG_VERSION"))));
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(timeout)
@@ -61,10 +55,7 @@ impl WebhookClient {
             .header("webhook-timestamp", unix_secs.to_string())
             .header("X-Push-Attempt", attempt.to_string());
         if let Some(key) = &route.key {
-            request = request.header(
-                "webhook-signature",
-                signature::sign(key, event_id, unix_secs, body.as_bytes()),
-            );
+            request = request.header("webhook-signature", signature::sign(key, event_id, unix_secs, body.as_bytes()));
         }
         let started = Instant::now();
         let response = request.body(body).send().await;
@@ -93,28 +84,15 @@ async fn answered(response: reqwest::Response, started: Instant) -> Sent {
     let latency = started.elapsed();
     let code = status.as_u16();
     if status.is_success() {
-        return Sent {
-            result: AttemptResult::Success,
-            status: Some(code),
-            error: None,
-            latency,
-        };
+        return Sent { result: AttemptResult::Success, status: Some(code), error: None, latency };
     }
     let error = match text {
         Ok(text) if !text.trim().is_empty() => {
-            format!(
-                "HTTP {code}: {}",
-                text.trim().chars().take(ERROR_BODY_CHARS).collect::<String>()
-            )
+            format!("HTTP {code}: {}", text.trim().chars().take(ERROR_BODY_CHARS).collect::<String>())
         }
         _ => format!("HTTP {code}"),
     };
-    Sent {
-        result: AttemptResult::Status { code, retry_after },
-        status: Some(code),
-        error: Some(error),
-        latency,
-    }
+    Sent { result: AttemptResult::Status { code, retry_after }, status: Some(code), error: Some(error), latency }
 }
 
 fn describe(e: &reqwest::Error) -> String {

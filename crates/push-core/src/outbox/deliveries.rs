@@ -8,9 +8,7 @@ use super::{ClaimBatch, Claimed, Completion, NextState, RedeliverFilter};
 /// Clears claims a previous process left behind (their attempts never finished) or that the
 /// delivery loop gives up at shutdown.
 pub(super) async fn release_claims(conn: &mut SqliteConnection) -> anyhow::Result<()> {
-    sqlx::query("UPDATE deliveries SET claimed = 0 WHERE claimed = 1")
-        .execute(conn)
-        .await?;
+    sqlx::query("UPDATE deliveries SET claimed = 0 WHERE claimed = 1").execute(conn).await?;
     Ok(())
 }
 
@@ -84,17 +82,7 @@ pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ord
                 NextState::RetryAt(at) => ("pending", Some(at), None),
                 NextState::Dead => ("dead", None, None),
             };
-            json!([
-                c.id,
-                c.attempt,
-                c.at,
-                c.status,
-                c.error,
-                c.latency_ms,
-                state,
-                next_at,
-                delivered_at
-            ])
+            json!([c.id, c.attempt, c.at, c.status, c.error, c.latency_ms, state, next_at, delivered_at])
         })
         .collect();
     let rows = serde_json::to_string(&rows)?;
@@ -178,10 +166,8 @@ pub(super) async fn redeliver(
     .await?;
     let count = rows.len() as u64;
     if ordered && count > 0 {
-        let mut chains: Vec<(String, String)> = rows
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()?;
+        let mut chains: Vec<(String, String)> =
+            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>()?;
         chains.sort();
         chains.dedup();
         rechain(tx, &serde_json::to_string(&chains)?).await?;

@@ -22,12 +22,8 @@ pub(super) struct RowIds {
 impl RowIds {
     /// Reads the highest ids in use.
     pub async fn load(conn: &mut SqliteConnection) -> anyhow::Result<Self> {
-        let event: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
-            .fetch_one(&mut *conn)
-            .await?;
-        let delivery: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM deliveries")
-            .fetch_one(conn)
-            .await?;
+        let event: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events").fetch_one(&mut *conn).await?;
+        let delivery: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM deliveries").fetch_one(conn).await?;
         Ok(RowIds { event, delivery })
     }
 }
@@ -75,13 +71,7 @@ pub(super) async fn apply(
     let Plan { ids, ordered, slots } = plan_with;
     let mut known = lookup(tx, requests, ordered).await?;
     let mut rows = Rows::default();
-    let mut planner = Planner {
-        known: &mut known,
-        rows: &mut rows,
-        ids,
-        ordered,
-        slots,
-    };
+    let mut planner = Planner { known: &mut known, rows: &mut rows, ids, ordered, slots };
     let outcomes = requests.iter().map(|r| planner.request(r)).collect();
     if let Err(e) = write(tx, &rows, &known, ordered).await {
         give_back(slots, &rows.handed);
@@ -166,27 +156,14 @@ impl Planner<'_> {
     /// Plans one request; a request refused with 409 leaves no trace (its keys, sequences,
     /// chains, ids, rows and slots are dropped).
     fn request(&mut self, request: &Request<'_>) -> IngestOutcome {
-        let mark = (
-            *self.ids,
-            self.rows.events.len(),
-            self.rows.deliveries.len(),
-            self.rows.handed.len(),
-        );
+        let mark = (*self.ids, self.rows.events.len(), self.rows.deliveries.len(), self.rows.handed.len());
         let mut draft = Draft::default();
         let mut accepted = Vec::with_capacity(request.items.len());
         for (index, item) in request.items.iter().enumerate() {
             let call_id = item.event.call_id.clone();
             match self.item(item, request.now, &mut draft) {
-                Planned::New => accepted.push(Accepted {
-                    call_id,
-                    event_id: item.event_id.clone(),
-                    duplicate: false,
-                }),
-                Planned::Duplicate(event_id) => accepted.push(Accepted {
-                    call_id,
-                    event_id,
-                    duplicate: true,
-                }),
+                Planned::New => accepted.push(Accepted { call_id, event_id: item.event_id.clone(), duplicate: false }),
+                Planned::Duplicate(event_id) => accepted.push(Accepted { call_id, event_id, duplicate: true }),
                 Planned::AfterHangup => {
                     *self.ids = mark.0;
                     self.rows.events.truncate(mark.1);
@@ -218,10 +195,7 @@ impl Planner<'_> {
             if self.find(draft, &event.hangup_key()).is_some() {
                 return Planned::AfterHangup;
             }
-            let next = draft
-                .calls
-                .get(&event.call_id)
-                .or_else(|| self.known.calls.get(&event.call_id));
+            let next = draft.calls.get(&event.call_id).or_else(|| self.known.calls.get(&event.call_id));
             let seq = next.copied().unwrap_or(0);
             draft.calls.insert(event.call_id.clone(), seq + 1);
             Some(seq)

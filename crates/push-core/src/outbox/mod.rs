@@ -170,10 +170,7 @@ impl Outbox {
         let options = connect_options(url)?;
         // The writer gets the big page cache; readers (operations API) a small one each.
         let writer_options = options.clone().pragma("cache_size", "-8000");
-        let mut conn = writer_options
-            .connect()
-            .await
-            .with_context(|| format!("opening {url}"))?;
+        let mut conn = writer_options.connect().await.with_context(|| format!("opening {url}"))?;
         MIGRATOR.run(&mut conn).await.context("migrating the outbox")?;
         deliveries::release_claims(&mut conn).await?;
         let ids = ingest::RowIds::load(&mut conn).await?;
@@ -184,22 +181,8 @@ impl Outbox {
             .context("opening reader connections")?;
         let (commands, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        let task = tokio::spawn(writer::run(
-            conn,
-            rx,
-            service == Service::Status,
-            stats.clone(),
-            ids,
-            handoff,
-        ));
-        Ok((
-            Outbox {
-                commands,
-                readers,
-                stats,
-            },
-            task,
-        ))
+        let task = tokio::spawn(writer::run(conn, rx, service == Service::Status, stats.clone(), ids, handoff));
+        Ok((Outbox { commands, readers, stats }, task))
     }
 
     /// Stores events; returns only after the commit.
@@ -217,13 +200,7 @@ impl Outbox {
         wants: Vec<(String, usize)>,
         now: i64,
     ) -> anyhow::Result<ClaimBatch> {
-        self.call(|reply| Command::Cycle {
-            done,
-            wants,
-            now,
-            reply,
-        })
-        .await
+        self.call(|reply| Command::Cycle { done, wants, now, reply }).await
     }
 
     /// Puts matching deliveries back to pending with a fresh schedule; returns how many.
@@ -238,10 +215,7 @@ impl Outbox {
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<anyhow::Result<T>>) -> Command) -> anyhow::Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| anyhow::anyhow!("the outbox writer has stopped"))?;
+        self.commands.send(make(tx)).await.map_err(|_| anyhow::anyhow!("the outbox writer has stopped"))?;
         rx.await.map_err(|_| anyhow::anyhow!("the outbox writer has stopped"))?
     }
 

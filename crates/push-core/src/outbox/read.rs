@@ -132,8 +132,7 @@ impl Outbox {
         if let Some(before) = filter.before_id {
             q.push(" AND d.id < ").push_bind(before);
         }
-        q.push(" ORDER BY d.id DESC LIMIT ")
-            .push_bind(i64::from(filter.limit) + 1);
+        q.push(" ORDER BY d.id DESC LIMIT ").push_bind(i64::from(filter.limit) + 1);
         let rows = q.build().fetch_all(&self.readers).await?;
         let mut items = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
         let next = if items.len() > filter.limit as usize {
@@ -147,10 +146,7 @@ impl Outbox {
 
     /// One delivery with its attempt log, if it exists.
     pub async fn delivery(&self, id: i64) -> anyhow::Result<Option<DeliveryDetail>> {
-        let row = sqlx::query(&format!("{SELECT} WHERE d.id = ?1"))
-            .bind(id)
-            .fetch_optional(&self.readers)
-            .await?;
+        let row = sqlx::query(&format!("{SELECT} WHERE d.id = ?1")).bind(id).fetch_optional(&self.readers).await?;
         let Some(row) = row else { return Ok(None) };
         let delivery = record(&row)?;
         let attempt_log = attempts(&self.readers, id).await?;
@@ -164,13 +160,7 @@ impl Outbox {
                 .fetch_all(&self.readers)
                 .await?;
         rows.iter()
-            .map(|r| {
-                Ok(StatsRow {
-                    subscriber: r.try_get(0)?,
-                    state: r.try_get(1)?,
-                    count: r.try_get(2)?,
-                })
-            })
+            .map(|r| Ok(StatsRow { subscriber: r.try_get(0)?, state: r.try_get(1)?, count: r.try_get(2)? }))
             .collect()
     }
 

@@ -36,10 +36,8 @@ impl WriterStats {
     fn count(&self, group: &[Command]) {
         self.transactions.fetch_add(1, Ordering::Relaxed);
         let ingests = group.iter().filter(|c| matches!(c, Command::Ingest { .. })).count() as u64;
-        let claims = group
-            .iter()
-            .filter(|c| matches!(c, Command::Cycle { wants, .. } if !wants.is_empty()))
-            .count() as u64;
+        let claims =
+            group.iter().filter(|c| matches!(c, Command::Cycle { wants, .. } if !wants.is_empty())).count() as u64;
         self.ingests.fetch_add(ingests, Ordering::Relaxed);
         self.claims.fetch_add(claims, Ordering::Relaxed);
     }
@@ -47,25 +45,10 @@ impl WriterStats {
 
 /// A request to the writer.
 pub(super) enum Command {
-    Ingest {
-        items: Vec<IngestItem>,
-        now: i64,
-        reply: Reply<IngestOutcome>,
-    },
-    Cycle {
-        done: Arc<Vec<Completion>>,
-        wants: Vec<(String, usize)>,
-        now: i64,
-        reply: Reply<ClaimBatch>,
-    },
-    Redeliver {
-        filter: RedeliverFilter,
-        now: i64,
-        reply: Reply<u64>,
-    },
-    ReleaseClaims {
-        reply: Reply<()>,
-    },
+    Ingest { items: Vec<IngestItem>, now: i64, reply: Reply<IngestOutcome> },
+    Cycle { done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64, reply: Reply<ClaimBatch> },
+    Redeliver { filter: RedeliverFilter, now: i64, reply: Reply<u64> },
+    ReleaseClaims { reply: Reply<()> },
 }
 
 /// Sends a command's result once the commit's fate is known.
@@ -97,11 +80,7 @@ pub(super) async fn run(
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         stats.count(&group);
         set_durability(&mut conn, &group, &mut durable).await;
-        let ctx = Plan {
-            ids: &mut ids,
-            ordered,
-            slots,
-        };
+        let ctx = Plan { ids: &mut ids, ordered, slots };
         let (finishes, commit, handed) = apply_group(&mut conn, std::mem::take(&mut group), ctx).await;
         hand_over(handoff.as_ref(), handed, commit.is_ok());
         finishes.into_iter().for_each(|f| f(commit.clone()));
@@ -113,17 +92,11 @@ pub(super) async fn run(
 /// delivery loop's bookkeeping does not (`NORMAL`: in WAL mode it is still safe from process
 /// crashes, and the next durable commit syncs it too).
 async fn set_durability(conn: &mut SqliteConnection, group: &[Command], durable: &mut bool) {
-    let wanted = group
-        .iter()
-        .any(|c| matches!(c, Command::Ingest { .. } | Command::Redeliver { .. }));
+    let wanted = group.iter().any(|c| matches!(c, Command::Ingest { .. } | Command::Redeliver { .. }));
     if wanted == *durable {
         return;
     }
-    let pragma = if wanted {
-        "PRAGMA synchronous = FULL"
-    } else {
-        "PRAGMA synchronous = NORMAL"
-    };
+    let pragma = if wanted { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
     match sqlx::query(pragma).execute(&mut *conn).await {
         Ok(_) => *durable = wanted,
         Err(e) => tracing::error!(error = %e, "changing synchronous failed"),
@@ -202,28 +175,19 @@ async fn apply_ingests(
     if requests.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let planned: Vec<Request<'_>> = requests
-        .iter()
-        .map(|(items, now, _)| Request { items, now: *now })
-        .collect();
+    let planned: Vec<Request<'_>> = requests.iter().map(|(items, now, _)| Request { items, now: *now }).collect();
     let result = ingest_in_savepoint(tx, &planned, ctx).await;
     drop(planned);
     match result {
         Ok((outcomes, handed)) => {
-            let finishes = requests
-                .into_iter()
-                .zip(outcomes)
-                .map(|((_, _, reply), o)| finish(reply, Ok(o)))
-                .collect();
+            let finishes = requests.into_iter().zip(outcomes).map(|((_, _, reply), o)| finish(reply, Ok(o))).collect();
             (finishes, handed)
         }
         Err(e) => {
             tracing::error!(error = %e, "bulk ingest failed");
             let msg = e.to_string();
-            let finishes = requests
-                .into_iter()
-                .map(|(_, _, reply)| finish(reply, Err(anyhow::anyhow!("{msg}"))))
-                .collect();
+            let finishes =
+                requests.into_iter().map(|(_, _, reply)| finish(reply, Err(anyhow::anyhow!("{msg}")))).collect();
             (finishes, Vec::new())
         }
     }
@@ -238,16 +202,7 @@ async fn ingest_in_savepoint(
     let before = *ctx.ids;
     let slots = ctx.slots;
     let mut sp = tx.begin().await?;
-    let result = match ingest::apply(
-        &mut sp,
-        planned,
-        Plan {
-            ids: &mut *ctx.ids,
-            ..ctx
-        },
-    )
-    .await
-    {
+    let result = match ingest::apply(&mut sp, planned, Plan { ids: &mut *ctx.ids, ..ctx }).await {
         Ok((outcomes, handed)) => match sp.commit().await {
             Ok(()) => Ok((outcomes, handed)),
             Err(e) => {
@@ -275,21 +230,12 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, command: Command, ordered: 
     macro_rules! run {
         ($reply:expr, $body:expr) => {{
             let result = $body.await;
-            let done = if result.is_ok() {
-                sp.commit().await
-            } else {
-                sp.rollback().await
-            };
+            let done = if result.is_ok() { sp.commit().await } else { sp.rollback().await };
             finish($reply, done.map_err(anyhow::Error::from).and(result))
         }};
     }
     match command {
-        Command::Cycle {
-            done,
-            wants,
-            now,
-            reply,
-        } => run!(reply, async {
+        Command::Cycle { done, wants, now, reply } => run!(reply, async {
             deliveries::complete(&mut sp, &done, ordered).await?;
             deliveries::claim(&mut sp, &wants, now).await
         }),
@@ -297,14 +243,7 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, command: Command, ordered: 
         Command::ReleaseClaims { reply } => run!(reply, deliveries::release_claims(&mut sp)),
         Command::Ingest { reply, .. } => {
             let _ = sp.rollback().await;
-            fail(
-                Command::Ingest {
-                    items: vec![],
-                    now: 0,
-                    reply,
-                },
-                "ingest is applied in bulk",
-            )
+            fail(Command::Ingest { items: vec![], now: 0, reply }, "ingest is applied in bulk")
         }
     }
 }

@@ -71,22 +71,11 @@ const CDR: [FieldSpec; 29] = [
     f("calleeNumber", NUMBER, Required),
     f("startTime", Rule::Millis, Required),
     f("endTime", Rule::Millis, Required),
-    f(
-        "duration",
-        Rule::Int {
-            min: 0,
-            max: i32::MAX as i64,
-        },
-        Required,
-    ),
+    f("duration", Rule::Int { min: 0, max: i32::MAX as i64 }, Required),
     f("userData", USER_DATA, Optional),
     f("accountId", NUMBER, Optional),
     f("party", PARTY, Optional),
-    f(
-        "subServiceType",
-        Rule::Code(&[101, 102, 103, 104, 105, 201, 202, 203, 204, 205]),
-        Optional,
-    ),
+    f("subServiceType", Rule::Code(&[101, 102, 103, 104, 105, 201, 202, 203, 204, 205]), Optional),
     f("direction", Rule::Word(&["INBOUND", "OUTBOUND", "INTERNAL"]), Optional),
     f("beginCallTime", Rule::Millis, Optional),
     f("ringTime", Rule::Millis, Optional),
@@ -148,10 +137,7 @@ pub(super) fn cross_check(service: Service, index: usize, obj: &Map<String, Valu
     let present = |name: &str| obj.get(name).is_some_and(|v| !v.is_null());
     for spec in specs(service).iter().filter(|s| s.need == Privacy) {
         if service_type == 100 && present(spec.name) {
-            err(
-                spec.name,
-                "is a privacy-number field, only allowed with serviceType 200".into(),
-            );
+            err(spec.name, "is a privacy-number field, only allowed with serviceType 200".into());
         }
     }
     if service_type == 200 && !present("phoneNoX") {
@@ -159,10 +145,7 @@ pub(super) fn cross_check(service: Service, index: usize, obj: &Map<String, Valu
     }
     if let Some(sub) = obj.get("subServiceType").and_then(Value::as_i64) {
         if sub / 100 != service_type / 100 {
-            err(
-                "subServiceType",
-                format!("{sub} does not belong to serviceType {service_type}"),
-            );
+            err("subServiceType", format!("{sub} does not belong to serviceType {service_type}"));
         }
     }
     match service {
@@ -190,16 +173,10 @@ fn cdr_times(obj: &Map<String, Value>, err: &mut impl FnMut(&str, String)) {
     let expected = (end - start) / 1000;
     if let Some(duration) = time("duration") {
         if duration != expected {
-            err(
-                "duration",
-                format!("must be floor((endTime - startTime) / 1000) = {expected} (got {duration})"),
-            );
+            err("duration", format!("must be floor((endTime - startTime) / 1000) = {expected} (got {duration})"));
         }
     }
-    let answered = obj
-        .get("disposition")
-        .and_then(Value::as_str)
-        .is_none_or(|d| d == "ANSWERED");
+    let answered = obj.get("disposition").and_then(Value::as_str).is_none_or(|d| d == "ANSWERED");
     if !answered && start != end {
         err("startTime", "must equal endTime when the call was not answered".into());
     }

@@ -31,11 +31,7 @@ pub struct FieldError {
 
 impl FieldError {
     fn new(index: usize, field: &str, message: impl Into<String>) -> Self {
-        FieldError {
-            index,
-            field: field.to_string(),
-            message: message.into(),
-        }
+        FieldError { index, field: field.to_string(), message: message.into() }
     }
 }
 
@@ -124,11 +120,7 @@ pub fn validate_event(service: Service, index: usize, value: &Value) -> Result<V
             }
             None | Some(Value::Null) => {}
             Some(_) if spec.need == Need::OutputOnly => {
-                errors.push(FieldError::new(
-                    index,
-                    spec.name,
-                    "is output only; the pusher assigns it",
-                ));
+                errors.push(FieldError::new(index, spec.name, "is output only; the pusher assigns it"));
             }
             Some(v) => {
                 if let Err(msg) = spec.rule.check(v) {
@@ -144,11 +136,8 @@ pub fn validate_event(service: Service, index: usize, value: &Value) -> Result<V
     if failed.is_empty() {
         fields::cross_check(service, index, object, &mut errors);
     } else if !failed.iter().any(key_failed) {
-        let passed: Map<String, Value> = object
-            .iter()
-            .filter(|(k, _)| !failed.contains(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let passed: Map<String, Value> =
+            object.iter().filter(|(k, _)| !failed.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut cross = Vec::new();
         fields::cross_check(service, index, &passed, &mut cross);
         errors.extend(cross.into_iter().filter(|e| !failed.contains(&e.field)));
@@ -187,11 +176,7 @@ fn normalize(service: Service, object: &Map<String, Value>, specs: &[FieldSpec])
     ValidEvent {
         call_id: text("callId").unwrap_or_default(),
         party: text("party"),
-        status: if service == Service::Status {
-            text("status")
-        } else {
-            None
-        },
+        status: if service == Service::Status { text("status") } else { None },
         service_type: body.get("serviceType").and_then(Value::as_u64).unwrap_or(0) as u16,
         account_id: text("accountId"),
         body,

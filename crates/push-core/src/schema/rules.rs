@@ -39,12 +39,8 @@ impl Rule {
             Rule::Int { min, max } => int(value).and_then(|n| in_range(n, min, max)),
             Rule::Millis => int(value).and_then(millis),
             Rule::Word(words) => word(value, words),
-            Rule::Code(codes) => int(value).and_then(|n| {
-                codes
-                    .contains(&n)
-                    .then_some(())
-                    .ok_or_else(|| format!("must be one of {codes:?}"))
-            }),
+            Rule::Code(codes) => int(value)
+                .and_then(|n| codes.contains(&n).then_some(()).ok_or_else(|| format!("must be one of {codes:?}"))),
             Rule::Url => url(value),
             Rule::Object { max_bytes } => object(value, max_bytes),
         }
@@ -55,10 +51,7 @@ fn text(value: &Value, min: usize, max: usize) -> Result<(), String> {
     let s = value.as_str().ok_or("must be a string")?;
     let chars = s.chars().count();
     if chars < min {
-        return Err(format!(
-            "must be at least {min} character{}",
-            if min == 1 { "" } else { "s" }
-        ));
+        return Err(format!("must be at least {min} character{}", if min == 1 { "" } else { "s" }));
     }
     if chars > max {
         return Err(format!("must be at most {max} characters (got {chars})"));
@@ -92,15 +85,10 @@ fn in_range(n: i64, min: i64, max: i64) -> Result<(), String> {
 
 fn millis(n: i64) -> Result<(), String> {
     if (0..SECONDS_LOOKALIKE).contains(&n) {
-        return Err(format!(
-            "looks like seconds ({n}); times are epoch milliseconds, e.g. {}",
-            n.saturating_mul(1000)
-        ));
+        return Err(format!("looks like seconds ({n}); times are epoch milliseconds, e.g. {}", n.saturating_mul(1000)));
     }
     if !(MIN_MILLIS..MAX_MILLIS).contains(&n) {
-        return Err(format!(
-            "must be epoch milliseconds between years 2000 and 2100 (got {n})"
-        ));
+        return Err(format!("must be epoch milliseconds between years 2000 and 2100 (got {n})"));
     }
     Ok(())
 }
@@ -156,10 +144,7 @@ mod tests {
         assert!(err.contains("looks like seconds"), "{err}");
         assert!(Rule::Millis.check(&json!(MAX_MILLIS)).is_err());
         assert!(Rule::Millis.check(&json!(-5)).is_err());
-        assert!(
-            Rule::Millis.check(&json!(1.701_388_8e12)).is_err(),
-            "floats are not integers"
-        );
+        assert!(Rule::Millis.check(&json!(1.701_388_8e12)).is_err(), "floats are not integers");
     }
 
     #[test]

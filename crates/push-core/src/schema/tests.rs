@@ -91,10 +91,7 @@ fn refused(service: Service, value: &Value, field: &str, msg: &str) {
 }
 
 fn triples(errors: &[FieldError]) -> Vec<(usize, &str, &str)> {
-    errors
-        .iter()
-        .map(|e| (e.index, e.field.as_str(), e.message.as_str()))
-        .collect()
+    errors.iter().map(|e| (e.index, e.field.as_str(), e.message.as_str())).collect()
 }
 
 fn keys(event: &ValidEvent) -> Vec<&str> {
@@ -187,14 +184,7 @@ fn enums_take_each_spec_value_and_nothing_else() {
 }
 
 /// (service, base event, field, accepted values, refused values, message of the refusal).
-type Range = (
-    Service,
-    Value,
-    &'static str,
-    &'static [i64],
-    &'static [i64],
-    &'static str,
-);
+type Range = (Service, Value, &'static str, &'static [i64], &'static [i64], &'static str);
 
 #[test]
 fn integer_ranges_and_codes() {
@@ -232,9 +222,7 @@ fn integer_ranges_and_codes() {
 #[test]
 fn text_limits_count_characters_not_bytes() {
     let plain = ["callerNumber", "calleeNumber", "accountId"];
-    let plain = plain
-        .into_iter()
-        .flat_map(|f| [(Cdr, seed(Cdr), f), (Status, seed(Status), f)]);
+    let plain = plain.into_iter().flat_map(|f| [(Cdr, seed(Cdr), f), (Status, seed(Status), f)]);
     let privacy_text = privacy().into_iter().filter(|(_, v)| v.is_string());
     let privacy_text = privacy_text.map(|(f, _)| (Cdr, seed200(Cdr), f));
     let (max, over) = ("中".repeat(64), "中".repeat(65));
@@ -448,10 +436,7 @@ fn every_violated_rule_of_an_item_is_reported() {
     assert_eq!(sorted_fields(Cdr, &mixed), words("duration phoneNoA ringTime userData"));
     let status = json!({"timestamp": 1701388800, "sipCode": 200, "sequence": 1, "phoneNoX": "1"});
     let status = with(seed(Status), status);
-    assert_eq!(
-        sorted_fields(Status, &status),
-        words("phoneNoX sequence sipCode timestamp")
-    );
+    assert_eq!(sorted_fields(Status, &status), words("phoneNoX sequence sipCode timestamp"));
     // A wrong serviceType leaves the rules that depend on it unjudged instead of misjudged.
     let wrong = json!({"serviceType": "100", "subServiceType": 201, "phoneNoA": "1"});
     refused(Cdr, &with(seed(Cdr), wrong), "serviceType", "must be an integer");
@@ -486,22 +471,15 @@ fn the_normalized_body_keeps_spec_order_and_drops_null_optionals() {
         "beginCallTime": START - 20_000, "ringTime": START - 10_000, "disposition": "ANSWERED",
         "releaseDirection": "CALLEE", "hangupCause": 16, "sipCode": 200, "recordUrl": "https://rec.example/1.wav",
         "extra": {"z": 1, "a": 2}});
-    let cdr = privacy()
-        .into_iter()
-        .fold(with(seed(Cdr), cdr), |v, (f, x)| set(v, f, x));
+    let cdr = privacy().into_iter().fold(with(seed(Cdr), cdr), |v, (f, x)| set(v, f, x));
     let status = json!({"status": "HANGUP", "party": "CALLEE", "callerNumber": "1", "calleeNumber": "2",
         "accountId": "acct-1", "userData": "u", "disposition": "ANSWERED", "releaseDirection": "CALLER",
         "hangupCause": 16, "sipCode": 200});
-    let status = privacy()
-        .into_iter()
-        .fold(with(seed(Status), status), |v, (f, x)| set(v, f, x));
+    let status = privacy().into_iter().fold(with(seed(Status), status), |v, (f, x)| set(v, f, x));
     for (service, full, order) in [(Cdr, cdr, CDR_ORDER), (Status, status, STATUS_ORDER)] {
         let full = set(full, "serviceType", json!(200));
         let reversed = full.as_object().unwrap().iter().rev();
-        let event = ok(
-            service,
-            &Value::Object(reversed.map(|(k, v)| (k.clone(), v.clone())).collect()),
-        );
+        let event = ok(service, &Value::Object(reversed.map(|(k, v)| (k.clone(), v.clone())).collect()));
         assert_eq!(keys(&event), words(order), "{service:?} fields come out in SPEC order");
     }
     let nulls = json!({"party": null, "accountId": null, "extra": null, "recordUrl": null});
@@ -514,10 +492,7 @@ fn the_normalized_body_keeps_spec_order_and_drops_null_optionals() {
 fn a_status_body_gets_a_sequence_slot_filled_on_output() {
     let event = with(seed(Status), json!({"party": "CALLER", "accountId": "acct-1"}));
     let event = ok(Status, &event);
-    assert_eq!(
-        keys(&event),
-        words("callId serviceType status timestamp sequence party accountId")
-    );
+    assert_eq!(keys(&event), words("callId serviceType status timestamp sequence party accountId"));
     assert_eq!(event.body["sequence"], 0);
     let out = SEED_STATUS.replace('}', r#","sequence":7,"party":"CALLER","accountId":"acct-1"}"#);
     assert_eq!(event.body_json(Some(7)), out);

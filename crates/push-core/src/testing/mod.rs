@@ -40,10 +40,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -176,14 +173,7 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut received = Received {
-        path: uri.path().to_string(),
-        headers,
-        body,
-        at: Instant::now(),
-        answered: 0,
-        peer,
-    };
+    let mut received = Received { path: uri.path().to_string(), headers, body, at: Instant::now(), answered: 0, peer };
     state.arrivals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let behavior = state.behavior.lock().unwrap().clone();
     let (status, delay) = behavior(&received);
@@ -246,40 +236,22 @@ impl TestApp {
     pub async fn spawn(service: Service, settings: Settings) -> TestApp {
         settings.validate().expect("test settings are valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
-        let app = Application::build_with(settings, service, listener, Arc::new(SystemClock))
-            .await
-            .expect("build app");
+        let app = Application::build_with(settings, service, listener, Arc::new(SystemClock)).await.expect("build app");
         let url = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        TestApp {
-            url,
-            client: reqwest::Client::new(),
-            service,
-            shutdown,
-            task: Some(task),
-        }
+        TestApp { url, client: reqwest::Client::new(), service, shutdown, task: Some(task) }
     }
 
     /// POSTs JSON to the program's ingest path.
     pub async fn ingest(&self, body: &Value) -> reqwest::Response {
         let path = crate::api::ingest_path(self.service);
-        self.client
-            .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .await
-            .expect("ingest request")
+        self.client.post(format!("{}{path}", self.url)).json(body).send().await.expect("ingest request")
     }
 
     /// GETs a path of the API as JSON, with its status.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .expect("GET");
+        let r = self.client.get(format!("{}{path}", self.url)).send().await.expect("GET");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

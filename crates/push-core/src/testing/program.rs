@@ -61,11 +61,7 @@ impl Program {
                 }
             });
         }
-        let mut program = Program {
-            child,
-            url: String::new(),
-            output,
-        };
+        let mut program = Program { child, url: String::new(), output };
         program.url = program.wait_for_listening(service);
         program
     }
@@ -75,9 +71,7 @@ impl Program {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let found = self.output.lock().unwrap().iter().find_map(|l| {
-                l.split(&marker)
-                    .nth(1)
-                    .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+                l.split(&marker).nth(1).map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
             });
             if let Some(url) = found {
                 return url;
@@ -85,11 +79,7 @@ impl Program {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("program exited with {status} before listening:\n{}", self.output());
             }
-            assert!(
-                Instant::now() < deadline,
-                "program did not listen in time:\n{}",
-                self.output()
-            );
+            assert!(Instant::now() < deadline, "program did not listen in time:\n{}", self.output());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -106,11 +96,7 @@ impl Program {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "program did not exit in {timeout:?}:\n{}",
-                self.output()
-            );
+            assert!(Instant::now() < deadline, "program did not exit in {timeout:?}:\n{}", self.output());
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -7,10 +7,7 @@ use push_core::config::{load_from, ConfigError, Sources};
 
 fn with_env(vars: &[(&str, &str)]) -> Result<push_core::Settings, ConfigError> {
     let env: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    load_from(Sources {
-        file: None,
-        env: Some(env),
-    })
+    load_from(Sources { file: None, env: Some(env) })
 }
 
 #[test]
@@ -36,10 +33,7 @@ fn environment_overrides_any_key() {
     ])
     .unwrap();
     assert_eq!(s.cdr.listen, "0.0.0.0:9081");
-    assert_eq!(
-        s.retry.schedule,
-        [Duration::ZERO, Duration::from_millis(250), Duration::from_secs(60)]
-    );
+    assert_eq!(s.retry.schedule, [Duration::ZERO, Duration::from_millis(250), Duration::from_secs(60)]);
     assert_eq!(s.delivery.max_in_flight, 7);
     assert_eq!(s.ingest.auth_tokens.len(), 2);
     assert_eq!(s.ingest.allowed_ips.len(), 2);
@@ -51,11 +45,7 @@ fn invalid_values_name_their_key() {
     for (key, value, named) in [
         ("VOICE_PUSH__DELIVERY__TIMEOUT", "0s", "delivery.timeout"),
         ("VOICE_PUSH__DELIVERY__TIMEOUT", "soon", "delivery.timeout"),
-        (
-            "VOICE_PUSH__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIBER",
-            "0",
-            "delivery.max_in_flight_per_subscriber",
-        ),
+        ("VOICE_PUSH__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIBER", "0", "delivery.max_in_flight_per_subscriber"),
         ("VOICE_PUSH__RETRY__SCHEDULE", "5s,later", "retry.schedule"),
         ("VOICE_PUSH__STATUS__LISTEN", "localhost", "status.listen"),
         ("VOICE_PUSH__CDR__DATABASE", "postgres://x", "cdr.database"),
@@ -77,17 +67,10 @@ fn subscriber_rules_name_the_subscriber_and_field() {
     ];
     for (line, named) in cases {
         let yaml = format!("subscribers:\n  - id: a\n    service_types: [100]\n    {line}\n");
-        let yaml = yaml.replace(
-            "    service_types: [100]\n    service_types: [300]",
-            "    service_types: [300]",
-        );
+        let yaml = yaml.replace("    service_types: [100]\n    service_types: [300]", "    service_types: [300]");
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let err = load_from(Sources {
-            file: Some(path),
-            env: Some(HashMap::new()),
-        })
-        .unwrap_err();
+        let err = load_from(Sources { file: Some(path), env: Some(HashMap::new()) }).unwrap_err();
         assert!(err.to_string().contains(named), "`{err}` names {named}");
     }
     let settings = with_env(&[]).unwrap();

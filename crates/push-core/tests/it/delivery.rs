@@ -36,22 +36,11 @@ async fn retries_follow_the_configured_schedule_then_the_delivery_is_dead_and_ke
     let dead = delivery_of(&app, "dead").await;
     let pushes = receiver.received();
     assert_eq!(pushes.len(), 3, "1 attempt + 2 retries, then dead");
-    let attempts: Vec<_> = pushes
-        .iter()
-        .map(|p| p.header("x-push-attempt").unwrap().to_string())
-        .collect();
+    let attempts: Vec<_> = pushes.iter().map(|p| p.header("x-push-attempt").unwrap().to_string()).collect();
     assert_eq!(attempts, ["1", "2", "3"]);
-    assert!(pushes
-        .iter()
-        .all(|p| p.header("webhook-id") == pushes[0].header("webhook-id")));
-    assert!(
-        pushes.iter().all(|p| p.body == pushes[0].body),
-        "body bytes never change"
-    );
-    let (gap1, gap2) = (
-        millis_between(&pushes[0], &pushes[1]),
-        millis_between(&pushes[1], &pushes[2]),
-    );
+    assert!(pushes.iter().all(|p| p.header("webhook-id") == pushes[0].header("webhook-id")));
+    assert!(pushes.iter().all(|p| p.body == pushes[0].body), "body bytes never change");
+    let (gap1, gap2) = (millis_between(&pushes[0], &pushes[1]), millis_between(&pushes[1], &pushes[2]));
     assert!((300..1000).contains(&gap1), "first retry after ~300 ms, was {gap1} ms");
     assert!((600..1300).contains(&gap2), "second retry after ~600 ms, was {gap2} ms");
 
@@ -62,9 +51,7 @@ async fn retries_follow_the_configured_schedule_then_the_delivery_is_dead_and_ke
     assert_eq!(status, 200);
     let log = detail["attemptLog"].as_array().unwrap();
     assert_eq!(log.len(), 3);
-    assert!(log
-        .iter()
-        .all(|a| a["status"] == 500 && a["error"].as_str().unwrap().contains("HTTP 500")));
+    assert!(log.iter().all(|a| a["status"] == 500 && a["error"].as_str().unwrap().contains("HTTP 500")));
     app.stop().await.unwrap();
 }
 
@@ -112,16 +99,9 @@ async fn the_schedule_survives_a_restart() {
     let app = TestApp::spawn(Service::Cdr, settings).await;
     let pushes = receiver.wait_for_successes(1, WAIT).await;
     assert_eq!(pushes.len(), 2);
-    assert_eq!(
-        pushes[1].header("x-push-attempt"),
-        Some("2"),
-        "the attempt count was persisted"
-    );
+    assert_eq!(pushes[1].header("x-push-attempt"), Some("2"), "the attempt count was persisted");
     let gap = millis_between(&pushes[0], &pushes[1]);
-    assert!(
-        gap >= 1500,
-        "the persisted due time was kept across the restart ({gap} ms)"
-    );
+    assert!(gap >= 1500, "the persisted due time was kept across the restart ({gap} ms)");
     app.stop().await.unwrap();
 }
 
@@ -136,9 +116,7 @@ async fn retry_after_lengthens_the_wait_and_gone_kills_at_once() {
     receiver.set_retry_after(Some(1));
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(dir.path(), &receiver.url());
-    settings
-        .subscribers
-        .push(subscriber("gone", &format!("{}/gone", receiver.url())));
+    settings.subscribers.push(subscriber("gone", &format!("{}/gone", receiver.url())));
     let app = TestApp::spawn(Service::Cdr, settings).await;
     app.ingest(&seed_cdr("ra-1")).await;
 
@@ -163,9 +141,7 @@ async fn a_stuck_subscriber_does_not_delay_a_healthy_one() {
     });
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(dir.path(), &receiver.url());
-    settings
-        .subscribers
-        .insert(0, subscriber("stuck", &format!("{}/stuck", receiver.url())));
+    settings.subscribers.insert(0, subscriber("stuck", &format!("{}/stuck", receiver.url())));
     settings.delivery.timeout = Duration::from_secs(4);
     settings.delivery.max_in_flight = 16;
     settings.delivery.max_in_flight_per_subscriber = 8;
@@ -193,33 +169,17 @@ async fn concurrent_ingest_requests_share_commits() {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200 {
         let (client, url) = (app.client.clone(), format!("{}/v1/cdrs", app.url));
-        tasks.spawn(async move {
-            client
-                .post(url)
-                .json(&seed_cdr(&format!("gc-{i}")))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        });
+        tasks.spawn(async move { client.post(url).json(&seed_cdr(&format!("gc-{i}"))).send().await.unwrap().status() });
     }
     while let Some(status) = tasks.join_next().await {
         assert_eq!(status.unwrap(), 202);
     }
     let (_, stats) = app.get_json("/v1/stats").await;
-    let (transactions, ingests) = (
-        stats["outbox"]["transactions"].as_u64().unwrap(),
-        stats["outbox"]["ingestRequests"].as_u64().unwrap(),
-    );
+    let (transactions, ingests) =
+        (stats["outbox"]["transactions"].as_u64().unwrap(), stats["outbox"]["ingestRequests"].as_u64().unwrap());
     assert_eq!(ingests, 200);
-    assert!(
-        transactions < 200 + stats["outbox"]["claims"].as_u64().unwrap(),
-        "{stats}"
-    );
-    assert!(
-        transactions < 150,
-        "200 concurrent requests (plus claims and results) shared commits: {stats}"
-    );
+    assert!(transactions < 200 + stats["outbox"]["claims"].as_u64().unwrap(), "{stats}");
+    assert!(transactions < 150, "200 concurrent requests (plus claims and results) shared commits: {stats}");
     app.stop().await.unwrap();
 }
 
@@ -235,11 +195,7 @@ async fn an_idle_loop_does_not_poll_and_connections_are_reused() {
     }
     let pushes = receiver.wait_for_successes(40, WAIT).await;
     let peers: std::collections::HashSet<_> = pushes.iter().map(|p| p.peer).collect();
-    assert!(
-        peers.len() <= 4,
-        "40 pushes over at most 4 kept-alive connections, saw {}",
-        peers.len()
-    );
+    assert!(peers.len() <= 4, "40 pushes over at most 4 kept-alive connections, saw {}", peers.len());
 
     let claims = |stats: &Value| stats["outbox"]["claims"].as_u64().unwrap();
     eventually(WAIT, "all 40 recorded as delivered", || async {
@@ -268,23 +224,13 @@ async fn a_graceful_stop_lets_an_attempt_in_flight_finish() {
     let settings = test_settings(dir.path(), &receiver.url());
     let app = TestApp::spawn(Service::Cdr, settings.clone()).await;
     app.ingest(&seed_cdr("grace-1")).await;
-    eventually(WAIT, "the attempt to be in flight", || async {
-        (receiver.arrivals() == 1).then_some(())
-    })
-    .await;
+    eventually(WAIT, "the attempt to be in flight", || async { (receiver.arrivals() == 1).then_some(()) }).await;
     app.stop().await.unwrap();
-    assert_eq!(
-        receiver.received().len(),
-        1,
-        "the attempt in flight was answered before the stop completed"
-    );
+    assert_eq!(receiver.received().len(), 1, "the attempt in flight was answered before the stop completed");
 
     let app = TestApp::spawn(Service::Cdr, settings).await;
     let delivered = delivery_of(&app, "delivered").await;
-    assert_eq!(
-        delivered["attempts"], 1,
-        "its result was recorded; no second attempt after restart"
-    );
+    assert_eq!(delivered["attempts"], 1, "its result was recorded; no second attempt after restart");
     app.stop().await.unwrap();
     assert_eq!(receiver.received().len(), 1);
 }
@@ -299,16 +245,10 @@ async fn an_attempt_cut_off_by_the_grace_period_is_made_again_after_restart() {
     settings.delivery.timeout = Duration::from_secs(5);
     let app = TestApp::spawn(Service::Cdr, settings.clone()).await;
     let body: Value = app.ingest(&seed_cdr("cut-1")).await.json().await.unwrap();
-    eventually(WAIT, "the attempt to be in flight", || async {
-        (receiver.arrivals() == 1).then_some(())
-    })
-    .await;
+    eventually(WAIT, "the attempt to be in flight", || async { (receiver.arrivals() == 1).then_some(()) }).await;
     let started = std::time::Instant::now();
     app.stop().await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the stop waited only for the grace period"
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "the stop waited only for the grace period");
 
     receiver.answer(200);
     let app = TestApp::spawn(Service::Cdr, settings).await;

@@ -42,11 +42,7 @@ impl Rig {
         let mut settings = test_settings(dir.path(), &receiver.url());
         tweak(&mut settings);
         let app = TestApp::spawn(service, settings).await;
-        Rig {
-            app,
-            receiver,
-            _dir: dir,
-        }
+        Rig { app, receiver, _dir: dir }
     }
 
     /// POSTs raw bytes with an optional Content-Type; answers the status and the JSON reply.
@@ -127,10 +123,7 @@ fn assert_error(reply: &Value, kind: &str, details: &[(u64, &str)]) {
     assert_eq!(reply["error"], kind, "{reply}");
     assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()), "{reply}");
     fn detail(d: &Value) -> (u64, &str) {
-        assert!(
-            d["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "a detail without message: {d}"
-        );
+        assert!(d["message"].as_str().is_some_and(|m| !m.is_empty()), "a detail without message: {d}");
         (d["index"].as_u64().expect("index"), d["field"].as_str().expect("field"))
     }
     let details_got = reply["details"].as_array().expect("details");
@@ -185,9 +178,7 @@ async fn assert_seed_arrives(service: Service, seed: &str, path: &str, expected:
     let (status, reply) = rig.post(Some("application/json"), seed.to_string()).await;
     assert_eq!(status, 202, "{reply}");
     let items = accepted(&reply);
-    let [(call_id, event_id, false)] = &items[..] else {
-        panic!("{reply}")
-    };
+    let [(call_id, event_id, false)] = &items[..] else { panic!("{reply}") };
     assert_eq!(call_id, "202312010001");
     let pushes = rig.settled(1).await;
     assert_eq!(pushes.len(), 1, "exactly one POST");
@@ -222,14 +213,7 @@ async fn malformed_json_is_400_and_stores_nothing() {
 async fn a_wrong_or_missing_content_type_is_415_and_stores_nothing() {
     let rig = Rig::start(Service::Cdr).await;
     let form = "application/x-www-form-urlencoded";
-    for content_type in [
-        None,
-        Some("text/plain"),
-        Some(form),
-        Some("application/jsonl"),
-        Some("text/json"),
-        Some(""),
-    ] {
+    for content_type in [None, Some("text/plain"), Some(form), Some("application/jsonl"), Some("text/json"), Some("")] {
         let (status, reply) = rig.post(content_type, SEED_CDR).await;
         assert_eq!(status, 415, "{content_type:?}: {reply}");
         assert_error(&reply, "unsupported_media_type", &[]);

@@ -11,13 +11,7 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn post_json(app: &TestApp, path: &str, body: &Value) -> (u16, Value) {
-    let r = app
-        .client
-        .post(format!("{}{path}", app.url))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    let r = app.client.post(format!("{}{path}", app.url)).json(body).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
@@ -33,28 +27,18 @@ async fn wait_state(app: &TestApp, query: &str, n: usize) -> Vec<Value> {
 #[tokio::test]
 async fn lists_filter_and_page_deliveries_newest_first() {
     let receiver = TestReceiver::start().await;
-    receiver.set_behavior(|r| {
-        if r.path.starts_with("/bad") {
-            (500, Duration::ZERO)
-        } else {
-            (200, Duration::ZERO)
-        }
-    });
+    receiver.set_behavior(|r| if r.path.starts_with("/bad") { (500, Duration::ZERO) } else { (200, Duration::ZERO) });
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(dir.path(), &receiver.url());
     settings.retry.schedule = vec![];
-    settings
-        .subscribers
-        .push(subscriber("bad", &format!("{}/bad", receiver.url())));
+    settings.subscribers.push(subscriber("bad", &format!("{}/bad", receiver.url())));
     let app = TestApp::spawn(Service::Cdr, settings).await;
     let batch: Vec<Value> = (0..7).map(|i| seed_cdr(&format!("list-{i}"))).collect();
     assert_eq!(app.ingest(&Value::Array(batch)).await.status(), 202);
 
     let delivered = wait_state(&app, "state=delivered", 7).await;
     let dead = wait_state(&app, "state=dead&subscriber=bad", 7).await;
-    assert!(delivered
-        .iter()
-        .all(|d| d["subscriber"] == "demo" && d["state"] == "delivered"));
+    assert!(delivered.iter().all(|d| d["subscriber"] == "demo" && d["state"] == "delivered"));
     assert!(dead.iter().all(|d| d["lastStatus"] == 500 && d["attempts"] == 1));
     let ids: Vec<i64> = delivered.iter().map(|d| d["id"].as_i64().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
@@ -82,13 +66,7 @@ async fn lists_filter_and_page_deliveries_newest_first() {
     loop {
         let (status, page) = app.get_json(&format!("/v1/deliveries?limit=3&cursor={cursor}")).await;
         assert_eq!(status, 200);
-        seen.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d["id"].as_i64().unwrap()),
-        );
+        seen.extend(page["items"].as_array().unwrap().iter().map(|d| d["id"].as_i64().unwrap()));
         match page["next"].as_str() {
             Some(next) => cursor = next.to_string(),
             None => break,
@@ -130,24 +108,14 @@ async fn redelivery_one_and_in_bulk_brings_dead_deliveries_back() {
     .await;
     let log = detail["attemptLog"].as_array().unwrap();
     assert_eq!(log.len(), 3, "two failed attempts, then the redelivered one");
-    assert_eq!(
-        (log[2]["attempt"].as_i64(), log[2]["status"].as_i64()),
-        (Some(3), Some(200))
-    );
+    assert_eq!((log[2]["attempt"].as_i64(), log[2]["status"].as_i64()), (Some(3), Some(200)));
 
-    let (status, body) = post_json(
-        &app,
-        "/v1/deliveries/redeliver",
-        &json!({"state": "dead", "subscriber": "demo"}),
-    )
-    .await;
+    let (status, body) =
+        post_json(&app, "/v1/deliveries/redeliver", &json!({"state": "dead", "subscriber": "demo"})).await;
     assert_eq!((status, body["redelivered"].as_u64()), (202, Some(4)));
     wait_state(&app, "state=delivered", 5).await;
     let (_, stats) = app.get_json("/v1/stats").await;
-    assert_eq!(
-        stats["subscribers"]["demo"],
-        json!({"pending": 0, "delivered": 5, "dead": 0})
-    );
+    assert_eq!(stats["subscribers"]["demo"], json!({"pending": 0, "delivered": 5, "dead": 0}));
 
     let (status, _) = post_json(&app, "/v1/deliveries/redeliver", &json!({"subscriber": "nobody"})).await;
     assert_eq!(status, 400);
@@ -198,10 +166,7 @@ async fn metrics_move_as_events_flow() {
     assert!(delta("voice_push_events_duplicate_total", None) >= 1.0);
     assert_eq!(delta("voice_push_attempts_failed_total", Some("metered")), 4.0);
     assert_eq!(metric(&before, "voice_push_queue_depth", Some("metered")), 0.0);
-    assert_eq!(
-        metric(&after, "voice_push_attempt_latency_seconds_count", Some("metered")),
-        8.0
-    );
+    assert_eq!(metric(&after, "voice_push_attempt_latency_seconds_count", Some("metered")), 8.0);
     assert_eq!(metric(&after, "voice_push_dead_total", Some("metered")), 0.0);
     app.stop().await.unwrap();
 }

@@ -76,32 +76,15 @@ async fn ingest_needs_one_of_the_configured_tokens() {
     let client = &app.client;
 
     let headers = assert_error(post(&app, client, None, "no-token").await, 401, "unauthorized").await;
-    assert_eq!(
-        headers.get("www-authenticate").and_then(|v| v.to_str().ok()),
-        Some("Bearer")
-    );
-    assert_error(
-        post(&app, client, Some("pbx-token-three"), "wrong").await,
-        401,
-        "unauthorized",
-    )
-    .await;
-    assert_error(
-        post(&app, client, Some("pbx-token-on"), "prefix").await,
-        401,
-        "unauthorized",
-    )
-    .await;
-    let basic = client
-        .post(format!("{}/v1/cdrs", app.url))
-        .basic_auth("pbx-token-one", None::<&str>);
+    assert_eq!(headers.get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
+    assert_error(post(&app, client, Some("pbx-token-three"), "wrong").await, 401, "unauthorized").await;
+    assert_error(post(&app, client, Some("pbx-token-on"), "prefix").await, 401, "unauthorized").await;
+    let basic = client.post(format!("{}/v1/cdrs", app.url)).basic_auth("pbx-token-one", None::<&str>);
     assert_error(basic.json(&cdr("basic")).send().await.unwrap(), 401, "unauthorized").await;
     assert_eq!(stored(&app, None).await, 0, "refused requests store nothing");
 
     assert_eq!(post(&app, client, Some("pbx-token-one"), "first").await.status(), 202);
-    let lower = client
-        .post(format!("{}/v1/cdrs", app.url))
-        .header("authorization", "bearer pbx-token-two");
+    let lower = client.post(format!("{}/v1/cdrs", app.url)).header("authorization", "bearer pbx-token-two");
     assert_eq!(lower.json(&cdr("second")).send().await.unwrap().status(), 202);
     assert_eq!(stored(&app, None).await, 2);
     let pushed = receiver.wait_for_successes(2, WAIT).await;
@@ -117,25 +100,14 @@ async fn clients_outside_allowed_ips_get_403_whatever_x_forwarded_for_says() {
 
     assert_error(post(&app, &app.client, None, "from-127.0.0.1").await, 403, "forbidden").await;
     for forwarded in ["10.1.2.3", "127.0.0.2"] {
-        let spoofed = app
-            .client
-            .post(format!("{}/v1/cdrs", app.url))
-            .header("x-forwarded-for", forwarded);
+        let spoofed = app.client.post(format!("{}/v1/cdrs", app.url)).header("x-forwarded-for", forwarded);
         assert_error(spoofed.json(&cdr("spoofed")).send().await.unwrap(), 403, "forbidden").await;
     }
     assert_eq!(stored(&app, None).await, 0, "refused requests store nothing");
 
-    assert_eq!(
-        post(&app, &client_from("127.0.0.2"), None, "from-127.0.0.2")
-            .await
-            .status(),
-        202
-    );
+    assert_eq!(post(&app, &client_from("127.0.0.2"), None, "from-127.0.0.2").await.status(), 202);
     assert_eq!(stored(&app, None).await, 1);
-    assert_eq!(
-        receiver.wait_for_successes(1, WAIT).await[0].json()["callId"],
-        "from-127.0.0.2"
-    );
+    assert_eq!(receiver.wait_for_successes(1, WAIT).await[0].json()["callId"], "from-127.0.0.2");
 }
 
 #[tokio::test]
@@ -151,12 +123,7 @@ async fn the_allowlist_is_checked_before_the_token() {
         s.ingest.auth_tokens = vec![Secret::new("pbx-token")];
     })
     .await;
-    assert_error(
-        post(&app, &app.client, Some("pbx-token"), "right-token").await,
-        403,
-        "forbidden",
-    )
-    .await;
+    assert_error(post(&app, &app.client, Some("pbx-token"), "right-token").await, 403, "forbidden").await;
     assert_error(post(&app, &app.client, None, "no-token").await, 403, "forbidden").await;
 }
 
@@ -177,19 +144,10 @@ async fn over_the_rate_limit_a_client_gets_429_with_retry_after_and_nothing_is_s
     assert!(statuses.contains(&429), "{statuses:?}");
     assert!(statuses.iter().all(|s| [202, 429].contains(s)), "{statuses:?}");
     let accepted = statuses.iter().filter(|s| **s == 202).count() as u64;
-    assert_eq!(
-        stored(&app, None).await,
-        accepted,
-        "only accepted requests are stored: {statuses:?}"
-    );
+    assert_eq!(stored(&app, None).await, accepted, "only accepted requests are stored: {statuses:?}");
 
     // The limit is per client address: another client is not affected.
-    assert_eq!(
-        post(&app, &client_from("127.0.0.2"), None, "other-client")
-            .await
-            .status(),
-        202
-    );
+    assert_eq!(post(&app, &client_from("127.0.0.2"), None, "other-client").await.status(), 202);
     // And the limited client gets in again once its quota refills.
     let mut n = 0;
     push_core::testing::eventually(WAIT, "the limited client to be let in again", || {
@@ -206,10 +164,7 @@ async fn the_rate_limit_is_off_by_default() {
     assert_eq!(Settings::defaults().ingest.rate_limit_per_second, 0);
     let (_dir, _receiver, app) = spawn(|_| {}).await;
     for i in 0..20 {
-        assert_eq!(
-            post(&app, &app.client, None, &format!("unlimited-{i}")).await.status(),
-            202
-        );
+        assert_eq!(post(&app, &app.client, None, &format!("unlimited-{i}")).await.status(), 202);
     }
 }
 
@@ -237,10 +192,7 @@ async fn the_admin_token_guards_deliveries_and_stats_but_not_health_or_metrics()
         (get.clone(), "/v1/stats"),
         (get.clone(), "/v1/deliveries"),
         (get.clone(), "/v1/deliveries/00000000-0000-0000-0000-000000000000"),
-        (
-            post_.clone(),
-            "/v1/deliveries/00000000-0000-0000-0000-000000000000/redeliver",
-        ),
+        (post_.clone(), "/v1/deliveries/00000000-0000-0000-0000-000000000000/redeliver"),
         (post_.clone(), "/v1/deliveries/redeliver"),
     ];
     for (method, path) in &guarded {
@@ -255,26 +207,15 @@ async fn the_admin_token_guards_deliveries_and_stats_but_not_health_or_metrics()
         let status = status_of(&app, method.clone(), path, Some("admin-token")).await;
         assert_ne!(status, 401, "{method} {path} with the admin token");
     }
-    assert_eq!(
-        status_of(&app, get.clone(), "/v1/stats", Some("admin-token")).await,
-        200
-    );
-    assert_eq!(
-        status_of(&app, get.clone(), "/v1/deliveries", Some("admin-token")).await,
-        200
-    );
+    assert_eq!(status_of(&app, get.clone(), "/v1/stats", Some("admin-token")).await, 200);
+    assert_eq!(status_of(&app, get.clone(), "/v1/deliveries", Some("admin-token")).await, 200);
     for path in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(status_of(&app, get.clone(), path, None).await, 200, "{path} stays open");
     }
     assert_eq!(status_of(&app, get.clone(), "/no-such-route", None).await, 404);
 
     // The two sides have separate tokens.
-    assert_error(
-        post(&app, &app.client, Some("admin-token"), "admin-on-ingest").await,
-        401,
-        "unauthorized",
-    )
-    .await;
+    assert_error(post(&app, &app.client, Some("admin-token"), "admin-on-ingest").await, 401, "unauthorized").await;
     assert_eq!(post(&app, &app.client, Some("pbx-token"), "pbx").await.status(), 202);
     assert_eq!(stored(&app, Some("admin-token")).await, 1);
 }
@@ -314,41 +255,20 @@ async fn the_listener_serves_https_with_the_configured_certificate() {
         .build()
         .expect("client");
 
-    let response = trusting
-        .post(format!("{https}/v1/cdrs"))
-        .bearer_auth("pbx-token")
-        .json(&cdr("202312010001"))
-        .send()
-        .await;
+    let response =
+        trusting.post(format!("{https}/v1/cdrs")).bearer_auth("pbx-token").json(&cdr("202312010001")).send().await;
     let response = response.expect("HTTPS request");
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["accepted"][0]["callId"], "202312010001");
     let pushed = receiver.wait_for_successes(1, WAIT).await;
     assert_eq!(pushed[0].json()["callId"], "202312010001");
-    let unauthorized = trusting
-        .post(format!("{https}/v1/cdrs"))
-        .json(&cdr("x"))
-        .send()
-        .await
-        .unwrap();
+    let unauthorized = trusting.post(format!("{https}/v1/cdrs")).json(&cdr("x")).send().await.unwrap();
     assert_eq!(unauthorized.status(), 401);
 
     // Only TLS is served, and only with that certificate.
-    assert!(
-        app.client.get(format!("{}/healthz", app.url)).send().await.is_err(),
-        "plain HTTP must fail"
-    );
-    let untrusting = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .build()
-        .unwrap();
-    assert!(
-        untrusting.get(format!("{https}/healthz")).send().await.is_err(),
-        "an unknown CA must fail"
-    );
-    assert_eq!(
-        trusting.get(format!("{https}/healthz")).send().await.unwrap().status(),
-        200
-    );
+    assert!(app.client.get(format!("{}/healthz", app.url)).send().await.is_err(), "plain HTTP must fail");
+    let untrusting = reqwest::Client::builder().tls_built_in_root_certs(false).build().unwrap();
+    assert!(untrusting.get(format!("{https}/healthz")).send().await.is_err(), "an unknown CA must fail");
+    assert_eq!(trusting.get(format!("{https}/healthz")).send().await.unwrap().status(), 200);
 }
