@@ -1,15 +1,17 @@
 //! The outbox: the only module with SQL.
 //!
-//! One SQLite file per program, in WAL mode with `synchronous=FULL`. All writes go through a
-//! single writer task ([`writer`]) that takes every command waiting for it, applies them in
-//! one transaction and commits once: concurrent ingest requests, claims and attempt results
-//! share one fsync (group commit). Replies are sent only after the commit, so an `Ok` from
-//! [`Outbox::ingest`] means the events are durable. Reads for the operations API go to a
-//! small pool of reader connections ([`read`]) that never block the writer.
+//! One SQLite file per program, in WAL mode. All writes go through a single writer task
+//! ([`writer`]) that takes every command waiting for it and commits them together: concurrent
+//! ingest requests share one transaction (group commit). Commits do not wait for the disk;
+//! the [`syncer`] fsyncs the WAL off the writer thread and only then answers ingest, so an
+//! `Ok` from [`Outbox::ingest`] means the events are on disk, and one fsync covers every
+//! commit before it. Reads for the operations API go to a small pool of reader connections
+//! ([`read`]) that never block the writer.
 
 mod deliveries;
 mod ingest;
 mod read;
+mod syncer;
 mod writer;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
@@ -181,7 +183,14 @@ impl Outbox {
             .context("opening reader connections")?;
         let (commands, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        let task = tokio::spawn(writer::run(conn, rx, service == Service::Status, stats.clone(), ids, handoff));
+        let setup = writer::WriterSetup {
+            ordered: service == Service::Status,
+            stats: stats.clone(),
+            ids,
+            handoff: handoff.map(Arc::new),
+            db_path: db_path(url),
+        };
+        let task = tokio::spawn(writer::run(conn, rx, setup));
         Ok((Outbox { commands, readers, stats }, task))
     }
 
@@ -235,6 +244,12 @@ impl Outbox {
     }
 }
 
+/// The database file of a `sqlite://path` URL.
+fn db_path(url: &str) -> std::path::PathBuf {
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    std::path::PathBuf::from(path.split('?').next().unwrap_or(path))
+}
+
 fn connect_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
     let path = url.strip_prefix("sqlite://").unwrap_or(url);
     if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -244,7 +259,8 @@ fn connect_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
         .with_context(|| format!("database url {url}"))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
+        // Durability of a 202 comes from the syncer's fsync of the WAL (see `syncer`).
+        .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
         .pragma("temp_store", "memory")
         .disable_statement_logging())

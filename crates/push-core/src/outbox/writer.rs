@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     deliveries,
     ingest::{self, Plan, Request, RowIds},
+    syncer::{self, Committed},
     ClaimBatch, Claimed, Completion, Handoff, IngestItem, IngestOutcome, RedeliverFilter,
 };
 
@@ -24,7 +25,7 @@ const MAX_GROUP: usize = 512;
 /// asks for work. Read by `/v1/stats`.
 #[derive(Debug, Default)]
 pub struct WriterStats {
-    /// Transactions committed (one fsync each).
+    /// Transactions committed.
     pub transactions: AtomicU64,
     /// Ingest requests stored.
     pub ingests: AtomicU64,
@@ -34,7 +35,6 @@ pub struct WriterStats {
 
 impl WriterStats {
     fn count(&self, group: &[Command]) {
-        self.transactions.fetch_add(1, Ordering::Relaxed);
         let ingests = group.iter().filter(|c| matches!(c, Command::Ingest { .. })).count() as u64;
         let claims =
             group.iter().filter(|c| matches!(c, Command::Cycle { wants, .. } if !wants.is_empty())).count() as u64;
@@ -52,7 +52,7 @@ pub(super) enum Command {
 }
 
 /// Sends a command's result once the commit's fate is known.
-type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+pub(super) type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 fn finish<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<T>) -> Finish {
     Box::new(move |commit| {
@@ -64,58 +64,56 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<T>) -> Fini
     })
 }
 
-/// The writer loop: takes every waiting command, applies them in one transaction, commits
-/// once, then answers them all. `ordered` turns on per-call chains (status-pusher).
-pub(super) async fn run(
-    mut conn: SqliteConnection,
-    mut rx: mpsc::Receiver<Command>,
-    ordered: bool,
-    stats: Arc<WriterStats>,
-    mut ids: RowIds,
-    handoff: Option<Handoff>,
-) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    let mut durable = true;
+/// The writer loop: takes every waiting command and applies them in (at most) two
+/// transactions: first the delivery loop's bookkeeping, answered at once, then ingest and
+/// redelivery, answered by the [`syncer`] once the commit is on disk. `ordered` turns on
+/// per-call chains (status-pusher).
+pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>, setup: WriterSetup) {
+    let WriterSetup { ordered, stats, mut ids, handoff, db_path } = setup;
+    let (durable_tx, syncer) = syncer::spawn(db_path, handoff.clone());
     let slots = handoff.as_ref().map(|h| h.slots.as_ref());
+    let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         stats.count(&group);
-        set_durability(&mut conn, &group, &mut durable).await;
-        let ctx = Plan { ids: &mut ids, ordered, slots };
-        let (finishes, commit, handed) = apply_group(&mut conn, std::mem::take(&mut group), ctx).await;
-        hand_over(handoff.as_ref(), handed, commit.is_ok());
-        finishes.into_iter().for_each(|f| f(commit.clone()));
+        let (durable, light): (Vec<_>, Vec<_>) = group.drain(..).partition(Command::is_durable);
+        for (commands, must_sync) in [(light, false), (durable, true)] {
+            if commands.is_empty() {
+                continue;
+            }
+            stats.transactions.fetch_add(1, Ordering::Relaxed);
+            let ctx = Plan { ids: &mut ids, ordered, slots };
+            let (finishes, commit, handed) = apply_group(&mut conn, commands, ctx).await;
+            if must_sync {
+                let _ = durable_tx.send(Committed { finishes, commit, handed });
+            } else {
+                syncer::hand_over(handoff.as_deref(), handed, commit.is_ok());
+                finishes.into_iter().for_each(|f| f(commit.clone()));
+            }
+        }
     }
+    drop(durable_tx);
+    let _ = syncer.await;
     let _ = conn.close().await;
 }
 
-/// Commits that store events or redeliveries wait for the disk (`synchronous=FULL`); the
-/// delivery loop's bookkeeping does not (`NORMAL`: in WAL mode it is still safe from process
-/// crashes, and the next durable commit syncs it too).
-async fn set_durability(conn: &mut SqliteConnection, group: &[Command], durable: &mut bool) {
-    let wanted = group.iter().any(|c| matches!(c, Command::Ingest { .. } | Command::Redeliver { .. }));
-    if wanted == *durable {
-        return;
-    }
-    let pragma = if wanted { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
-    match sqlx::query(pragma).execute(&mut *conn).await {
-        Ok(_) => *durable = wanted,
-        Err(e) => tracing::error!(error = %e, "changing synchronous failed"),
-    }
+/// What the writer needs besides its connection and queue.
+pub(super) struct WriterSetup {
+    /// Per-call chains on (status-pusher).
+    pub ordered: bool,
+    /// Counters for `/v1/stats`.
+    pub stats: Arc<WriterStats>,
+    /// Next row ids.
+    pub ids: RowIds,
+    /// Where new deliveries go at once.
+    pub handoff: Option<Arc<Handoff>>,
+    /// The database file (its `-wal` is what the syncer fsyncs).
+    pub db_path: std::path::PathBuf,
 }
 
-/// Sends deliveries stored as claimed to the delivery loop, once they are committed.
-fn hand_over(handoff: Option<&Handoff>, handed: Vec<Claimed>, committed: bool) {
-    let Some(handoff) = handoff else { return };
-    if handed.is_empty() {
-        return;
-    }
-    if !committed {
-        ingest::give_back(Some(&handoff.slots), &handed);
-        return;
-    }
-    if let Err(unsent) = handoff.deliveries.send(handed) {
-        // The loop has stopped; the rows' claims are released at the next start.
-        ingest::give_back(Some(&handoff.slots), &unsent.0);
+impl Command {
+    /// Must survive a power loss before it is answered.
+    fn is_durable(&self) -> bool {
+        matches!(self, Command::Ingest { .. } | Command::Redeliver { .. })
     }
 }
 

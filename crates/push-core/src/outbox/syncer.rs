@@ -1,0 +1,79 @@
+//! Durability off the writer thread.
+//!
+//! The connection commits with `synchronous=NORMAL`: in WAL mode a commit then writes its
+//! frames to the `-wal` file without waiting for the disk, which already makes it safe from a
+//! process crash. For the commits that must survive a power loss (ingest, redelivery), this
+//! task fsyncs the `-wal` file and only then answers the requests (the `202`) and hands their
+//! deliveries to the delivery loop. One fsync covers every commit made before it, so while it
+//! runs the writer goes on committing the next groups: group commit on the fsync as well as
+//! on the transaction. (A checkpoint that moves frames into the database file syncs both
+//! files itself, so a frame is on disk either in the WAL or in the database.)
+
+use std::{fs::File, path::PathBuf, sync::Arc};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use super::{ingest, writer::Finish, Claimed, Handoff};
+
+/// A committed group waiting for its fsync.
+pub(super) struct Committed {
+    /// Answers to the group's callers.
+    pub finishes: Vec<Finish>,
+    /// The commit's result.
+    pub commit: Result<(), String>,
+    /// Deliveries stored as claimed, for the delivery loop.
+    pub handed: Vec<Claimed>,
+}
+
+/// Starts the sync task for the database file `db_path`.
+pub(super) fn spawn(
+    db_path: PathBuf,
+    handoff: Option<Arc<Handoff>>,
+) -> (mpsc::UnboundedSender<Committed>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut wal = db_path.into_os_string();
+    wal.push("-wal");
+    (tx, tokio::spawn(run(PathBuf::from(wal), rx, handoff)))
+}
+
+async fn run(wal: PathBuf, mut rx: mpsc::UnboundedReceiver<Committed>, handoff: Option<Arc<Handoff>>) {
+    let mut file: Option<Arc<File>> = None;
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, usize::MAX).await > 0 {
+        let synced = sync(&wal, &mut file).await;
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, wal = %wal.display(), "fsync of the outbox failed; answering 503");
+        }
+        for group in batch.drain(..) {
+            let committed = group.commit.is_ok();
+            hand_over(handoff.as_deref(), group.handed, committed);
+            let result = group.commit.and(synced.clone());
+            group.finishes.into_iter().for_each(|f| f(result.clone()));
+        }
+    }
+}
+
+async fn sync(wal: &PathBuf, file: &mut Option<Arc<File>>) -> Result<(), String> {
+    if file.is_none() {
+        *file = Some(Arc::new(File::open(wal).map_err(|e| format!("opening {}: {e}", wal.display()))?));
+    }
+    let handle = file.clone().expect("opened above");
+    tokio::task::spawn_blocking(move || handle.sync_data()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+}
+
+/// Sends deliveries stored as claimed to the delivery loop, once they are committed (and, for
+/// ingest, on disk); otherwise gives their slots back.
+pub(super) fn hand_over(handoff: Option<&Handoff>, handed: Vec<Claimed>, committed: bool) {
+    let Some(handoff) = handoff else { return };
+    if handed.is_empty() {
+        return;
+    }
+    if !committed {
+        ingest::give_back(Some(&handoff.slots), &handed);
+        return;
+    }
+    if let Err(unsent) = handoff.deliveries.send(handed) {
+        // The loop has stopped; the rows' claims are released at the next start.
+        ingest::give_back(Some(&handoff.slots), &unsent.0);
+    }
+}
