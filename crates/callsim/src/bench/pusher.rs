@@ -101,7 +101,8 @@ pub struct Pusher {
 impl Pusher {
     /// Writes `dir/config.yaml` and starts `bin_dir/<program>` with it; waits until it listens.
     pub fn start(bin_dir: &Path, program: Program, dir: &Path, setup: &Setup) -> anyhow::Result<Pusher> {
-        let exe = bin_dir.join(program.binary());
+        // Absolute, because the pusher runs in its own working directory.
+        let exe = std::path::absolute(bin_dir.join(program.binary()))?;
         if !exe.is_file() {
             bail!(
                 "{} not found: build the pushers first (cargo build --release -p cdr-pusher -p status-pusher) \

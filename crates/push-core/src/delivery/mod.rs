@@ -5,11 +5,17 @@
 //! as claimed (when a slot is free), and the loop claims due deliveries itself (retries, and
 //! whatever did not fit). It sleeps until it is woken by a hand-over, by a commit (`wake`), by
 //! a finished attempt, or by the next due retry; it never polls the database in a tight loop.
-//! At most `max_in_flight` deliveries are held in memory; the backlog stays in SQLite.
+//! At most `max_in_flight` attempts run at once (the [`Slots`]); besides those, up to one more
+//! slot's worth of claimed deliveries per subscriber waits in memory, ready to start the
+//! moment a slot frees up. The backlog stays in SQLite.
 
 mod webhook;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::{
     sync::{mpsc, Notify},
@@ -65,8 +71,13 @@ pub struct Dispatcher {
 struct Turn {
     /// Results not yet recorded.
     finished: Vec<Completion>,
-    /// Attempts started and not yet finished.
+    /// Attempts started and not yet finished, in total and per subscriber.
     running: usize,
+    running_by: HashMap<String, usize>,
+    /// Claimed deliveries waiting for a free slot, per subscriber: up to one more slot's
+    /// worth each, so a slot that frees up is used at once, without a round trip to the
+    /// database.
+    ready: HashMap<String, VecDeque<Claimed>>,
     /// When the next claimable delivery falls due.
     next_due: Option<i64>,
     done_tx: mpsc::UnboundedSender<Completion>,
@@ -93,7 +104,14 @@ impl Dispatcher {
     /// and releases whatever is left for the next start.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        let mut turn = Turn { finished: Vec::new(), running: 0, next_due: None, done_tx };
+        let mut turn = Turn {
+            finished: Vec::new(),
+            running: 0,
+            running_by: HashMap::new(),
+            ready: HashMap::new(),
+            next_due: None,
+            done_tx,
+        };
         while !shutdown.is_cancelled() {
             while let Ok(c) = done_rx.try_recv() {
                 self.finished(&mut turn, c);
@@ -116,7 +134,21 @@ impl Dispatcher {
     fn finished(&self, turn: &mut Turn, completion: Completion) {
         self.wiring.slots.give_back(&completion.subscriber, 1);
         turn.running -= 1;
+        if let Some(n) = turn.running_by.get_mut(&completion.subscriber) {
+            *n -= 1;
+        }
+        let subscriber = completion.subscriber.clone();
         turn.finished.push(completion);
+        self.pump(&subscriber, turn);
+    }
+
+    /// Starts ready deliveries of `subscriber` while it has free slots.
+    fn pump(&self, subscriber: &str, turn: &mut Turn) {
+        while turn.ready.get(subscriber).is_some_and(|q| !q.is_empty()) && self.wiring.slots.take(subscriber, 1) == 1 {
+            if let Some(claimed) = turn.ready.get_mut(subscriber).and_then(VecDeque::pop_front) {
+                self.start(claimed, turn);
+            }
+        }
     }
 
     fn until(&self, next_due: Option<i64>) -> Duration {
@@ -129,24 +161,26 @@ impl Dispatcher {
     /// One turn: records finished attempts and claims new work in one outbox transaction.
     /// Returns false if the outbox failed (the results are kept and written next turn).
     async fn cycle(&self, turn: &mut Turn, claiming: bool) -> bool {
-        let wants = if claiming { self.take_slots() } else { Vec::new() };
+        let wants = if claiming { self.wants(turn) } else { Vec::new() };
         if turn.finished.is_empty() && wants.is_empty() {
             turn.next_due = None;
             return true;
         }
         let results = Arc::new(std::mem::take(&mut turn.finished));
-        let outcome = self.wiring.outbox.cycle(results.clone(), wants.clone(), self.shared.clock.now_ms()).await;
-        for (subscriber, taken) in &wants {
-            let got = outcome.as_ref().map(|b| b.items.iter().filter(|c| &c.subscriber == subscriber).count());
-            self.wiring.slots.give_back(subscriber, taken - got.unwrap_or(0));
-        }
+        let asked = !wants.is_empty();
+        let outcome = self.wiring.outbox.cycle(results.clone(), wants, self.shared.clock.now_ms()).await;
         match outcome {
             Ok(batch) => {
                 for c in results.iter().filter(|c| !matches!(c.next, NextState::RetryAt(_))) {
                     self.wiring.routes.queue_depth_add(&c.subscriber, -1.0);
                 }
-                turn.next_due = if wants.is_empty() { None } else { batch.next_due };
-                batch.items.into_iter().for_each(|c| self.start(c, turn));
+                turn.next_due = if asked { batch.next_due } else { None };
+                for claimed in batch.items {
+                    turn.ready.entry(claimed.subscriber.clone()).or_default().push_back(claimed);
+                }
+                for route in self.wiring.routes.all() {
+                    self.pump(&route.id, turn);
+                }
                 true
             }
             Err(e) => {
@@ -157,13 +191,18 @@ impl Dispatcher {
         }
     }
 
-    /// Takes every free slot, per subscriber, for a claim; unused ones are given back.
-    fn take_slots(&self) -> Vec<(String, usize)> {
+    /// How many deliveries to claim per subscriber: enough to fill its slots and its ready
+    /// queue (two slots' worth in all, counting what runs and what waits).
+    fn wants(&self, turn: &Turn) -> Vec<(String, usize)> {
         self.wiring
             .routes
             .all()
             .iter()
-            .map(|r| (r.id.clone(), self.wiring.slots.take(&r.id, self.per_subscriber)))
+            .map(|r| {
+                let running = turn.running_by.get(&r.id).copied().unwrap_or(0);
+                let waiting = turn.ready.get(&r.id).map_or(0, VecDeque::len);
+                (r.id.clone(), (2 * self.per_subscriber).saturating_sub(running + waiting))
+            })
             .filter(|(_, n)| *n > 0)
             .collect()
     }
@@ -175,6 +214,7 @@ impl Dispatcher {
             return;
         };
         turn.running += 1;
+        *turn.running_by.entry(claimed.subscriber.clone()).or_default() += 1;
         let shared = self.shared.clone();
         let done = turn.done_tx.clone();
         tokio::spawn(async move {
