@@ -67,6 +67,24 @@ pub struct Dispatcher {
     grace: Duration,
 }
 
+/// An outbox round trip under way.
+type CycleFuture = std::pin::Pin<Box<dyn std::future::Future<Output = CycleOutput> + Send>>;
+
+/// What a round trip came back with.
+struct CycleOutput {
+    results: Arc<Vec<Completion>>,
+    asked: usize,
+    outcome: anyhow::Result<crate::outbox::ClaimBatch>,
+}
+
+/// Awaits the round trip under way, if any (never completes otherwise).
+async fn running(cycle: Option<&mut CycleFuture>) -> CycleOutput {
+    match cycle {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The loop's state between turns.
 struct Turn {
     /// Results not yet recorded.
@@ -101,7 +119,9 @@ impl Dispatcher {
     }
 
     /// Runs until `shutdown`, then lets in-flight attempts finish for up to the grace period
-    /// and releases whatever is left for the next start.
+    /// and releases whatever is left for the next start. The outbox round trip of a turn
+    /// runs alongside everything else: finished attempts free their slots and start ready
+    /// deliveries while it is under way.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let mut turn = Turn {
@@ -112,21 +132,37 @@ impl Dispatcher {
             next_due: None,
             done_tx,
         };
+        let mut cycle: Option<CycleFuture> = None;
+        let mut dirty = true;
+        let mut backoff: Option<Instant> = None;
         while !shutdown.is_cancelled() {
-            while let Ok(c) = done_rx.try_recv() {
-                self.finished(&mut turn, c);
+            if cycle.is_none() && backoff.is_none_or(|t| Instant::now() >= t) && (dirty || !turn.finished.is_empty()) {
+                cycle = self.begin_cycle(&mut turn);
+                dirty = false;
             }
-            while let Ok(batch) = self.wiring.handed.try_recv() {
-                batch.into_iter().for_each(|c| self.start(c, &mut turn));
-            }
-            let wait = if self.cycle(&mut turn, true).await { self.until(turn.next_due) } else { STORAGE_BACKOFF };
+            let wait = match (cycle.is_some(), backoff) {
+                (true, _) => Duration::from_secs(3600),
+                (false, Some(t)) => t.saturating_duration_since(Instant::now()),
+                (false, None) => self.until(turn.next_due),
+            };
             tokio::select! {
-                _ = self.wiring.wake.notified() => {}
+                out = running(cycle.as_mut()) => {
+                    cycle = None;
+                    match self.end_cycle(&mut turn, out) {
+                        Some(more) => (backoff, dirty) = (None, dirty || more),
+                        None => backoff = Some(Instant::now() + STORAGE_BACKOFF),
+                    }
+                }
+                _ = self.wiring.wake.notified() => dirty = true,
                 Some(c) = done_rx.recv() => self.finished(&mut turn, c),
                 Some(batch) = self.wiring.handed.recv() => batch.into_iter().for_each(|c| self.start(c, &mut turn)),
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait) => (dirty, backoff) = (true, None),
                 _ = shutdown.cancelled() => {}
             }
+        }
+        if let Some(pending) = cycle {
+            let out = pending.await;
+            self.end_cycle(&mut turn, out);
         }
         self.drain(done_rx, turn).await;
     }
@@ -158,35 +194,50 @@ impl Dispatcher {
         }
     }
 
-    /// One turn: records finished attempts and claims new work in one outbox transaction.
-    /// Returns false if the outbox failed (the results are kept and written next turn).
-    async fn cycle(&self, turn: &mut Turn, claiming: bool) -> bool {
-        let wants = if claiming { self.wants(turn) } else { Vec::new() };
+    /// Starts one outbox round trip: record finished attempts, claim what fits. `None` when
+    /// there is nothing to do.
+    fn begin_cycle(&self, turn: &mut Turn) -> Option<CycleFuture> {
+        let wants = self.wants(turn);
         if turn.finished.is_empty() && wants.is_empty() {
             turn.next_due = None;
-            return true;
+            return None;
         }
         let results = Arc::new(std::mem::take(&mut turn.finished));
-        let asked = !wants.is_empty();
-        let outcome = self.wiring.outbox.cycle(results.clone(), wants, self.shared.clock.now_ms()).await;
+        let asked: usize = wants.iter().map(|(_, n)| n).sum();
+        let outbox = self.wiring.outbox.clone();
+        let now = self.shared.clock.now_ms();
+        Some(Box::pin(async move {
+            let outcome = outbox.cycle(results.clone(), wants, now).await;
+            CycleOutput { results, asked, outcome }
+        }))
+    }
+
+    /// Takes a round trip's answer: claimed deliveries join the ready queues. Returns whether
+    /// more may be claimable at once (the claim was filled), or `None` if the outbox failed
+    /// (the results are kept for the next turn).
+    fn end_cycle(&self, turn: &mut Turn, out: CycleOutput) -> Option<bool> {
+        let CycleOutput { results, asked, outcome } = out;
         match outcome {
             Ok(batch) => {
                 for c in results.iter().filter(|c| !matches!(c.next, NextState::RetryAt(_))) {
                     self.wiring.routes.queue_depth_add(&c.subscriber, -1.0);
                 }
-                turn.next_due = if asked { batch.next_due } else { None };
+                let filled = asked > 0 && batch.items.len() >= asked;
+                turn.next_due = if asked > 0 { batch.next_due } else { None };
                 for claimed in batch.items {
                     turn.ready.entry(claimed.subscriber.clone()).or_default().push_back(claimed);
                 }
                 for route in self.wiring.routes.all() {
                     self.pump(&route.id, turn);
                 }
-                true
+                Some(filled || !results.is_empty())
             }
             Err(e) => {
                 tracing::error!(error = %e, "recording results / claiming work failed; will retry");
-                turn.finished = Arc::try_unwrap(results).unwrap_or_else(|shared| (*shared).clone());
-                false
+                let mut kept = Arc::try_unwrap(results).unwrap_or_else(|shared| (*shared).clone());
+                kept.append(&mut turn.finished);
+                turn.finished = kept;
+                None
             }
         }
     }
@@ -232,7 +283,12 @@ impl Dispatcher {
                 _ => break,
             }
         }
-        self.cycle(&mut turn, false).await;
+        if !turn.finished.is_empty() {
+            let done = Arc::new(std::mem::take(&mut turn.finished));
+            if let Err(e) = self.wiring.outbox.cycle(done, Vec::new(), self.shared.clock.now_ms()).await {
+                tracing::error!(error = %e, "recording the last results failed; those attempts are made again");
+            }
+        }
         if let Err(e) = self.wiring.outbox.release_claims().await {
             tracing::error!(error = %e, "releasing claims failed; the next start releases them");
         }
