@@ -40,18 +40,7 @@ pub async fn ingest(
         return Err(ApiError::Unavailable("shutting down; nothing was stored".into()));
     }
     require_json(&headers)?;
-    let limit = state.settings.ingest.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let events = schema::validate_body(state.service, &value).map_err(ApiError::Validation)?;
-    let items: Vec<IngestItem> = events
-        .into_iter()
-        .map(|event| IngestItem {
-            subscribers: state.routes.matching(&event),
-            event_id: uuid::Uuid::now_v7().to_string(),
-            event,
-        })
-        .collect();
+    let items = parse(&state, body).await?;
     let fanout: Vec<Vec<String>> = items.iter().map(|i| i.subscribers.clone()).collect();
     let outcome = state.outbox.ingest(items, state.clock.now_ms()).await.map_err(|e| {
         tracing::error!(error = %e, "ingest could not be committed");
@@ -68,6 +57,24 @@ pub async fn ingest(
         }
         IngestOutcome::AfterHangup { index, call_id } => Err(ApiError::AfterHangup { index, call_id }),
     }
+}
+
+/// Reads, parses and validates the body. The raw bytes and the parsed tree are dropped here,
+/// before the wait for the commit, so a request holds only its validated events meanwhile.
+async fn parse(state: &AppState, body: Body) -> Result<Vec<IngestItem>, ApiError> {
+    let limit = state.settings.ingest.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    drop(bytes);
+    let events = schema::validate_body(state.service, &value).map_err(ApiError::Validation)?;
+    Ok(events
+        .into_iter()
+        .map(|event| IngestItem {
+            subscribers: state.routes.matching(&event),
+            event_id: uuid::Uuid::now_v7().to_string(),
+            event,
+        })
+        .collect())
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {

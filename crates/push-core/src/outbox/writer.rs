@@ -18,8 +18,10 @@ use super::{
 type Sqlite = sqlx::Sqlite;
 type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
 
-/// Commands applied in one transaction at most.
+/// Commands taken from the queue at once.
 const MAX_GROUP: usize = 512;
+/// Events planned and written in one ingest transaction at most (see [`chunk_by_events`]).
+const MAX_GROUP_EVENTS: usize = 2000;
 
 /// Counters of the writer's work: how well group commit batches, how often the delivery loop
 /// asks for work. Read by `/v1/stats`.
@@ -76,7 +78,9 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Comma
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         stats.count(&group);
         let (durable, light): (Vec<_>, Vec<_>) = group.drain(..).partition(Command::is_durable);
-        for (commands, must_sync) in [(light, false), (durable, true)] {
+        let mut transactions = vec![(light, false)];
+        transactions.extend(chunk_by_events(durable).into_iter().map(|c| (c, true)));
+        for (commands, must_sync) in transactions {
             if commands.is_empty() {
                 continue;
             }
@@ -94,6 +98,28 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Comma
     drop(durable_tx);
     let _ = syncer.await;
     let _ = conn.close().await;
+}
+
+/// Splits ingest work into transactions of at most [`MAX_GROUP_EVENTS`] events (a request is
+/// never split), which bounds the memory one transaction's planning takes.
+fn chunk_by_events(commands: Vec<Command>) -> Vec<Vec<Command>> {
+    let mut chunks: Vec<Vec<Command>> = Vec::new();
+    let mut events = 0;
+    for command in commands {
+        let n = match &command {
+            Command::Ingest { items, .. } => items.len(),
+            _ => 1,
+        };
+        match chunks.last_mut() {
+            Some(chunk) if events + n <= MAX_GROUP_EVENTS => chunk.push(command),
+            _ => {
+                chunks.push(vec![command]);
+                events = 0;
+            }
+        }
+        events += n;
+    }
+    chunks
 }
 
 /// What the writer needs besides its connection and queue.
