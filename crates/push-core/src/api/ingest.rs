@@ -72,7 +72,7 @@ async fn parse(state: &AppState, body: Body) -> Result<Vec<IngestItem>, ApiError
         .map(|event| IngestItem {
             subscribers: state.routes.matching(&event),
             event_id: uuid::Uuid::now_v7().to_string(),
-            event,
+            event: event.into_stored(),
         })
         .collect())
 }

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use self::read::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, StatsRow};
 use self::writer::Command;
 pub use self::writer::WriterStats;
-use crate::{config::Service, schema::ValidEvent, slots::Slots};
+use crate::{config::Service, schema::StoredEvent, slots::Slots};
 
 /// The schema, embedded from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -37,8 +37,8 @@ const QUEUE: usize = 4096;
 /// One event to store, with the subscribers it goes to.
 #[derive(Debug, Clone)]
 pub struct IngestItem {
-    /// The validated event.
-    pub event: ValidEvent,
+    /// The validated event, body serialized.
+    pub event: StoredEvent,
     /// Its new id (uuid v7), used unless the event is a duplicate.
     pub event_id: String,
     /// Subscribers that get a delivery.

@@ -55,30 +55,91 @@ pub struct ValidEvent {
 impl ValidEvent {
     /// The idempotency key: (callId, party) for a CDR, (callId, party, status) for a status.
     pub fn dedup_key(&self) -> String {
-        let party = self.party.as_deref().unwrap_or("");
-        match &self.status {
-            Some(status) => format!("{}\u{1f}{party}\u{1f}{status}", self.call_id),
-            None => format!("{}\u{1f}{party}", self.call_id),
-        }
+        key(&self.call_id, self.party.as_deref(), self.status.as_deref())
     }
 
     /// The key of the HANGUP of this event's (callId, party): once it exists, nothing else may.
     pub fn hangup_key(&self) -> String {
-        let party = self.party.as_deref().unwrap_or("");
-        format!("{}\u{1f}{party}\u{1f}HANGUP", self.call_id)
+        key(&self.call_id, self.party.as_deref(), Some("HANGUP"))
     }
 
-    /// The body subscribers receive, with `sequence` filled in for status events.
+    /// The body serialized once, for the outbox (the JSON tree is dropped).
+    pub fn into_stored(self) -> StoredEvent {
+        let split = self.body.keys().position(|k| k == "sequence");
+        let (head, tail) = match split {
+            Some(at) => {
+                let head = members(self.body.iter().take(at));
+                let tail = members(self.body.iter().skip(at + 1));
+                (format!("{{{head}"), if tail.is_empty() { "}".to_string() } else { format!(",{tail}}}") })
+            }
+            None => (format!("{{{}", members(self.body.iter())), "}".to_string()),
+        };
+        StoredEvent { call_id: self.call_id, party: self.party, status: self.status, head, tail }
+    }
+
+    /// The body subscribers receive, with `sequence` filled in for status events (the same
+    /// bytes the outbox stores, see [`ValidEvent::into_stored`]).
+    pub fn body_json(&self, sequence: Option<i64>) -> String {
+        self.clone().into_stored().body_json(sequence)
+    }
+}
+
+/// A validated event as the outbox keeps it: the routing facts and the body already
+/// serialized, split where status-pusher puts `sequence` (after `timestamp`). Building the
+/// body once, here, keeps ingest from holding a JSON tree per event while it waits for the
+/// commit, and from serializing it again in the writer.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// `callId`.
+    pub call_id: String,
+    /// `party`, if any.
+    pub party: Option<String>,
+    /// `status` of a status event; `None` for a CDR.
+    pub status: Option<String>,
+    head: String,
+    tail: String,
+}
+
+impl StoredEvent {
+    /// See [`ValidEvent::dedup_key`].
+    pub fn dedup_key(&self) -> String {
+        key(&self.call_id, self.party.as_deref(), self.status.as_deref())
+    }
+
+    /// See [`ValidEvent::hangup_key`].
+    pub fn hangup_key(&self) -> String {
+        key(&self.call_id, self.party.as_deref(), Some("HANGUP"))
+    }
+
+    /// The body subscribers receive, with `sequence` for status events.
     pub fn body_json(&self, sequence: Option<i64>) -> String {
         match sequence {
-            Some(seq) => {
-                let mut body = self.body.clone();
-                body.insert("sequence".into(), Value::from(seq));
-                Value::Object(body).to_string()
-            }
-            None => Value::Object(self.body.clone()).to_string(),
+            Some(seq) => format!("{},\"sequence\":{seq}{}", self.head, self.tail),
+            None => format!("{}{}", self.head, self.tail),
         }
     }
+}
+
+fn key(call_id: &str, party: Option<&str>, status: Option<&str>) -> String {
+    let party = party.unwrap_or("");
+    match status {
+        Some(status) => format!("{call_id}\u{1f}{party}\u{1f}{status}"),
+        None => format!("{call_id}\u{1f}{party}"),
+    }
+}
+
+/// Serializes `entries` as the inside of a JSON object (no braces): `"a":1,"b":2`.
+fn members<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>) -> String {
+    let mut out = String::new();
+    for (k, v) in entries {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&Value::String(k.clone()).to_string());
+        out.push(':');
+        out.push_str(&v.to_string());
+    }
+    out
 }
 
 /// Validates a request body: one object or an array of 1..=[`MAX_BATCH`] objects, all valid.
