@@ -41,8 +41,8 @@ async fn retries_follow_the_configured_schedule_then_the_delivery_is_dead_and_ke
     assert!(pushes.iter().all(|p| p.header("webhook-id") == pushes[0].header("webhook-id")));
     assert!(pushes.iter().all(|p| p.body == pushes[0].body), "body bytes never change");
     let (gap1, gap2) = (millis_between(&pushes[0], &pushes[1]), millis_between(&pushes[1], &pushes[2]));
-    assert!((300..1000).contains(&gap1), "first retry after ~300 ms, was {gap1} ms");
-    assert!((600..1300).contains(&gap2), "second retry after ~600 ms, was {gap2} ms");
+    assert!((300..1500).contains(&gap1), "first retry after ~300 ms, was {gap1} ms");
+    assert!((600..2000).contains(&gap2), "second retry after ~600 ms, was {gap2} ms");
 
     assert_eq!(dead["attempts"], 3);
     assert_eq!(dead["lastStatus"], 500);
@@ -136,13 +136,13 @@ async fn retry_after_lengthens_the_wait_and_gone_kills_at_once() {
 async fn a_stuck_subscriber_does_not_delay_a_healthy_one() {
     let receiver = TestReceiver::start().await;
     receiver.set_behavior(|r| match r.path.as_str() {
-        "/stuck/cdr" => (200, Duration::from_secs(5)),
+        "/stuck/cdr" => (200, Duration::from_secs(15)),
         _ => (200, Duration::ZERO),
     });
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(dir.path(), &receiver.url());
     settings.subscribers.insert(0, subscriber("stuck", &format!("{}/stuck", receiver.url())));
-    settings.delivery.timeout = Duration::from_secs(4);
+    settings.delivery.timeout = Duration::from_secs(10);
     settings.delivery.max_in_flight = 16;
     settings.delivery.max_in_flight_per_subscriber = 8;
     settings.delivery.shutdown_grace = Duration::from_millis(100);
@@ -155,8 +155,8 @@ async fn a_stuck_subscriber_does_not_delay_a_healthy_one() {
     let elapsed = started.elapsed();
     assert_eq!(healthy.iter().filter(|p| p.path == "/cdr").count(), 200);
     assert!(
-        elapsed < Duration::from_secs(3),
-        "all 200 healthy deliveries landed in {elapsed:?}, before any stuck attempt could even time out (4 s)"
+        elapsed < Duration::from_secs(8),
+        "all 200 healthy deliveries landed in {elapsed:?}, before any stuck attempt could even time out (10 s)"
     );
     app.stop().await.unwrap();
 }
