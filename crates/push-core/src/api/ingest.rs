@@ -66,15 +66,12 @@ async fn parse(state: &AppState, body: Body) -> Result<Vec<IngestItem>, ApiError
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     drop(bytes);
-    let events = schema::validate_body(state.service, &value).map_err(ApiError::Validation)?;
-    Ok(events
-        .into_iter()
-        .map(|event| IngestItem {
-            subscribers: state.routes.matching(&event),
-            event_id: uuid::Uuid::now_v7().to_string(),
-            event: event.into_stored(),
-        })
-        .collect())
+    schema::validate_body_with(state.service, &value, |event| IngestItem {
+        subscribers: state.routes.matching(&event),
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event: event.into_stored(),
+    })
+    .map_err(ApiError::Validation)
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {

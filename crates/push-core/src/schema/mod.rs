@@ -144,6 +144,16 @@ fn members<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>) -> String
 
 /// Validates a request body: one object or an array of 1..=[`MAX_BATCH`] objects, all valid.
 pub fn validate_body(service: Service, body: &Value) -> Result<Vec<ValidEvent>, Vec<FieldError>> {
+    validate_body_with(service, body, |event| event)
+}
+
+/// Like [`validate_body`], but turns each valid event into `T` as soon as it is validated
+/// (ingest makes it a stored event at once, so a request never holds a JSON tree per event).
+pub fn validate_body_with<T>(
+    service: Service,
+    body: &Value,
+    mut convert: impl FnMut(ValidEvent) -> T,
+) -> Result<Vec<T>, Vec<FieldError>> {
     let items: Vec<&Value> = match body {
         Value::Array(items) if items.is_empty() || items.len() > MAX_BATCH => {
             let msg = format!("an array must hold 1 to {MAX_BATCH} items (got {})", items.len());
@@ -156,7 +166,8 @@ pub fn validate_body(service: Service, body: &Value) -> Result<Vec<ValidEvent>, 
     let mut errors = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
         match validate_event(service, index, item) {
-            Ok(event) => valid.push(event),
+            Ok(event) if errors.is_empty() => valid.push(convert(event)),
+            Ok(_) => {}
             Err(mut errs) => errors.append(&mut errs),
         }
     }
