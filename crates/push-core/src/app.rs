@@ -61,7 +61,7 @@ impl Application {
         ));
         let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
         let handoff = Handoff { slots: slots.clone(), deliveries: handed_tx };
-        let (outbox, writer) = Outbox::open(&section.database, service, Some(handoff)).await?;
+        let (outbox, writer) = Outbox::open(&section.database, service, handoff).await?;
         for route in routes.all() {
             route.metrics.queue_depth.set(0.0);
         }

@@ -57,7 +57,7 @@ struct Rows {
 pub(super) struct Plan<'a> {
     pub ids: &'a mut RowIds,
     pub ordered: bool,
-    pub slots: Option<&'a Slots>,
+    pub slots: &'a Slots,
 }
 
 /// Plans and writes every request; returns one outcome per request, in order, and the
@@ -81,17 +81,15 @@ pub(super) async fn apply(
 }
 
 /// Returns the slots of deliveries that will not be handed over after all.
-pub(super) fn give_back(slots: Option<&Slots>, handed: &[Claimed]) {
-    if let Some(slots) = slots {
-        handed.iter().for_each(|c| slots.give_back(&c.subscriber, 1));
-    }
+pub(super) fn give_back(slots: &Slots, handed: &[Claimed]) {
+    handed.iter().for_each(|c| slots.give_back(&c.subscriber, 1));
 }
 
 async fn lookup(tx: &mut SqliteConnection, requests: &[Request<'_>], ordered: bool) -> anyhow::Result<Known> {
     let events = || requests.iter().flat_map(|r| r.items.iter().map(|i| &i.event));
-    let mut keys: Vec<String> = events().map(|e| e.dedup_key()).collect();
+    let mut keys: Vec<&str> = events().map(|e| e.dedup_key()).collect();
     if ordered {
-        keys.extend(events().map(|e| e.hangup_key()));
+        keys.extend(events().filter_map(|e| e.hangup_key()));
     }
     let mut known = Known::default();
     let rows =
@@ -149,7 +147,7 @@ struct Planner<'a> {
     rows: &'a mut Rows,
     ids: &'a mut RowIds,
     ordered: bool,
-    slots: Option<&'a Slots>,
+    slots: &'a Slots,
 }
 
 impl Planner<'_> {
@@ -187,12 +185,12 @@ impl Planner<'_> {
     /// Plans one event: duplicate, refused after HANGUP, or new rows.
     fn item(&mut self, item: &IngestItem, now: i64, draft: &mut Draft) -> Planned {
         let event = &item.event;
-        let key = event.dedup_key();
+        let key = event.dedup_key().to_string();
         if let Some(event_id) = self.find(draft, &key) {
             return Planned::Duplicate(event_id);
         }
         let sequence = if self.ordered {
-            if self.find(draft, &event.hangup_key()).is_some() {
+            if event.hangup_key().is_some_and(|k| self.find(draft, k).is_some()) {
                 return Planned::AfterHangup;
             }
             let next = draft.calls.get(&event.call_id).or_else(|| self.known.calls.get(&event.call_id));
@@ -237,7 +235,7 @@ impl Planner<'_> {
         let call_id = &item.event.call_id;
         let chain = (subscriber.to_string(), call_id.clone());
         let blocked = self.ordered && (self.known.chains.contains(&chain) || draft.chains.contains(&chain));
-        let claimed = !blocked && self.slots.is_some_and(|s| s.take(subscriber, 1) == 1);
+        let claimed = !blocked && self.slots.take(subscriber, 1) == 1;
         self.ids.delivery += 1;
         let (id, event_row) = (self.ids.delivery, self.ids.event);
         self.rows.deliveries.push(json!([

@@ -167,7 +167,7 @@ impl Outbox {
     pub async fn open(
         url: &str,
         service: Service,
-        handoff: Option<Handoff>,
+        handoff: Handoff,
     ) -> anyhow::Result<(Outbox, tokio::task::JoinHandle<()>)> {
         let options = connect_options(url)?;
         // The writer gets the big page cache; readers (operations API) a small one each.
@@ -187,7 +187,7 @@ impl Outbox {
             ordered: service == Service::Status,
             stats: stats.clone(),
             ids,
-            handoff: handoff.map(Arc::new),
+            handoff: Arc::new(handoff),
             db_path: db_path(url),
         };
         let task = tokio::spawn(writer::run(conn, rx, setup));

@@ -26,17 +26,14 @@ pub(super) struct Committed {
 }
 
 /// Starts the sync task for the database file `db_path`.
-pub(super) fn spawn(
-    db_path: PathBuf,
-    handoff: Option<Arc<Handoff>>,
-) -> (mpsc::UnboundedSender<Committed>, JoinHandle<()>) {
+pub(super) fn spawn(db_path: PathBuf, handoff: Arc<Handoff>) -> (mpsc::UnboundedSender<Committed>, JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut wal = db_path.into_os_string();
     wal.push("-wal");
     (tx, tokio::spawn(run(PathBuf::from(wal), rx, handoff)))
 }
 
-async fn run(wal: PathBuf, mut rx: mpsc::UnboundedReceiver<Committed>, handoff: Option<Arc<Handoff>>) {
+async fn run(wal: PathBuf, mut rx: mpsc::UnboundedReceiver<Committed>, handoff: Arc<Handoff>) {
     let mut file: Option<Arc<File>> = None;
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, usize::MAX).await > 0 {
@@ -46,7 +43,7 @@ async fn run(wal: PathBuf, mut rx: mpsc::UnboundedReceiver<Committed>, handoff: 
         }
         for group in batch.drain(..) {
             let committed = group.commit.is_ok();
-            hand_over(handoff.as_deref(), group.handed, committed);
+            hand_over(&handoff, group.handed, committed);
             let result = group.commit.and(synced.clone());
             group.finishes.into_iter().for_each(|f| f(result.clone()));
         }
@@ -63,17 +60,16 @@ async fn sync(wal: &PathBuf, file: &mut Option<Arc<File>>) -> Result<(), String>
 
 /// Sends deliveries stored as claimed to the delivery loop, once they are committed (and, for
 /// ingest, on disk); otherwise gives their slots back.
-pub(super) fn hand_over(handoff: Option<&Handoff>, handed: Vec<Claimed>, committed: bool) {
-    let Some(handoff) = handoff else { return };
+pub(super) fn hand_over(handoff: &Handoff, handed: Vec<Claimed>, committed: bool) {
     if handed.is_empty() {
         return;
     }
     if !committed {
-        ingest::give_back(Some(&handoff.slots), &handed);
+        ingest::give_back(&handoff.slots, &handed);
         return;
     }
     if let Err(unsent) = handoff.deliveries.send(handed) {
         // The loop has stopped; the rows' claims are released at the next start.
-        ingest::give_back(Some(&handoff.slots), &unsent.0);
+        ingest::give_back(&handoff.slots, &unsent.0);
     }
 }

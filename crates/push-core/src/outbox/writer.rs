@@ -73,7 +73,7 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<T>) -> Fini
 pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>, setup: WriterSetup) {
     let WriterSetup { ordered, stats, mut ids, handoff, db_path } = setup;
     let (durable_tx, syncer) = syncer::spawn(db_path, handoff.clone());
-    let slots = handoff.as_ref().map(|h| h.slots.as_ref());
+    let slots = handoff.slots.as_ref();
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         stats.count(&group);
@@ -90,7 +90,7 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Comma
             if must_sync {
                 let _ = durable_tx.send(Committed { finishes, commit, handed });
             } else {
-                syncer::hand_over(handoff.as_deref(), handed, commit.is_ok());
+                syncer::hand_over(&handoff, handed, commit.is_ok());
                 finishes.into_iter().for_each(|f| f(commit.clone()));
             }
         }
@@ -131,7 +131,7 @@ pub(super) struct WriterSetup {
     /// Next row ids.
     pub ids: RowIds,
     /// Where new deliveries go at once.
-    pub handoff: Option<Arc<Handoff>>,
+    pub handoff: Arc<Handoff>,
     /// The database file (its `-wal` is what the syncer fsyncs).
     pub db_path: std::path::PathBuf,
 }

@@ -63,24 +63,38 @@ impl ValidEvent {
         key(&self.call_id, self.party.as_deref(), Some("HANGUP"))
     }
 
-    /// The body serialized once, for the outbox (the JSON tree is dropped).
+    /// The body serialized once, for the outbox (the JSON tree is dropped), with its keys.
     pub fn into_stored(self) -> StoredEvent {
-        let split = self.body.keys().position(|k| k == "sequence");
-        let (head, tail) = match split {
+        let (head, tail) = self.body_parts();
+        let dedup_key = self.dedup_key();
+        let hangup_key = self.status.is_some().then(|| self.hangup_key());
+        StoredEvent { call_id: self.call_id, party: self.party, status: self.status, dedup_key, hangup_key, head, tail }
+    }
+
+    /// The body subscribers receive, with `sequence` filled in for status events (the same
+    /// bytes the outbox stores, see [`ValidEvent::into_stored`]).
+    pub fn body_json(&self, sequence: Option<i64>) -> String {
+        let (head, tail) = self.body_parts();
+        with_sequence(&head, &tail, sequence)
+    }
+
+    /// The serialized body split at the `sequence` slot (a CDR has none: all of it is head).
+    fn body_parts(&self) -> (String, String) {
+        match self.body.keys().position(|k| k == "sequence") {
             Some(at) => {
                 let head = members(self.body.iter().take(at));
                 let tail = members(self.body.iter().skip(at + 1));
                 (format!("{{{head}"), if tail.is_empty() { "}".to_string() } else { format!(",{tail}}}") })
             }
             None => (format!("{{{}", members(self.body.iter())), "}".to_string()),
-        };
-        StoredEvent { call_id: self.call_id, party: self.party, status: self.status, head, tail }
+        }
     }
+}
 
-    /// The body subscribers receive, with `sequence` filled in for status events (the same
-    /// bytes the outbox stores, see [`ValidEvent::into_stored`]).
-    pub fn body_json(&self, sequence: Option<i64>) -> String {
-        self.clone().into_stored().body_json(sequence)
+fn with_sequence(head: &str, tail: &str, sequence: Option<i64>) -> String {
+    match sequence {
+        Some(seq) => format!("{head},\"sequence\":{seq}{tail}"),
+        None => format!("{head}{tail}"),
     }
 }
 
@@ -96,27 +110,26 @@ pub struct StoredEvent {
     pub party: Option<String>,
     /// `status` of a status event; `None` for a CDR.
     pub status: Option<String>,
+    dedup_key: String,
+    hangup_key: Option<String>,
     head: String,
     tail: String,
 }
 
 impl StoredEvent {
-    /// See [`ValidEvent::dedup_key`].
-    pub fn dedup_key(&self) -> String {
-        key(&self.call_id, self.party.as_deref(), self.status.as_deref())
+    /// See [`ValidEvent::dedup_key`]; computed once, before the event reaches the writer.
+    pub fn dedup_key(&self) -> &str {
+        &self.dedup_key
     }
 
-    /// See [`ValidEvent::hangup_key`].
-    pub fn hangup_key(&self) -> String {
-        key(&self.call_id, self.party.as_deref(), Some("HANGUP"))
+    /// See [`ValidEvent::hangup_key`]; `None` for a CDR.
+    pub fn hangup_key(&self) -> Option<&str> {
+        self.hangup_key.as_deref()
     }
 
     /// The body subscribers receive, with `sequence` for status events.
     pub fn body_json(&self, sequence: Option<i64>) -> String {
-        match sequence {
-            Some(seq) => format!("{},\"sequence\":{seq}{}", self.head, self.tail),
-            None => format!("{}{}", self.head, self.tail),
-        }
+        with_sequence(&self.head, &self.tail, sequence)
     }
 }
 
