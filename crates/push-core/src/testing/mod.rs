@@ -256,6 +256,16 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Polls `GET /v1/deliveries?<query>` until it lists exactly `n` deliveries; returns them.
+    pub async fn deliveries_eventually(&self, query: &str, n: usize) -> Vec<Value> {
+        eventually(Duration::from_secs(10), &format!("{n} deliveries for {query}"), || async {
+            let (_, page) = self.get_json(&format!("/v1/deliveries?{query}&limit=500")).await;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            (items.len() == n).then_some(items)
+        })
+        .await
+    }
+
     /// Graceful stop, as on SIGTERM; returns the program's result.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();

@@ -12,11 +12,7 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn delivery_of(app: &TestApp, state: &str) -> Value {
-    eventually(WAIT, &format!("a {state} delivery"), || async {
-        let (_, page) = app.get_json(&format!("/v1/deliveries?state={state}")).await;
-        page["items"].as_array().and_then(|items| items.first().cloned())
-    })
-    .await
+    app.deliveries_eventually(&format!("state={state}"), 1).await.remove(0)
 }
 
 fn millis_between(a: &push_core::testing::Received, b: &push_core::testing::Received) -> u128 {

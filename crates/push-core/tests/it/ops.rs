@@ -16,12 +16,7 @@ async fn post_json(app: &TestApp, path: &str, body: &Value) -> (u16, Value) {
 }
 
 async fn wait_state(app: &TestApp, query: &str, n: usize) -> Vec<Value> {
-    eventually(WAIT, &format!("{n} deliveries for {query}"), || async {
-        let (_, page) = app.get_json(&format!("/v1/deliveries?{query}&limit=500")).await;
-        let items = page["items"].as_array().cloned().unwrap_or_default();
-        (items.len() == n).then_some(items)
-    })
-    .await
+    app.deliveries_eventually(query, n).await
 }
 
 #[tokio::test]
