@@ -35,6 +35,13 @@ use crate::{
 
 /// How long to wait before trying the database again after it failed.
 const STORAGE_BACKOFF: Duration = Duration::from_millis(500);
+/// Deliveries claimed per subscriber in one round trip at most, beyond its slots: a few
+/// large claims cost the writer far less than many small ones (each round trip is a
+/// transaction with its own statements and WAL pages).
+const CLAIM_BATCH: usize = 256;
+/// How long a finished attempt's result may wait to be recorded while attempts are still
+/// running, so that results are recorded in batches, not one transaction per attempt.
+const RECORD_DELAY: Duration = Duration::from_millis(5);
 
 /// Everything one attempt needs, shared by the loop and its attempt tasks.
 struct Shared {
@@ -98,6 +105,8 @@ struct Turn {
     ready: HashMap<String, VecDeque<Claimed>>,
     /// When the next claimable delivery falls due.
     next_due: Option<i64>,
+    /// When the oldest unrecorded result came in.
+    oldest_finished: Option<Instant>,
     done_tx: mpsc::UnboundedSender<Completion>,
 }
 
@@ -130,20 +139,22 @@ impl Dispatcher {
             running_by: HashMap::new(),
             ready: HashMap::new(),
             next_due: None,
+            oldest_finished: None,
             done_tx,
         };
         let mut cycle: Option<CycleFuture> = None;
         let mut dirty = true;
         let mut backoff: Option<Instant> = None;
         while !shutdown.is_cancelled() {
-            if cycle.is_none() && backoff.is_none_or(|t| Instant::now() >= t) && (dirty || !turn.finished.is_empty()) {
+            if cycle.is_none() && backoff.is_none_or(|t| Instant::now() >= t) && self.cycle_due(&turn, dirty) {
+                // A round trip that claims nothing leaves `dirty` for when a queue runs low.
+                dirty &= self.wants(&turn).is_empty();
                 cycle = self.begin_cycle(&mut turn);
-                dirty = false;
             }
             let wait = match (cycle.is_some(), backoff) {
                 (true, _) => Duration::from_secs(3600),
                 (false, Some(t)) => t.saturating_duration_since(Instant::now()),
-                (false, None) => self.until(turn.next_due),
+                (false, None) => self.until(&turn),
             };
             tokio::select! {
                 out = running(cycle.as_mut()) => {
@@ -174,6 +185,7 @@ impl Dispatcher {
             *n -= 1;
         }
         let subscriber = completion.subscriber.clone();
+        turn.oldest_finished.get_or_insert_with(Instant::now);
         turn.finished.push(completion);
         self.pump(&subscriber, turn);
     }
@@ -187,10 +199,29 @@ impl Dispatcher {
         }
     }
 
-    fn until(&self, next_due: Option<i64>) -> Duration {
-        match next_due {
+    /// Whether to make an outbox round trip now: to claim, when work may be claimable
+    /// (`dirty`) and a subscriber's ready queue has run low; to record results, once a slot's
+    /// worth has finished, or nothing runs any more, or the oldest has waited
+    /// [`RECORD_DELAY`]. Batching both keeps the writer's transactions few and large.
+    fn cycle_due(&self, turn: &Turn, dirty: bool) -> bool {
+        let claim = dirty && !self.wants(turn).is_empty();
+        let record = !turn.finished.is_empty()
+            && (turn.finished.len() >= self.per_subscriber
+                || turn.running == 0
+                || turn.oldest_finished.is_some_and(|t| t.elapsed() >= RECORD_DELAY));
+        claim || record
+    }
+
+    /// How long the loop may sleep: until the next due retry, or until the oldest
+    /// unrecorded result must be recorded.
+    fn until(&self, turn: &Turn) -> Duration {
+        let due = match turn.next_due {
             Some(due) => Duration::from_millis((due - self.shared.clock.now_ms()).clamp(0, 3_600_000) as u64),
             None => Duration::from_secs(3600),
+        };
+        match turn.oldest_finished {
+            Some(t) => due.min((t + RECORD_DELAY).saturating_duration_since(Instant::now())),
+            None => due,
         }
     }
 
@@ -199,10 +230,10 @@ impl Dispatcher {
     fn begin_cycle(&self, turn: &mut Turn) -> Option<CycleFuture> {
         let wants = self.wants(turn);
         if turn.finished.is_empty() && wants.is_empty() {
-            turn.next_due = None;
             return None;
         }
         let results = Arc::new(std::mem::take(&mut turn.finished));
+        turn.oldest_finished = None;
         let asked: usize = wants.iter().map(|(_, n)| n).sum();
         let outbox = self.wiring.outbox.clone();
         let now = self.shared.clock.now_ms();
@@ -223,7 +254,9 @@ impl Dispatcher {
                     self.wiring.routes.queue_depth_add(&c.subscriber, -1.0);
                 }
                 let filled = asked > 0 && batch.items.len() >= asked;
-                turn.next_due = if asked > 0 { batch.next_due } else { None };
+                if asked > 0 {
+                    turn.next_due = batch.next_due;
+                }
                 for claimed in batch.items {
                     turn.ready.entry(claimed.subscriber.clone()).or_default().push_back(claimed);
                 }
@@ -237,22 +270,27 @@ impl Dispatcher {
                 let mut kept = Arc::try_unwrap(results).unwrap_or_else(|shared| (*shared).clone());
                 kept.append(&mut turn.finished);
                 turn.finished = kept;
+                turn.oldest_finished.get_or_insert_with(Instant::now);
                 None
             }
         }
     }
 
-    /// How many deliveries to claim per subscriber: enough to fill its slots and its ready
-    /// queue (two slots' worth in all, counting what runs and what waits).
+    /// How many deliveries to claim per subscriber: none while its ready queue holds at
+    /// least a slot's worth; otherwise enough to fill its slots and [`CLAIM_BATCH`] more.
     fn wants(&self, turn: &Turn) -> Vec<(String, usize)> {
+        let target = self.per_subscriber + CLAIM_BATCH.max(self.per_subscriber);
         self.wiring
             .routes
             .all()
             .iter()
-            .map(|r| {
-                let running = turn.running_by.get(&r.id).copied().unwrap_or(0);
+            .filter_map(|r| {
                 let waiting = turn.ready.get(&r.id).map_or(0, VecDeque::len);
-                (r.id.clone(), (2 * self.per_subscriber).saturating_sub(running + waiting))
+                if waiting >= self.per_subscriber {
+                    return None;
+                }
+                let running = turn.running_by.get(&r.id).copied().unwrap_or(0);
+                Some((r.id.clone(), target.saturating_sub(running + waiting)))
             })
             .filter(|(_, n)| *n > 0)
             .collect()
