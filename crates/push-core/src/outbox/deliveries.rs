@@ -1,9 +1,9 @@
 //! Delivery state changes: claim, record results, redeliver, release.
 
 use serde_json::json;
-use sqlx::{Row as _, SqliteConnection};
+use sqlx::{Arguments as _, Row as _, SqliteConnection};
 
-use super::{ClaimBatch, Claimed, Completion, NextState, RedeliverFilter};
+use super::{bulk, ClaimBatch, Claimed, Completion, NextState, RedeliverFilter};
 
 /// Clears claims a previous process left behind (their attempts never finished) or that the
 /// delivery loop gives up at shutdown.
@@ -74,35 +74,49 @@ pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ord
     if done.is_empty() {
         return Ok(());
     }
-    let rows: Vec<_> = done
-        .iter()
-        .map(|c| {
+    let failed: Vec<&Completion> = done.iter().filter(|c| c.next != NextState::Delivered).collect();
+    bulk::execute(
+        tx,
+        "INSERT OR REPLACE INTO attempts (delivery_id, attempt, at, status, error, latency_ms) VALUES {values}",
+        6,
+        &failed,
+        |args, c| {
+            args.add(c.id)?;
+            args.add(c.attempt)?;
+            args.add(c.at)?;
+            args.add(c.status)?;
+            args.add(c.error.as_deref())?;
+            args.add(c.latency_ms)
+        },
+    )
+    .await?;
+    bulk::execute(
+        tx,
+        "UPDATE deliveries SET state = v.column2, claimed = 0, attempts = v.column3,
+             next_attempt_at = COALESCE(v.column4, next_attempt_at), last_status = v.column5,
+             last_error = v.column6, delivered_at = v.column7, updated_at = v.column8,
+             last_attempt_at = v.column9, last_latency_ms = v.column10
+         FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1",
+        10,
+        done,
+        |args, c| {
             let (state, next_at, delivered_at) = match c.next {
                 NextState::Delivered => ("delivered", None, Some(c.at + c.latency_ms)),
                 NextState::RetryAt(at) => ("pending", Some(at), None),
                 NextState::Dead => ("dead", None, None),
             };
-            json!([c.id, c.attempt, c.at, c.status, c.error, c.latency_ms, state, next_at, delivered_at])
-        })
-        .collect();
-    let rows = serde_json::to_string(&rows)?;
-    sqlx::query(
-        "INSERT OR REPLACE INTO attempts (delivery_id, attempt, at, status, error, latency_ms)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?1)
-         WHERE value->>6 != 'delivered'",
+            args.add(c.id)?;
+            args.add(state)?;
+            args.add(c.attempt)?;
+            args.add(next_at)?;
+            args.add(c.status)?;
+            args.add(c.error.as_deref())?;
+            args.add(delivered_at)?;
+            args.add(c.at + c.latency_ms)?;
+            args.add(c.at)?;
+            args.add(c.latency_ms)
+        },
     )
-    .bind(&rows)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE deliveries SET state = v.value->>6, claimed = 0, attempts = v.value->>1,
-             next_attempt_at = COALESCE(v.value->>7, next_attempt_at), last_status = v.value->>3,
-             last_error = v.value->>4, delivered_at = v.value->>8, updated_at = (v.value->>2) + (v.value->>5),
-             last_attempt_at = v.value->>2, last_latency_ms = v.value->>5
-         FROM json_each(?1) AS v WHERE deliveries.id = v.value->>0",
-    )
-    .bind(&rows)
-    .execute(&mut *tx)
     .await?;
     if ordered {
         let finished: Vec<_> = done

@@ -5,10 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{json, Value};
-use sqlx::{Row as _, SqliteConnection};
+use sqlx::{Arguments as _, Row as _, SqliteConnection};
 
-use super::{Accepted, Claimed, IngestItem, IngestOutcome};
+use super::{bulk, Accepted, Claimed, IngestItem, IngestOutcome};
 use crate::slots::Slots;
 
 /// Next row ids. The writer is the only writer, so it hands out ids itself and never needs
@@ -45,11 +44,36 @@ struct Known {
     chains: HashSet<(String, String)>,
 }
 
+/// One `events` row; the strings are borrowed from the requests.
+struct EventRow<'r> {
+    id: i64,
+    event_id: &'r str,
+    dedup_key: &'r str,
+    call_id: &'r str,
+    party: &'r str,
+    status: Option<&'r str>,
+    sequence: Option<i64>,
+    payload: String,
+    now: i64,
+}
+
+/// One `deliveries` row.
+struct DeliveryRow<'r> {
+    id: i64,
+    event_row: i64,
+    subscriber: &'r str,
+    call_id: &'r str,
+    sequence: i64,
+    blocked: bool,
+    now: i64,
+    claimed: bool,
+}
+
 /// Rows to write, and the deliveries handed straight to the delivery loop.
 #[derive(Default)]
-struct Rows {
-    events: Vec<Value>,
-    deliveries: Vec<Value>,
+struct Rows<'r> {
+    events: Vec<EventRow<'r>>,
+    deliveries: Vec<DeliveryRow<'r>>,
     handed: Vec<Claimed>,
 }
 
@@ -63,9 +87,9 @@ pub(super) struct Plan<'a> {
 /// Plans and writes every request; returns one outcome per request, in order, and the
 /// deliveries stored as already claimed, to hand to the delivery loop after the commit (the
 /// caller gives their slots back if the commit fails).
-pub(super) async fn apply(
+pub(super) async fn apply<'r>(
     tx: &mut SqliteConnection,
-    requests: &[Request<'_>],
+    requests: &[Request<'r>],
     plan_with: Plan<'_>,
 ) -> anyhow::Result<(Vec<IngestOutcome>, Vec<Claimed>)> {
     let Plan { ids, ordered, slots } = plan_with;
@@ -142,18 +166,18 @@ enum Planned {
 }
 
 /// Plans the requests of one group, in order, against what the database holds.
-struct Planner<'a> {
+struct Planner<'a, 'r> {
     known: &'a mut Known,
-    rows: &'a mut Rows,
+    rows: &'a mut Rows<'r>,
     ids: &'a mut RowIds,
     ordered: bool,
     slots: &'a Slots,
 }
 
-impl Planner<'_> {
+impl<'r> Planner<'_, 'r> {
     /// Plans one request; a request refused with 409 leaves no trace (its keys, sequences,
     /// chains, ids, rows and slots are dropped).
-    fn request(&mut self, request: &Request<'_>) -> IngestOutcome {
+    fn request(&mut self, request: &Request<'r>) -> IngestOutcome {
         let mark = (*self.ids, self.rows.events.len(), self.rows.deliveries.len(), self.rows.handed.len());
         let mut draft = Draft::default();
         let mut accepted = Vec::with_capacity(request.items.len());
@@ -183,10 +207,10 @@ impl Planner<'_> {
     }
 
     /// Plans one event: duplicate, refused after HANGUP, or new rows.
-    fn item(&mut self, item: &IngestItem, now: i64, draft: &mut Draft) -> Planned {
+    fn item(&mut self, item: &'r IngestItem, now: i64, draft: &mut Draft) -> Planned {
         let event = &item.event;
-        let key = event.dedup_key().to_string();
-        if let Some(event_id) = self.find(draft, &key) {
+        let key = event.dedup_key();
+        if let Some(event_id) = self.find(draft, key) {
             return Planned::Duplicate(event_id);
         }
         let sequence = if self.ordered {
@@ -205,19 +229,18 @@ impl Planner<'_> {
         for subscriber in &item.subscribers {
             self.delivery(item, subscriber, sequence, &body, now, draft);
         }
-        let party = event.party.as_deref().unwrap_or("");
-        self.rows.events.push(json!([
-            self.ids.event,
-            item.event_id,
-            key,
-            event.call_id,
-            party,
-            event.status,
+        self.rows.events.push(EventRow {
+            id: self.ids.event,
+            event_id: &item.event_id,
+            dedup_key: key,
+            call_id: &event.call_id,
+            party: event.party.as_deref().unwrap_or(""),
+            status: event.status.as_deref(),
             sequence,
-            body,
-            now
-        ]));
-        draft.keys.insert(key, item.event_id.clone());
+            payload: body,
+            now,
+        });
+        draft.keys.insert(key.to_string(), item.event_id.clone());
         Planned::New
     }
 
@@ -225,8 +248,8 @@ impl Planner<'_> {
     /// subscriber has a free slot.
     fn delivery(
         &mut self,
-        item: &IngestItem,
-        subscriber: &str,
+        item: &'r IngestItem,
+        subscriber: &'r str,
         sequence: Option<i64>,
         body: &str,
         now: i64,
@@ -238,16 +261,16 @@ impl Planner<'_> {
         let claimed = !blocked && self.slots.take(subscriber, 1) == 1;
         self.ids.delivery += 1;
         let (id, event_row) = (self.ids.delivery, self.ids.event);
-        self.rows.deliveries.push(json!([
+        self.rows.deliveries.push(DeliveryRow {
             id,
             event_row,
             subscriber,
             call_id,
-            sequence.unwrap_or(0),
+            sequence: sequence.unwrap_or(0),
             blocked,
             now,
-            claimed
-        ]));
+            claimed,
+        });
         if claimed {
             self.rows.handed.push(Claimed {
                 id,
@@ -265,38 +288,60 @@ impl Planner<'_> {
     }
 }
 
-async fn write(tx: &mut SqliteConnection, rows: &Rows, known: &Known, ordered: bool) -> anyhow::Result<()> {
-    if rows.events.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
+async fn write(tx: &mut SqliteConnection, rows: &Rows<'_>, known: &Known, ordered: bool) -> anyhow::Result<()> {
+    bulk::execute(
+        tx,
         "INSERT INTO events (id, event_id, dedup_key, call_id, party, status, sequence, payload, created_at)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8
-         FROM json_each(?1)",
+         VALUES {values}",
+        9,
+        &rows.events,
+        |args, e| {
+            args.add(e.id)?;
+            args.add(e.event_id)?;
+            args.add(e.dedup_key)?;
+            args.add(e.call_id)?;
+            args.add(e.party)?;
+            args.add(e.status)?;
+            args.add(e.sequence)?;
+            args.add(e.payload.as_str())?;
+            args.add(e.now)
+        },
     )
-    .bind(serde_json::to_string(&rows.events)?)
-    .execute(&mut *tx)
     .await?;
-    if !rows.deliveries.is_empty() {
-        sqlx::query(
-            "INSERT INTO deliveries (id, event_row, subscriber, call_id, sequence, blocked, next_attempt_at,
-                                     created_at, updated_at, claimed)
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6,
-                    value->>6, value->>6, value->>7
-             FROM json_each(?1)",
-        )
-        .bind(serde_json::to_string(&rows.deliveries)?)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if ordered && !known.calls.is_empty() {
+    bulk::execute(
+        tx,
+        "INSERT INTO deliveries (id, event_row, subscriber, call_id, sequence, blocked, next_attempt_at,
+                                 created_at, updated_at, claimed)
+         VALUES {values}",
+        10,
+        &rows.deliveries,
+        |args, d| {
+            args.add(d.id)?;
+            args.add(d.event_row)?;
+            args.add(d.subscriber)?;
+            args.add(d.call_id)?;
+            args.add(d.sequence)?;
+            args.add(d.blocked)?;
+            args.add(d.now)?;
+            args.add(d.now)?;
+            args.add(d.now)?;
+            args.add(d.claimed)
+        },
+    )
+    .await?;
+    if ordered {
         let calls: Vec<(&String, &i64)> = known.calls.iter().collect();
-        sqlx::query(
-            "INSERT INTO calls (call_id, next_sequence) SELECT value->>0, value->>1 FROM json_each(?1) WHERE true
+        bulk::execute(
+            tx,
+            "INSERT INTO calls (call_id, next_sequence) VALUES {values}
              ON CONFLICT (call_id) DO UPDATE SET next_sequence = excluded.next_sequence",
+            2,
+            &calls,
+            |args, (call, next)| {
+                args.add(call.as_str())?;
+                args.add(**next)
+            },
         )
-        .bind(serde_json::to_string(&calls)?)
-        .execute(tx)
         .await?;
     }
     Ok(())

@@ -1,0 +1,73 @@
+//! Multi-row statements with bound parameters, for the writer's bulk work.
+//!
+//! Rows go to SQLite as `VALUES (?, ?, …), (?, ?, …)` with every value bound, in chunks whose
+//! sizes are powers of two up to [`CHUNK`]: a handful of statement texts cover every row
+//! count, so they stay prepared in the connection's statement cache, and no row is encoded
+//! as JSON only for SQLite to parse it again.
+
+use sqlx::{error::BoxDynError, sqlite::SqliteArguments, SqliteConnection};
+
+/// Most rows in one statement (× at most 10 columns stays far below SQLite's 32,766
+/// parameters).
+pub(super) const CHUNK: usize = 256;
+
+/// Splits `rows` into chunks of power-of-two sizes, largest first, none over [`CHUNK`].
+pub(super) fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let size = CHUNK.min(1 << rows.len().ilog2());
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
+/// `(?,?,?),(?,?,?)`: `rows` groups of `cols` placeholders.
+pub(super) fn values(rows: usize, cols: usize) -> String {
+    let group = format!("({})", vec!["?"; cols].join(","));
+    vec![group; rows].join(",")
+}
+
+/// Binds one row's values, in column order.
+pub(super) type Bind<'r, T> = fn(&mut SqliteArguments<'r>, &'r T) -> Result<(), BoxDynError>;
+
+/// Runs `sql` (which holds one `{values}` marker) over `rows` in chunks, binding each row's
+/// `cols` values with `bind`.
+pub(super) async fn execute<'r, T>(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    cols: usize,
+    rows: &'r [T],
+    bind: Bind<'r, T>,
+) -> anyhow::Result<()> {
+    for chunk in chunks(rows) {
+        let text = sql.replace("{values}", &values(chunk.len(), cols));
+        let mut args = SqliteArguments::default();
+        for row in chunk {
+            bind(&mut args, row).map_err(|e| anyhow::anyhow!("binding a row: {e}"))?;
+        }
+        sqlx::query_with(&text, args).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_and_cover_every_row() {
+        let rows: Vec<u32> = (0..1000).collect();
+        let sizes: Vec<usize> = chunks(&rows).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [256, 256, 256, 128, 64, 32, 8]);
+        assert_eq!(chunks(&rows[..0]).count(), 0);
+        assert_eq!(chunks(&rows[..3]).map(<[u32]>::len).collect::<Vec<_>>(), [2, 1]);
+    }
+
+    #[test]
+    fn values_lists_placeholders() {
+        assert_eq!(values(2, 3), "(?,?,?),(?,?,?)");
+    }
+}
