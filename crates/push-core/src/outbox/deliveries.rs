@@ -1,6 +1,5 @@
 //! Delivery state changes: claim, record results, redeliver, release.
 
-use serde_json::json;
 use sqlx::{Arguments as _, Row as _, SqliteConnection};
 
 use super::{bulk, ClaimBatch, Claimed, Completion, NextState, RedeliverFilter};
@@ -119,30 +118,34 @@ pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ord
     )
     .await?;
     if ordered {
-        let finished: Vec<_> = done
+        let finished: Vec<(&str, &str)> = done
             .iter()
             .filter(|c| !matches!(c.next, NextState::RetryAt(_)))
-            .map(|c| json!([c.subscriber, c.call_id]))
+            .map(|c| (c.subscriber.as_str(), c.call_id.as_str()))
             .collect();
-        unblock_chain_heads(tx, &serde_json::to_string(&finished)?).await?;
+        unblock_chain_heads(tx, &finished).await?;
     }
     Ok(())
 }
 
-/// For each `[subscriber, call_id]` in `chains` (JSON), lets the earliest pending status go.
-async fn unblock_chain_heads(tx: &mut SqliteConnection, chains: &str) -> anyhow::Result<()> {
-    sqlx::query(
+/// For each `(subscriber, call_id)` in `chains`, lets the earliest pending status go.
+async fn unblock_chain_heads(tx: &mut SqliteConnection, chains: &[(&str, &str)]) -> anyhow::Result<()> {
+    bulk::execute(
+        tx,
         "UPDATE deliveries SET blocked = 0
          WHERE claimed = 0 AND id IN (
              SELECT (SELECT d.id FROM deliveries d
-                     WHERE d.subscriber = v.value->>0 AND d.call_id = v.value->>1 AND d.state = 'pending'
+                     WHERE d.subscriber = v.column1 AND d.call_id = v.column2 AND d.state = 'pending'
                      ORDER BY d.sequence LIMIT 1)
-             FROM json_each(?1) AS v)",
+             FROM (VALUES {values}) AS v)",
+        2,
+        chains,
+        |args, (subscriber, call_id)| {
+            args.add(*subscriber)?;
+            args.add(*call_id)
+        },
     )
-    .bind(chains)
-    .execute(tx)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Puts matching finished deliveries back to pending with a fresh schedule.
@@ -212,5 +215,6 @@ async fn rechain(tx: &mut SqliteConnection, chains: &str) -> anyhow::Result<()> 
     .iter()
     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
     .collect::<Result<_, sqlx::Error>>()?;
-    unblock_chain_heads(tx, &serde_json::to_string(&idle)?).await
+    let idle: Vec<(&str, &str)> = idle.iter().map(|(s, c)| (s.as_str(), c.as_str())).collect();
+    unblock_chain_heads(tx, &idle).await
 }
