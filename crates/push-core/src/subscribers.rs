@@ -15,6 +15,8 @@ pub struct Route {
     pub id: String,
     /// Where this program posts (validated at start).
     pub url: reqwest::Url,
+    /// The same, as the HTTP client takes it (parsed once, not per attempt).
+    pub uri: http::Uri,
     /// HMAC key, when the subscriber has a secret.
     pub key: Option<Vec<u8>>,
     /// This subscriber's metric handles, registered once.
@@ -34,9 +36,11 @@ impl Routes {
             subscribers
                 .iter()
                 .filter_map(|s| {
+                    let url = reqwest::Url::parse(s.url_for(service)?).ok()?;
                     Some(Arc::new(Route {
                         id: s.id.clone(),
-                        url: reqwest::Url::parse(s.url_for(service)?).ok()?,
+                        uri: url.as_str().parse().ok()?,
+                        url,
                         key: s.secret.as_ref().and_then(signing_key),
                         metrics: SubscriberMetrics::new(&s.id),
                         service_types: s.service_types.clone(),

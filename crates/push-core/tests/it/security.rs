@@ -272,3 +272,22 @@ async fn the_listener_serves_https_with_the_configured_certificate() {
     assert!(untrusting.get(format!("{https}/healthz")).send().await.is_err(), "an unknown CA must fail");
     assert_eq!(trusting.get(format!("{https}/healthz")).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn an_https_subscriber_is_verified_against_the_webpki_roots() {
+    // The "subscriber" is a second pusher serving HTTPS with a self-signed certificate: the
+    // webhook client must make a TLS handshake and refuse the unknown issuer.
+    let certs = tempfile::tempdir().expect("temp dir");
+    let (tls, _) = self_signed(certs.path());
+    let (_dir_b, _receiver_b, tls_server) = spawn(|s| s.cdr.tls = Some(tls)).await;
+    let https = tls_server.url.replacen("http://", "https://", 1);
+    let (_dir, _receiver, app) = spawn(|s| s.subscribers[0].cdr_url = Some(format!("{https}/hook"))).await;
+
+    assert_eq!(app.ingest(&cdr("202312010009")).await.status(), 202);
+    let failed = push_core::testing::eventually(WAIT, "a failed attempt", || async {
+        let (_, page) = app.get_json("/v1/deliveries?limit=10").await;
+        page["items"][0]["lastError"].as_str().map(str::to_string)
+    })
+    .await;
+    assert!(failed.starts_with("connect error:") && failed.contains("certificate"), "{failed}");
+}
