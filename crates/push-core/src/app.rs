@@ -55,8 +55,8 @@ impl Application {
         let routes = Routes::new(&settings.subscribers, service);
         let d = &settings.delivery;
         let slots = Arc::new(Slots::new(
-            d.max_in_flight,
-            d.max_in_flight_per_subscriber,
+            crate::delivery::claim_capacity(d.max_in_flight),
+            crate::delivery::claim_capacity(d.max_in_flight_per_subscriber),
             routes.all().iter().map(|r| r.id.as_str()),
         ));
         let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();

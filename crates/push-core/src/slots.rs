@@ -1,15 +1,27 @@
-//! In-flight capacity shared by the outbox writer (which hands freshly stored deliveries
+//! Claims held in memory, shared by the outbox writer (which hands freshly stored deliveries
 //! straight to the delivery loop) and the delivery loop (which claims the rest). A slot is
-//! one attempt in flight; a subscriber has at most `max_in_flight_per_subscriber`, the
-//! program at most `max_in_flight`.
+//! one claimed delivery in memory: running, ready to run, or stored by the writer and
+//! waiting for its fsync. A subscriber has at most `delivery::claim_capacity` of its
+//! `max_in_flight_per_subscriber`, the program at most that of `max_in_flight`; how many of
+//! them run at once is the delivery loop's business.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// Free attempt slots, per subscriber and in total.
+/// Free claim slots, per subscriber and in total, and which subscribers have a backlog.
 #[derive(Debug)]
 pub struct Slots {
     total: AtomicUsize,
-    subscribers: Vec<(String, AtomicUsize)>,
+    subscribers: Vec<Own>,
+}
+
+/// One subscriber's free slots, and whether the database may hold claimable deliveries of
+/// it (a backlog): while it may, new deliveries queue behind the backlog in the database
+/// instead of being handed over, so they cannot overtake it (and starve it) under load.
+#[derive(Debug)]
+struct Own {
+    id: String,
+    free: AtomicUsize,
+    backlog: AtomicBool,
 }
 
 fn take_one(counter: &AtomicUsize) -> bool {
@@ -17,16 +29,55 @@ fn take_one(counter: &AtomicUsize) -> bool {
 }
 
 impl Slots {
-    /// All slots free.
+    /// All slots free; every subscriber may have a backlog (from a previous run) until a
+    /// claim finds none.
     pub fn new<'a>(total: usize, per_subscriber: usize, subscribers: impl IntoIterator<Item = &'a str>) -> Self {
-        Slots {
-            total: AtomicUsize::new(total),
-            subscribers: subscribers.into_iter().map(|s| (s.to_string(), AtomicUsize::new(per_subscriber))).collect(),
-        }
+        let own = |id: &str| Own {
+            id: id.to_string(),
+            free: AtomicUsize::new(per_subscriber),
+            backlog: AtomicBool::new(true),
+        };
+        Slots { total: AtomicUsize::new(total), subscribers: subscribers.into_iter().map(own).collect() }
+    }
+
+    fn own(&self, subscriber: &str) -> Option<&Own> {
+        self.subscribers.iter().find(|o| o.id == subscriber)
     }
 
     fn counter(&self, subscriber: &str) -> Option<&AtomicUsize> {
-        self.subscribers.iter().find(|(id, _)| id == subscriber).map(|(_, c)| c)
+        self.own(subscriber).map(|o| &o.free)
+    }
+
+    /// For the writer: whether a new delivery of `subscriber` may be handed straight to the
+    /// delivery loop (no backlog, and a slot taken for it). If not, it stays in the database,
+    /// and the subscriber is marked as having a backlog.
+    pub fn hand_over_one(&self, subscriber: &str) -> bool {
+        let Some(own) = self.own(subscriber) else { return false };
+        if !own.backlog.load(Ordering::Acquire) && self.take(subscriber, 1) == 1 {
+            return true;
+        }
+        own.backlog.store(true, Ordering::Release);
+        false
+    }
+
+    /// The database may hold claimable deliveries of `subscriber` (a retry, a status let go
+    /// after the one before it, a redelivery).
+    pub fn mark_backlog(&self, subscriber: &str) {
+        if let Some(own) = self.own(subscriber) {
+            own.backlog.store(true, Ordering::Release);
+        }
+    }
+
+    /// As [`Slots::mark_backlog`], for every subscriber.
+    pub fn mark_all_backlogged(&self) {
+        self.subscribers.iter().for_each(|o| o.backlog.store(true, Ordering::Release));
+    }
+
+    /// A claim found nothing more of `subscriber` pending in the database.
+    pub fn clear_backlog(&self, subscriber: &str) {
+        if let Some(own) = self.own(subscriber) {
+            own.backlog.store(false, Ordering::Release);
+        }
     }
 
     /// Takes up to `n` slots of `subscriber`; returns how many it got.
@@ -75,5 +126,21 @@ mod tests {
         assert_eq!(slots.free("b"), 1, "b has 1 of its own left; total has 2");
         assert_eq!(slots.take("b", 5), 1);
         assert_eq!(slots.take("nobody", 1), 0);
+    }
+
+    #[test]
+    fn no_hand_over_while_a_backlog_may_exist() {
+        let slots = Slots::new(10, 2, ["a"]);
+        assert!(!slots.hand_over_one("a"), "a backlog from a previous run is assumed until a claim finds none");
+        slots.clear_backlog("a");
+        assert!(slots.hand_over_one("a"));
+        assert!(slots.hand_over_one("a"));
+        assert!(!slots.hand_over_one("a"), "no slot left: the delivery stays in the database ...");
+        slots.give_back("a", 2);
+        assert!(!slots.hand_over_one("a"), "... and later ones queue behind it");
+        slots.clear_backlog("a");
+        assert!(slots.hand_over_one("a"));
+        slots.mark_all_backlogged();
+        assert!(!slots.hand_over_one("a"));
     }
 }

@@ -5,9 +5,12 @@
 //! as claimed (when a slot is free), and the loop claims due deliveries itself (retries, and
 //! whatever did not fit). It sleeps until it is woken by a hand-over, by a commit (`wake`), by
 //! a finished attempt, or by the next due retry; it never polls the database in a tight loop.
-//! At most `max_in_flight` attempts run at once (the [`Slots`]); besides those, up to one more
-//! slot's worth of claimed deliveries per subscriber waits in memory, ready to start the
-//! moment a slot frees up. The backlog stays in SQLite.
+//! At most `max_in_flight` attempts run at once, `max_in_flight_per_subscriber` per
+//! subscriber; besides those, up to [`CLAIM_BATCH`] claimed deliveries per subscriber wait in
+//! memory, ready to start the moment an attempt finishes. The [`Slots`] count every claim
+//! held in memory (running, ready, or stored by the writer and waiting for its fsync), so
+//! claims stay bounded while the writer hands new deliveries over without a claim query.
+//! The backlog stays in SQLite.
 
 mod webhook;
 
@@ -39,6 +42,12 @@ const STORAGE_BACKOFF: Duration = Duration::from_millis(500);
 /// large claims cost the writer far less than many small ones (each round trip is a
 /// transaction with its own statements and WAL pages).
 const CLAIM_BATCH: usize = 256;
+/// Claims one subscriber may hold in memory: its attempts in flight plus a ready queue of
+/// [`CLAIM_BATCH`] (or a slot's worth, if that is more). The [`Slots`] are sized by it.
+pub fn claim_capacity(per_subscriber: usize) -> usize {
+    per_subscriber + CLAIM_BATCH.max(per_subscriber)
+}
+
 /// How long a finished attempt's result may wait to be recorded while attempts are still
 /// running, so that results are recorded in batches, not one transaction per attempt.
 const RECORD_DELAY: Duration = Duration::from_millis(5);
@@ -62,7 +71,7 @@ pub struct Wiring {
     pub clock: Arc<dyn Clock>,
     /// Free attempt slots, shared with the writer's hand-over.
     pub slots: Arc<Slots>,
-    /// Deliveries the writer handed over (their slots already taken).
+    /// Deliveries the writer handed over (their claims already counted in the slots).
     pub handed: mpsc::UnboundedReceiver<Vec<Claimed>>,
 }
 
@@ -71,6 +80,7 @@ pub struct Dispatcher {
     wiring: Wiring,
     shared: Arc<Shared>,
     per_subscriber: usize,
+    max_in_flight: usize,
     grace: Duration,
 }
 
@@ -80,7 +90,7 @@ type CycleFuture = std::pin::Pin<Box<dyn std::future::Future<Output = CycleOutpu
 /// What a round trip came back with.
 struct CycleOutput {
     results: Arc<Vec<Completion>>,
-    asked: usize,
+    asked: Vec<(String, usize)>,
     outcome: anyhow::Result<crate::outbox::ClaimBatch>,
 }
 
@@ -99,9 +109,8 @@ struct Turn {
     /// Attempts started and not yet finished, in total and per subscriber.
     running: usize,
     running_by: HashMap<String, usize>,
-    /// Claimed deliveries waiting for a free slot, per subscriber: up to one more slot's
-    /// worth each, so a slot that frees up is used at once, without a round trip to the
-    /// database.
+    /// Claimed deliveries waiting for an attempt to finish, per subscriber, so a freed
+    /// attempt starts the next one at once, without a round trip to the database.
     ready: HashMap<String, VecDeque<Claimed>>,
     /// When the next claimable delivery falls due.
     next_due: Option<i64>,
@@ -123,6 +132,7 @@ impl Dispatcher {
             wiring,
             shared: Arc::new(shared),
             per_subscriber: d.max_in_flight_per_subscriber,
+            max_in_flight: d.max_in_flight,
             grace: d.shutdown_grace,
         })
     }
@@ -147,9 +157,11 @@ impl Dispatcher {
         let mut backoff: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             if cycle.is_none() && backoff.is_none_or(|t| Instant::now() >= t) && self.cycle_due(&turn, dirty) {
-                // A round trip that claims nothing leaves `dirty` for when a queue runs low.
-                dirty &= self.wants(&turn).is_empty();
-                cycle = self.begin_cycle(&mut turn);
+                if let Some((next, claiming)) = self.begin_cycle(&mut turn) {
+                    cycle = Some(next);
+                    // A round trip that claims nothing leaves `dirty` for when a queue runs low.
+                    dirty &= !claiming;
+                }
             }
             let wait = match (cycle.is_some(), backoff) {
                 (true, _) => Duration::from_secs(3600),
@@ -166,7 +178,7 @@ impl Dispatcher {
                 }
                 _ = self.wiring.wake.notified() => dirty = true,
                 Some(c) = done_rx.recv() => self.finished(&mut turn, c),
-                Some(batch) = self.wiring.handed.recv() => batch.into_iter().for_each(|c| self.start(c, &mut turn)),
+                Some(batch) = self.wiring.handed.recv() => self.enqueue(batch, &mut turn),
                 _ = tokio::time::sleep(wait) => (dirty, backoff) = (true, None),
                 _ = shutdown.cancelled() => {}
             }
@@ -184,18 +196,33 @@ impl Dispatcher {
         if let Some(n) = turn.running_by.get_mut(&completion.subscriber) {
             *n -= 1;
         }
-        let subscriber = completion.subscriber.clone();
         turn.oldest_finished.get_or_insert_with(Instant::now);
         turn.finished.push(completion);
-        self.pump(&subscriber, turn);
+        self.pump_all(turn);
     }
 
-    /// Starts ready deliveries of `subscriber` while it has free slots.
+    /// Queues deliveries the writer handed over and starts what may start.
+    fn enqueue(&self, batch: Vec<Claimed>, turn: &mut Turn) {
+        for claimed in batch {
+            turn.ready.entry(claimed.subscriber.clone()).or_default().push_back(claimed);
+        }
+        self.pump_all(turn);
+    }
+
+    /// Starts ready deliveries of `subscriber` while the in-flight limits allow.
     fn pump(&self, subscriber: &str, turn: &mut Turn) {
-        while turn.ready.get(subscriber).is_some_and(|q| !q.is_empty()) && self.wiring.slots.take(subscriber, 1) == 1 {
-            if let Some(claimed) = turn.ready.get_mut(subscriber).and_then(VecDeque::pop_front) {
-                self.start(claimed, turn);
-            }
+        while turn.running < self.max_in_flight
+            && turn.running_by.get(subscriber).copied().unwrap_or(0) < self.per_subscriber
+        {
+            let Some(claimed) = turn.ready.get_mut(subscriber).and_then(VecDeque::pop_front) else { break };
+            self.start(claimed, turn);
+        }
+    }
+
+    /// Pumps every subscriber: a freed attempt may let another one go under the total limit.
+    fn pump_all(&self, turn: &mut Turn) {
+        for route in self.wiring.routes.all() {
+            self.pump(&route.id, turn);
         }
     }
 
@@ -225,22 +252,40 @@ impl Dispatcher {
         }
     }
 
-    /// Starts one outbox round trip: record finished attempts, claim what fits. `None` when
-    /// there is nothing to do.
-    fn begin_cycle(&self, turn: &mut Turn) -> Option<CycleFuture> {
-        let wants = self.wants(turn);
+    /// Starts one outbox round trip: record finished attempts, claim what fits (taking the
+    /// slots for it first). `None` when there is nothing to do; else whether it claims.
+    fn begin_cycle(&self, turn: &mut Turn) -> Option<(CycleFuture, bool)> {
+        let wants: Vec<(String, usize)> = self
+            .wants(turn)
+            .into_iter()
+            .map(|(subscriber, n)| {
+                let got = self.wiring.slots.take(&subscriber, n);
+                (subscriber, got)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
         if turn.finished.is_empty() && wants.is_empty() {
             return None;
         }
+        let claiming = !wants.is_empty();
         let results = Arc::new(std::mem::take(&mut turn.finished));
         turn.oldest_finished = None;
-        let asked: usize = wants.iter().map(|(_, n)| n).sum();
+        let asked = wants.clone();
         let outbox = self.wiring.outbox.clone();
         let now = self.shared.clock.now_ms();
-        Some(Box::pin(async move {
+        let future: CycleFuture = Box::pin(async move {
             let outcome = outbox.cycle(results.clone(), wants, now).await;
             CycleOutput { results, asked, outcome }
-        }))
+        });
+        Some((future, claiming))
+    }
+
+    /// Gives back the slots taken for a claim that came back with fewer deliveries.
+    fn give_back_unclaimed(&self, asked: &[(String, usize)], claimed: &[Claimed]) {
+        for (subscriber, n) in asked {
+            let got = claimed.iter().filter(|c| &c.subscriber == subscriber).count();
+            self.wiring.slots.give_back(subscriber, n.saturating_sub(got));
+        }
     }
 
     /// Takes a round trip's answer: claimed deliveries join the ready queues. Returns whether
@@ -248,24 +293,22 @@ impl Dispatcher {
     /// (the results are kept for the next turn).
     fn end_cycle(&self, turn: &mut Turn, out: CycleOutput) -> Option<bool> {
         let CycleOutput { results, asked, outcome } = out;
+        let total: usize = asked.iter().map(|(_, n)| n).sum();
         match outcome {
             Ok(batch) => {
+                self.give_back_unclaimed(&asked, &batch.items);
                 for c in results.iter().filter(|c| !matches!(c.next, NextState::RetryAt(_))) {
                     self.wiring.routes.queue_depth_add(&c.subscriber, -1.0);
                 }
-                let filled = asked > 0 && batch.items.len() >= asked;
-                if asked > 0 {
+                let filled = total > 0 && batch.items.len() >= total;
+                if total > 0 {
                     turn.next_due = batch.next_due;
                 }
-                for claimed in batch.items {
-                    turn.ready.entry(claimed.subscriber.clone()).or_default().push_back(claimed);
-                }
-                for route in self.wiring.routes.all() {
-                    self.pump(&route.id, turn);
-                }
+                self.enqueue(batch.items, turn);
                 Some(filled || !results.is_empty())
             }
             Err(e) => {
+                self.give_back_unclaimed(&asked, &[]);
                 tracing::error!(error = %e, "recording results / claiming work failed; will retry");
                 let mut kept = Arc::try_unwrap(results).unwrap_or_else(|shared| (*shared).clone());
                 kept.append(&mut turn.finished);
@@ -277,9 +320,9 @@ impl Dispatcher {
     }
 
     /// How many deliveries to claim per subscriber: none while its ready queue holds at
-    /// least a slot's worth; otherwise enough to fill its slots and [`CLAIM_BATCH`] more.
+    /// least a slot's worth; otherwise up to its [`claim_capacity`].
     fn wants(&self, turn: &Turn) -> Vec<(String, usize)> {
-        let target = self.per_subscriber + CLAIM_BATCH.max(self.per_subscriber);
+        let target = claim_capacity(self.per_subscriber);
         self.wiring
             .routes
             .all()
@@ -296,7 +339,7 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Starts one attempt; its slot is already taken.
+    /// Starts one attempt; its claim is already counted in the slots.
     fn start(&self, claimed: Claimed, turn: &mut Turn) {
         let Some(route) = self.wiring.routes.get(&claimed.subscriber).cloned() else {
             self.wiring.slots.give_back(&claimed.subscriber, 1);

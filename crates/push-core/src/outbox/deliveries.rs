@@ -58,6 +58,9 @@ pub(super) async fn claim(
         .bind(subscriber)
         .fetch_one(&mut *tx)
         .await?;
+        if ids.len() < *limit && due.is_none() {
+            batch.drained.push(subscriber.clone());
+        }
         batch.next_due = match (batch.next_due, due) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

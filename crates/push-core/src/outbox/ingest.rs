@@ -258,7 +258,7 @@ impl<'r> Planner<'_, 'r> {
         let call_id = &item.event.call_id;
         let chain = (subscriber.to_string(), call_id.clone());
         let blocked = self.ordered && (self.known.chains.contains(&chain) || draft.chains.contains(&chain));
-        let claimed = !blocked && self.slots.take(subscriber, 1) == 1;
+        let claimed = !blocked && self.slots.hand_over_one(subscriber);
         self.ids.delivery += 1;
         let (id, event_row) = (self.ids.delivery, self.ids.event);
         self.rows.deliveries.push(DeliveryRow {

@@ -97,6 +97,8 @@ pub struct ClaimBatch {
     pub items: Vec<Claimed>,
     /// Earliest `next_attempt_at` (ms) still waiting among subscribers that had room.
     pub next_due: Option<i64>,
+    /// Subscribers the claim left nothing pending for (see [`crate::slots::Slots`]).
+    pub drained: Vec<String>,
 }
 
 /// Where a delivery goes after an attempt.
@@ -172,7 +174,9 @@ impl Outbox {
     ) -> anyhow::Result<(Outbox, tokio::task::JoinHandle<()>)> {
         let options = connect_options(url)?;
         // The writer gets the big page cache; readers (operations API) a small one each.
-        let writer_options = options.clone().pragma("cache_size", "-8000");
+        // A claim returns a few hundred rows: let the SQLite thread hand them over without
+        // waiting for the writer task to empty a 50-row channel several times.
+        let writer_options = options.clone().pragma("cache_size", "-8000").row_buffer_size(1024);
         let mut conn = writer_options.connect().await.with_context(|| format!("opening {url}"))?;
         MIGRATOR.run(&mut conn).await.context("migrating the outbox")?;
         deliveries::release_claims(&mut conn).await?;

@@ -8,11 +8,13 @@ use std::sync::{
 use sqlx::{Connection as _, SqliteConnection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::slots::Slots;
+
 use super::{
     deliveries,
     ingest::{self, Plan, Request, RowIds},
     syncer::{self, Committed},
-    ClaimBatch, Claimed, Completion, Handoff, IngestItem, IngestOutcome, RedeliverFilter,
+    ClaimBatch, Claimed, Completion, Handoff, IngestItem, IngestOutcome, NextState, RedeliverFilter,
 };
 
 type Sqlite = sqlx::Sqlite;
@@ -90,6 +92,10 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Comma
             if must_sync {
                 let _ = durable_tx.send(Committed { finishes, commit, handed });
             } else {
+                if commit.is_err() {
+                    // Whatever it claimed or scheduled is back in the database.
+                    slots.mark_all_backlogged();
+                }
                 syncer::hand_over(&handoff, handed, commit.is_ok());
                 finishes.into_iter().for_each(|f| f(commit.clone()));
             }
@@ -148,7 +154,7 @@ async fn apply_group(
     group: Vec<Command>,
     ctx: Plan<'_>,
 ) -> (Vec<Finish>, Result<(), String>, Vec<Claimed>) {
-    let ordered = ctx.ordered;
+    let (ordered, slots) = (ctx.ordered, ctx.slots);
     let mut tx = match conn.begin().await {
         Ok(tx) => tx,
         Err(e) => {
@@ -161,7 +167,7 @@ async fn apply_group(
     let (ingests, others): (Vec<_>, Vec<_>) = group.into_iter().partition(|c| matches!(c, Command::Ingest { .. }));
     let (mut finishes, handed) = apply_ingests(&mut tx, ingests, ctx).await;
     for command in others {
-        finishes.push(apply_one(&mut tx, command, ordered).await);
+        finishes.push(apply_one(&mut tx, command, ordered, slots).await);
     }
     let commit = tx.commit().await.map_err(|e| {
         tracing::error!(error = %e, "outbox commit failed");
@@ -246,7 +252,9 @@ async fn ingest_in_savepoint(
 }
 
 /// Applies one non-ingest command inside a savepoint, so a failing command undoes only itself.
-async fn apply_one(tx: &mut Transaction<'_, Sqlite>, command: Command, ordered: bool) -> Finish {
+/// Keeps the subscribers' backlog marks (see [`Slots`]) in step with what it leaves
+/// claimable in the database.
+async fn apply_one(tx: &mut Transaction<'_, Sqlite>, command: Command, ordered: bool, slots: &Slots) -> Finish {
     let mut sp = match tx.begin().await {
         Ok(sp) => sp,
         Err(e) => return fail(command, &e.to_string()),
@@ -261,10 +269,22 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, command: Command, ordered: 
     match command {
         Command::Cycle { done, wants, now, reply } => run!(reply, async {
             deliveries::complete(&mut sp, &done, ordered).await?;
-            deliveries::claim(&mut sp, &wants, now).await
+            // A retry falls due later; a finished status lets the next one of its call go.
+            for c in done.iter().filter(|c| ordered || matches!(c.next, NextState::RetryAt(_))) {
+                slots.mark_backlog(&c.subscriber);
+            }
+            let batch = deliveries::claim(&mut sp, &wants, now).await?;
+            batch.drained.iter().for_each(|s| slots.clear_backlog(s));
+            Ok(batch)
         }),
-        Command::Redeliver { filter, now, reply } => run!(reply, deliveries::redeliver(&mut sp, &filter, now, ordered)),
-        Command::ReleaseClaims { reply } => run!(reply, deliveries::release_claims(&mut sp)),
+        Command::Redeliver { filter, now, reply } => {
+            slots.mark_all_backlogged();
+            run!(reply, deliveries::redeliver(&mut sp, &filter, now, ordered))
+        }
+        Command::ReleaseClaims { reply } => {
+            slots.mark_all_backlogged();
+            run!(reply, deliveries::release_claims(&mut sp))
+        }
         Command::Ingest { reply, .. } => {
             let _ = sp.rollback().await;
             fail(Command::Ingest { items: vec![], now: 0, reply }, "ingest is applied in bulk")

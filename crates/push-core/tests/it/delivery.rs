@@ -253,3 +253,30 @@ async fn an_attempt_cut_off_by_the_grace_period_is_made_again_after_restart() {
     assert_eq!(receiver.arrivals(), 2, "made again after the restart");
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn attempts_in_flight_stay_within_the_per_subscriber_and_total_limits() {
+    const ANSWER_AFTER: Duration = Duration::from_millis(150);
+    let receiver = TestReceiver::start().await;
+    receiver.set_behavior(|_| (200, ANSWER_AFTER));
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path(), &receiver.url());
+    settings.subscribers.push(subscriber("second", &format!("{}/second", receiver.url())));
+    settings.delivery.max_in_flight_per_subscriber = 3;
+    settings.delivery.max_in_flight = 4;
+    let app = TestApp::spawn(Service::Cdr, settings).await;
+    let batch: Vec<Value> = (0..12).map(|i| seed_cdr(&format!("limit-{i}"))).collect();
+    assert_eq!(app.ingest(&Value::Array(batch)).await.status(), 202);
+    let pushes = receiver.wait_for_successes(24, WAIT).await;
+
+    // Each attempt is answered ANSWER_AFTER its arrival, and a slot is reused only after the
+    // answer, so the arrivals inside any window of that length are attempts in flight at once.
+    let most_at_once = |path: Option<&str>| {
+        let at: Vec<_> = pushes.iter().filter(|p| path.is_none_or(|x| p.path == x)).map(|p| p.at).collect();
+        at.iter().map(|start| at.iter().filter(|t| **t >= *start && **t - *start < ANSWER_AFTER).count()).max()
+    };
+    assert_eq!(most_at_once(None), Some(4), "the total limit is reached and holds");
+    assert!(most_at_once(Some("/cdr")).unwrap() <= 3, "per-subscriber limit for demo");
+    assert!(most_at_once(Some("/second/cdr")).unwrap() <= 3, "per-subscriber limit for second");
+    app.stop().await.unwrap();
+}
