@@ -8,7 +8,6 @@ use axum::{
     Json,
 };
 use serde::Serialize;
-use serde_json::Value;
 
 use super::{error::ApiError, AppState};
 use crate::{
@@ -59,19 +58,21 @@ pub async fn ingest(
     }
 }
 
-/// Reads, parses and validates the body. The raw bytes and the parsed tree are dropped here,
-/// before the wait for the commit, so a request holds only its validated events meanwhile.
+/// Reads, parses and validates the body. The body is validated straight from its bytes (no
+/// JSON tree of the batch), and the bytes are dropped here, before the wait for the commit,
+/// so a request holds only its validated events meanwhile.
 async fn parse(state: &AppState, body: Body) -> Result<Vec<IngestItem>, ApiError> {
     let limit = state.settings.ingest.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    drop(bytes);
-    schema::validate_body_with(state.service, &value, |event| IngestItem {
+    schema::validate_bytes_with(state.service, &bytes, |event| IngestItem {
         subscribers: state.routes.matching(&event),
         event_id: uuid::Uuid::now_v7().to_string(),
         event: event.into_stored(),
     })
-    .map_err(ApiError::Validation)
+    .map_err(|e| match e {
+        schema::BodyError::Malformed(e) => ApiError::MalformedJson(e.to_string()),
+        schema::BodyError::Invalid(errors) => ApiError::Validation(errors),
+    })
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {

@@ -1,9 +1,10 @@
 //! The field tables of SPEC §2.1 (CDR) and §2.2 (status event), and the rules that tie
 //! several fields together.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{
+    members::tag,
     rules::{int, Rule},
     FieldError,
 };
@@ -122,6 +123,31 @@ const STATUS_FIELDS: [FieldSpec; 23] = [
     PRIVACY[8],
 ];
 
+/// The most fields a table has (the CDR's).
+pub(super) const MAX_FIELDS: usize = CDR.len();
+const _: () = assert!(STATUS_FIELDS.len() <= MAX_FIELDS);
+
+const fn tags<const N: usize>(specs: &[FieldSpec; N]) -> [u64; N] {
+    let mut tags = [0; N];
+    let mut at = 0;
+    while at < N {
+        tags[at] = tag(specs[at].name);
+        at += 1;
+    }
+    tags
+}
+
+const CDR_TAGS: [u64; CDR.len()] = tags(&CDR);
+const STATUS_TAGS: [u64; STATUS_FIELDS.len()] = tags(&STATUS_FIELDS);
+
+/// The [`tag`] of each name of [`specs`], position for position, to match members by.
+pub(super) fn tags_of(service: Service) -> &'static [u64] {
+    match service {
+        Service::Cdr => &CDR_TAGS,
+        Service::Status => &STATUS_TAGS,
+    }
+}
+
 /// The field table of `service`'s payload, in the order subscribers receive the fields.
 pub fn specs(service: Service) -> &'static [FieldSpec] {
     match service {
@@ -130,17 +156,57 @@ pub fn specs(service: Service) -> &'static [FieldSpec] {
     }
 }
 
-/// Rules across fields; `obj` holds only the fields that passed their own rule.
-pub(super) fn cross_check(service: Service, index: usize, obj: &Map<String, Value>, errors: &mut Vec<FieldError>) {
+/// One object's fields as the checks after the first pass see them: its values by position in
+/// its table (`null` as absent), all of them or only those that passed their own rule (SPEC
+/// §3: a field is never reported twice). Looking a name up is a scan of the table's tags.
+#[derive(Clone, Copy)]
+pub(super) struct View<'v> {
+    service: Service,
+    values: &'v [Option<&'v Value>],
+    failed: &'v [String],
+}
+
+impl<'v> View<'v> {
+    /// `values` are position for position those of `service`'s table; those named in `failed`
+    /// are hidden.
+    pub(super) fn new(service: Service, values: &'v [Option<&'v Value>], failed: &'v [String]) -> Self {
+        View { service, values, failed }
+    }
+
+    /// Whose table the values are of.
+    pub(super) fn service(&self) -> Service {
+        self.service
+    }
+
+    /// Each field of the table with its value as [`View::get`] gives it, in table order.
+    pub(super) fn fields(&self) -> impl Iterator<Item = (&'static FieldSpec, Option<&'v Value>)> + use<'v> {
+        let failed = self.failed;
+        let hidden = move |spec: &FieldSpec| failed.iter().any(|f| f == spec.name);
+        specs(self.service).iter().zip(self.values).map(move |(spec, v)| (spec, v.filter(|_| !hidden(spec))))
+    }
+
+    /// The value of field `name` unless it is absent, `null`, not of this table, or failed.
+    #[inline]
+    pub(super) fn get(&self, name: &str) -> Option<&'v Value> {
+        if self.failed.iter().any(|f| f == name) {
+            return None;
+        }
+        let (specs, wanted) = (specs(self.service), tag(name));
+        let at = tags_of(self.service).iter().position(|t| *t == wanted)?;
+        self.values[at].filter(|_| specs[at].name == name)
+    }
+}
+
+/// Rules across fields; `obj` shows only the fields that passed their own rule.
+pub(super) fn cross_check(service: Service, index: usize, obj: View<'_>, errors: &mut Vec<FieldError>) {
     let mut err = |field: &str, msg: String| errors.push(FieldError::new(index, field, msg));
     let service_type = obj.get("serviceType").and_then(Value::as_i64).unwrap_or(0);
-    let present = |name: &str| obj.get(name).is_some_and(|v| !v.is_null());
-    for spec in specs(service).iter().filter(|s| s.need == Privacy) {
-        if service_type == 100 && present(spec.name) {
+    for (spec, value) in obj.fields().filter(|(s, _)| s.need == Privacy) {
+        if service_type == 100 && value.is_some() {
             err(spec.name, "is a privacy-number field, only allowed with serviceType 200".into());
         }
     }
-    if service_type == 200 && !present("phoneNoX") {
+    if service_type == 200 && obj.get("phoneNoX").is_none() {
         err("phoneNoX", "is required with serviceType 200".into());
     }
     if let Some(sub) = obj.get("subServiceType").and_then(Value::as_i64) {
@@ -152,8 +218,8 @@ pub(super) fn cross_check(service: Service, index: usize, obj: &Map<String, Valu
         Service::Cdr => cdr_times(obj, &mut err),
         Service::Status => {
             let status = obj.get("status").and_then(Value::as_str).unwrap_or("");
-            for spec in STATUS_FIELDS.iter().filter(|s| s.need == HangupOnly) {
-                if status != "HANGUP" && present(spec.name) {
+            for (spec, value) in obj.fields().filter(|(s, _)| s.need == HangupOnly) {
+                if status != "HANGUP" && value.is_some() {
                     err(spec.name, format!("is only allowed with status HANGUP (got {status})"));
                 }
             }
@@ -161,7 +227,7 @@ pub(super) fn cross_check(service: Service, index: usize, obj: &Map<String, Valu
     }
 }
 
-fn cdr_times(obj: &Map<String, Value>, err: &mut impl FnMut(&str, String)) {
+fn cdr_times(obj: View<'_>, err: &mut impl FnMut(&str, String)) {
     let time = |name: &str| obj.get(name).and_then(|v| int(v).ok());
     let (Some(start), Some(end)) = (time("startTime"), time("endTime")) else {
         return;
@@ -190,5 +256,23 @@ fn cdr_times(obj: &Map<String, Value>, err: &mut impl FnMut(&str, String)) {
     }
     if ring.is_some_and(|r| r > start) {
         err("ringTime", "must not be after startTime".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_field_names_have_distinct_tags() {
+        let all: Vec<&str> = CDR.iter().chain(&STATUS_FIELDS).map(|s| s.name).collect();
+        for name in &all {
+            let same_tag: Vec<&&str> = all.iter().filter(|n| tag(n) == tag(name)).collect();
+            assert!(same_tag.iter().all(|n| n == &name), "{name} and {same_tag:?}");
+        }
+        for service in [Service::Cdr, Service::Status] {
+            let tags: Vec<u64> = specs(service).iter().map(|s| tag(s.name)).collect();
+            assert_eq!(tags_of(service), tags);
+        }
     }
 }

@@ -5,14 +5,26 @@
 //! a [`ValidEvent`]: its routing facts plus the normalized body that subscribers receive
 //! (fields in the SPEC's order, `null` optionals dropped, everything else byte-for-byte as
 //! sent).
+//!
+//! Ingest validates the request bytes directly ([`validate_bytes_with`]): one field value at a
+//! time, never a JSON tree of the whole batch. The `&Value` entry points judge an object the
+//! same way, through the same checks.
 
+mod check;
+mod event;
 mod fields;
+mod members;
+mod read;
 pub mod rules;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-pub use self::fields::{FieldSpec, Need};
+use self::members::Members;
+pub use self::{
+    event::{StoredEvent, ValidEvent},
+    fields::{FieldSpec, Need},
+};
 use crate::config::Service;
 
 /// Most items one ingest request may carry.
@@ -35,124 +47,25 @@ impl FieldError {
     }
 }
 
-/// A validated event: what the outbox needs to route, deduplicate and order it.
-#[derive(Debug, Clone)]
-pub struct ValidEvent {
-    /// `callId`.
-    pub call_id: String,
-    /// `party`, `CALLER` or `CALLEE`, when the call has one record per leg.
-    pub party: Option<String>,
-    /// `status` of a status event; `None` for a CDR.
-    pub status: Option<String>,
-    /// `serviceType`, 100 or 200.
-    pub service_type: u16,
-    /// `accountId`, used to route to subscribers.
-    pub account_id: Option<String>,
-    /// The normalized object subscribers receive (status events hold a `sequence` slot).
-    pub body: Map<String, Value>,
+/// Why a request body was refused: not JSON at all (400), or JSON that breaks rules (422).
+#[derive(Debug)]
+pub enum BodyError {
+    /// The body is not valid JSON; the message is serde_json's, as `from_slice::<Value>` gives it.
+    Malformed(serde_json::Error),
+    /// Every violated rule, in the order of the items and, within one, of the checks.
+    Invalid(Vec<FieldError>),
 }
 
-impl ValidEvent {
-    /// The idempotency key: (callId, party) for a CDR, (callId, party, status) for a status.
-    pub fn dedup_key(&self) -> String {
-        key(&self.call_id, self.party.as_deref(), self.status.as_deref())
-    }
-
-    /// The key of the HANGUP of this event's (callId, party): once it exists, nothing else may.
-    pub fn hangup_key(&self) -> String {
-        key(&self.call_id, self.party.as_deref(), Some("HANGUP"))
-    }
-
-    /// The body serialized once, for the outbox (the JSON tree is dropped), with its keys.
-    pub fn into_stored(self) -> StoredEvent {
-        let (head, tail) = self.body_parts();
-        let dedup_key = self.dedup_key();
-        let hangup_key = self.status.is_some().then(|| self.hangup_key());
-        StoredEvent { call_id: self.call_id, party: self.party, status: self.status, dedup_key, hangup_key, head, tail }
-    }
-
-    /// The body subscribers receive, with `sequence` filled in for status events (the same
-    /// bytes the outbox stores, see [`ValidEvent::into_stored`]).
-    pub fn body_json(&self, sequence: Option<i64>) -> String {
-        let (head, tail) = self.body_parts();
-        with_sequence(&head, &tail, sequence)
-    }
-
-    /// The serialized body split at the `sequence` slot (a CDR has none: all of it is head).
-    fn body_parts(&self) -> (String, String) {
-        match self.body.keys().position(|k| k == "sequence") {
-            Some(at) => {
-                let head = members(self.body.iter().take(at));
-                let tail = members(self.body.iter().skip(at + 1));
-                (format!("{{{head}"), if tail.is_empty() { "}".to_string() } else { format!(",{tail}}}") })
-            }
-            None => (format!("{{{}", members(self.body.iter())), "}".to_string()),
-        }
-    }
-}
-
-fn with_sequence(head: &str, tail: &str, sequence: Option<i64>) -> String {
-    match sequence {
-        Some(seq) => format!("{head},\"sequence\":{seq}{tail}"),
-        None => format!("{head}{tail}"),
-    }
-}
-
-/// A validated event as the outbox keeps it: the routing facts and the body already
-/// serialized, split where status-pusher puts `sequence` (after `timestamp`). Building the
-/// body once, here, keeps ingest from holding a JSON tree per event while it waits for the
-/// commit, and from serializing it again in the writer.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    /// `callId`.
-    pub call_id: String,
-    /// `party`, if any.
-    pub party: Option<String>,
-    /// `status` of a status event; `None` for a CDR.
-    pub status: Option<String>,
-    dedup_key: String,
-    hangup_key: Option<String>,
-    head: String,
-    tail: String,
-}
-
-impl StoredEvent {
-    /// See [`ValidEvent::dedup_key`]; computed once, before the event reaches the writer.
-    pub fn dedup_key(&self) -> &str {
-        &self.dedup_key
-    }
-
-    /// See [`ValidEvent::hangup_key`]; `None` for a CDR.
-    pub fn hangup_key(&self) -> Option<&str> {
-        self.hangup_key.as_deref()
-    }
-
-    /// The body subscribers receive, with `sequence` for status events.
-    pub fn body_json(&self, sequence: Option<i64>) -> String {
-        with_sequence(&self.head, &self.tail, sequence)
-    }
-}
-
-fn key(call_id: &str, party: Option<&str>, status: Option<&str>) -> String {
-    let party = party.unwrap_or("");
-    match status {
-        Some(status) => format!("{call_id}\u{1f}{party}\u{1f}{status}"),
-        None => format!("{call_id}\u{1f}{party}"),
-    }
-}
-
-/// Serializes `entries` as the inside of a JSON object (no braces): `"a":1,"b":2`.
-fn members<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>) -> String {
-    let mut out = String::new();
-    for (k, v) in entries {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(&Value::String(k.clone()).to_string());
-        out.push(':');
-        out.push_str(&v.to_string());
-    }
-    out
+/// Validates a request body given as its bytes, the way ingest receives it: one object or an
+/// array of 1..=[`MAX_BATCH`] objects, all valid, each turned into `T` as soon as it is
+/// validated. It answers what `serde_json::from_slice` followed by [`validate_body_with`]
+/// answers, without building the JSON tree of the body.
+pub fn validate_bytes_with<T>(
+    service: Service,
+    bytes: &[u8],
+    convert: impl FnMut(ValidEvent) -> T,
+) -> Result<Vec<T>, BodyError> {
+    read::read(Batch::new(service, convert), bytes)
 }
 
 /// Validates a request body: one object or an array of 1..=[`MAX_BATCH`] objects, all valid.
@@ -161,112 +74,94 @@ pub fn validate_body(service: Service, body: &Value) -> Result<Vec<ValidEvent>, 
 }
 
 /// Like [`validate_body`], but turns each valid event into `T` as soon as it is validated
-/// (ingest makes it a stored event at once, so a request never holds a JSON tree per event).
+/// (as ingest does through [`validate_bytes_with`], which answers the same for the same JSON).
 pub fn validate_body_with<T>(
     service: Service,
     body: &Value,
-    mut convert: impl FnMut(ValidEvent) -> T,
+    convert: impl FnMut(ValidEvent) -> T,
 ) -> Result<Vec<T>, Vec<FieldError>> {
     let items: Vec<&Value> = match body {
-        Value::Array(items) if items.is_empty() || items.len() > MAX_BATCH => {
-            let msg = format!("an array must hold 1 to {MAX_BATCH} items (got {})", items.len());
-            return Err(vec![FieldError::new(0, "", msg)]);
+        Value::Array(items) => {
+            batch_size(items.len())?;
+            items.iter().collect()
         }
-        Value::Array(items) => items.iter().collect(),
         other => vec![other],
     };
-    let mut valid = Vec::with_capacity(items.len());
-    let mut errors = Vec::new();
+    let mut batch = Batch::new(service, convert);
+    batch.valid.reserve_exact(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        match validate_event(service, index, item) {
-            Ok(event) if errors.is_empty() => valid.push(convert(event)),
-            Ok(_) => {}
-            Err(mut errs) => errors.append(&mut errs),
+        match item.as_object() {
+            Some(object) => batch.object(index, &Members::from_map(object)),
+            None => batch.not_object(index),
         }
     }
-    if errors.is_empty() {
-        Ok(valid)
-    } else {
-        Err(errors)
-    }
+    batch.finish()
 }
 
 /// Validates one event object against the rules of `service`'s payload.
 pub fn validate_event(service: Service, index: usize, value: &Value) -> Result<ValidEvent, Vec<FieldError>> {
-    let Some(object) = value.as_object() else {
-        return Err(vec![FieldError::new(index, "", "must be a JSON object")]);
-    };
-    let specs = fields::specs(service);
-    let mut errors = unknown_fields(index, object, specs);
-    for spec in specs {
-        match object.get(spec.name) {
-            None | Some(Value::Null) if spec.need == Need::Required => {
-                errors.push(FieldError::new(index, spec.name, "is required"));
-            }
-            None | Some(Value::Null) => {}
-            Some(_) if spec.need == Need::OutputOnly => {
-                errors.push(FieldError::new(index, spec.name, "is output only; the pusher assigns it"));
-            }
-            Some(v) => {
-                if let Err(msg) = spec.rule.check(v) {
-                    errors.push(FieldError::new(index, spec.name, msg));
-                }
-            }
+    match value.as_object() {
+        Some(object) => check::object(service, index, &Members::from_map(object), &mut String::new()),
+        None => Err(vec![not_an_object(index)]),
+    }
+}
+
+/// Refuses an array with no item or more than [`MAX_BATCH`].
+fn batch_size(len: usize) -> Result<(), Vec<FieldError>> {
+    if len == 0 || len > MAX_BATCH {
+        let msg = format!("an array must hold 1 to {MAX_BATCH} items (got {len})");
+        return Err(vec![FieldError::new(0, "", msg)]);
+    }
+    Ok(())
+}
+
+fn not_an_object(index: usize) -> FieldError {
+    FieldError::new(index, "", "must be a JSON object")
+}
+
+/// The items of one request as they are judged, in order: every error is kept, and valid
+/// events are converted only while no item has failed (a batch is all or nothing).
+struct Batch<T, F> {
+    service: Service,
+    convert: F,
+    valid: Vec<T>,
+    errors: Vec<FieldError>,
+    scratch: String,
+}
+
+impl<T, F: FnMut(ValidEvent) -> T> Batch<T, F> {
+    fn new(service: Service, convert: F) -> Self {
+        Batch { service, convert, valid: Vec::new(), errors: Vec::new(), scratch: String::new() }
+    }
+
+    /// Judges the object at `index`.
+    fn object(&mut self, index: usize, members: &Members<'_>) {
+        match check::object(self.service, index, members, &mut self.scratch) {
+            Ok(event) if self.errors.is_empty() => self.valid.push((self.convert)(event)),
+            Ok(_) => {}
+            Err(mut errs) => self.errors.append(&mut errs),
         }
     }
-    // Rules across fields are reported along with the rules of single fields (SPEC §3: every
-    // violated rule), judged on the fields that passed their own rule, never twice per field.
-    let failed: Vec<String> = errors.iter().map(|e| e.field.clone()).collect();
-    let key_failed = |f: &String| f == "serviceType" || (service == Service::Status && f == "status");
-    if failed.is_empty() {
-        fields::cross_check(service, index, object, &mut errors);
-    } else if !failed.iter().any(key_failed) {
-        let passed: Map<String, Value> =
-            object.iter().filter(|(k, _)| !failed.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut cross = Vec::new();
-        fields::cross_check(service, index, &passed, &mut cross);
-        errors.extend(cross.into_iter().filter(|e| !failed.contains(&e.field)));
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(normalize(service, object, specs))
-}
 
-fn unknown_fields(index: usize, object: &Map<String, Value>, specs: &[FieldSpec]) -> Vec<FieldError> {
-    object
-        .keys()
-        .filter(|key| !specs.iter().any(|s| s.name == key.as_str()))
-        .map(|key| {
-            let hint = specs.iter().find(|s| s.name.eq_ignore_ascii_case(key));
-            let msg = match hint {
-                Some(s) => format!("is not a known field; did you mean `{}`?", s.name),
-                None => "is not a known field".to_string(),
-            };
-            FieldError::new(index, key, msg)
-        })
-        .collect()
-}
+    /// Refuses the item at `index`, which is not an object.
+    fn not_object(&mut self, index: usize) {
+        self.errors.push(not_an_object(index));
+    }
 
-fn normalize(service: Service, object: &Map<String, Value>, specs: &[FieldSpec]) -> ValidEvent {
-    let mut body = Map::new();
-    for spec in specs {
-        if spec.need == Need::OutputOnly {
-            body.insert(spec.name.to_string(), Value::from(0));
-        } else if let Some(v) = object.get(spec.name).filter(|v| !v.is_null()) {
-            body.insert(spec.name.to_string(), v.clone());
+    fn finish(self) -> Result<Vec<T>, Vec<FieldError>> {
+        if self.errors.is_empty() {
+            Ok(self.valid)
+        } else {
+            Err(self.errors)
         }
     }
-    let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_string);
-    ValidEvent {
-        call_id: text("callId").unwrap_or_default(),
-        party: text("party"),
-        status: if service == Service::Status { text("status") } else { None },
-        service_type: body.get("serviceType").and_then(Value::as_u64).unwrap_or(0) as u16,
-        account_id: text("accountId"),
-        body,
+
+    fn into_parts(self) -> (Service, F) {
+        (self.service, self.convert)
     }
 }
 
+#[cfg(test)]
+mod bytes_tests;
 #[cfg(test)]
 mod tests;

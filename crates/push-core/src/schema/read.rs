@@ -1,0 +1,171 @@
+//! Reads a request body straight from its bytes: each item's members are parsed one value at
+//! a time into a buffer reused across items, judged, and written out as the normalized body,
+//! so a request never holds a JSON tree of the whole batch (nor an object map per event).
+//!
+//! Every value, and every item past the limit, is still parsed by serde_json as
+//! `serde_json::Value` parses it, in the same order, so the body is malformed exactly when
+//! `serde_json::from_slice::<Value>` says so, with its message.
+
+use std::{borrow::Cow, fmt};
+
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use super::{members::Members, Batch, BodyError, ValidEvent, MAX_BATCH};
+
+/// The first name of an object that makes serde_json's `Value` read the object as the JSON
+/// text held in its value (serde_json's private raw-value marker, honoured because axum turns
+/// serde_json's `raw_value` feature on). A body using it is read by the `Value` path, so it
+/// is answered as before.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// Validates the body in `bytes` (see [`super::validate_bytes_with`]).
+pub(super) fn read<T, F>(batch: Batch<T, F>, bytes: &[u8]) -> Result<Vec<T>, BodyError>
+where
+    F: FnMut(ValidEvent) -> T,
+{
+    let mut reader = Reader { batch, members: Members::default(), raw_value_token: false };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let shape = Level { reader: &mut reader, index: None }.deserialize(&mut de).and_then(|s| de.end().map(|()| s));
+    match shape {
+        Ok(Shape::Array(len)) => super::batch_size(len).map_err(BodyError::Invalid)?,
+        Ok(Shape::One) => {}
+        Err(_) if reader.raw_value_token => {
+            let value: Value = serde_json::from_slice(bytes).map_err(BodyError::Malformed)?;
+            let (service, convert) = reader.batch.into_parts();
+            return super::validate_body_with(service, &value, convert).map_err(BodyError::Invalid);
+        }
+        Err(e) => return Err(BodyError::Malformed(e)),
+    }
+    reader.batch.finish().map_err(BodyError::Invalid)
+}
+
+/// What the top level of the body was.
+enum Shape {
+    /// One value (an object, or a scalar refused as not an object).
+    One,
+    /// An array of this many items.
+    Array(usize),
+}
+
+struct Reader<'de, T, F> {
+    batch: Batch<T, F>,
+    members: Members<'de>,
+    raw_value_token: bool,
+}
+
+/// The top level (`index` `None`) or one item of an array: an object is judged, anything
+/// else is parsed and refused as not an object.
+struct Level<'r, 'de, T, F> {
+    reader: &'r mut Reader<'de, T, F>,
+    index: Option<usize>,
+}
+
+impl<'r, 'de, T, F: FnMut(ValidEvent) -> T> Level<'r, 'de, T, F> {
+    fn not_object(self) -> Shape {
+        self.reader.batch.not_object(self.index.unwrap_or(0));
+        Shape::One
+    }
+
+    fn items<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        let mut len = 0;
+        while len < MAX_BATCH {
+            match seq.next_element_seed(Level { reader: &mut *self.reader, index: Some(len) })? {
+                Some(_) => len += 1,
+                None => return Ok(Shape::Array(len)),
+            }
+        }
+        while seq.next_element::<Value>()?.is_some() {
+            len += 1;
+        }
+        Ok(Shape::Array(len))
+    }
+}
+
+impl<'r, 'de, T, F: FnMut(ValidEvent) -> T> DeserializeSeed<'de> for Level<'r, 'de, T, F> {
+    type Value = Shape;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Shape, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'r, 'de, T, F: FnMut(ValidEvent) -> T> Visitor<'de> for Level<'r, 'de, T, F> {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        let reader = self.reader;
+        reader.members.clear();
+        while let Some(Name(name)) = map.next_key()? {
+            if reader.members.is_empty() && name == RAW_VALUE_TOKEN {
+                reader.raw_value_token = true;
+                return Err(A::Error::custom("serde_json's raw-value marker as a field name"));
+            }
+            let value: Value = map.next_value()?;
+            reader.members.insert(name, value);
+        }
+        reader.batch.object(self.index.unwrap_or(0), &reader.members);
+        Ok(Shape::One)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        if self.index.is_none() {
+            return self.items(seq);
+        }
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(self.not_object())
+    }
+
+    fn visit_unit<E>(self) -> Result<Shape, E> {
+        Ok(self.not_object())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+        Ok(self.not_object())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+        Ok(self.not_object())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+        Ok(self.not_object())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+        Ok(self.not_object())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+        Ok(self.not_object())
+    }
+}
+
+/// A member name, borrowed from the body unless it holds escapes.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(name)))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(name.to_string())))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
