@@ -72,6 +72,8 @@ pub mod metrics {
     use super::*;
 
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    /// How often histogram samples are folded into their buckets without a scrape.
+    const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
     /// Installs the process-wide recorder (once) and returns the handle `/metrics` renders.
     pub fn handle() -> PrometheusHandle {
@@ -85,6 +87,13 @@ pub mod metrics {
                     .expect("bucket list is not empty");
                 let recorder = builder.build_recorder();
                 let handle = recorder.handle();
+                // Histogram samples pile up until they are folded into buckets: by a scrape
+                // of /metrics, or here, so a process nobody scrapes does not grow.
+                let upkeep = handle.clone();
+                let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                });
                 // Another recorder may already be installed (tests); this one then only renders.
                 let _ = ::metrics::set_global_recorder(recorder);
                 handle

@@ -176,7 +176,11 @@ impl Outbox {
         // The writer gets the big page cache; readers (operations API) a small one each.
         // A claim returns a few hundred rows: let the SQLite thread hand them over without
         // waiting for the writer task to empty a 50-row channel several times.
-        let writer_options = options.clone().pragma("cache_size", "-8000").row_buffer_size(1024);
+        // Temporary b-trees of the writer's bulk statements stay in memory; the readers keep
+        // SQLite's default (a sort of the operations API, e.g. `/v1/stats` over a million
+        // deliveries, spills to a temporary file instead of growing the process by tens of MB).
+        let writer_options =
+            options.clone().pragma("cache_size", "-4000").pragma("temp_store", "memory").row_buffer_size(1024);
         let mut conn = writer_options.connect().await.with_context(|| format!("opening {url}"))?;
         MIGRATOR.run(&mut conn).await.context("migrating the outbox")?;
         deliveries::release_claims(&mut conn).await?;
@@ -267,6 +271,5 @@ fn connect_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
         // Durability of a 202 comes from the syncer's fsync of the WAL (see `syncer`).
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
-        .pragma("temp_store", "memory")
         .disable_statement_logging())
 }
