@@ -11,6 +11,28 @@ pub(super) async fn release_claims(conn: &mut SqliteConnection) -> anyhow::Resul
     Ok(())
 }
 
+/// Due deliveries of subscriber `?1` at `?2`, oldest due first, at most `?3`.
+pub(super) const CLAIM: &str = "SELECT d.id, d.call_id, d.attempts, d.round_start, e.event_id, e.payload
+     FROM deliveries d JOIN events e ON e.id = d.event_row
+     WHERE d.subscriber = ?1 AND d.state = 'pending' AND d.blocked = 0 AND d.claimed = 0
+       AND d.next_attempt_at <= ?2
+     ORDER BY d.next_attempt_at LIMIT ?3";
+
+/// Lets the earliest pending status of each `(subscriber, call_id)` row of `{values}` go.
+pub(super) const UNBLOCK_HEADS: &str = "UPDATE deliveries SET blocked = 0
+     WHERE claimed = 0 AND id IN (
+         SELECT (SELECT d.id FROM deliveries d
+                 WHERE d.subscriber = v.column1 AND d.call_id = v.column2 AND d.state = 'pending'
+                 ORDER BY d.sequence LIMIT 1)
+         FROM (VALUES {values}) AS v)";
+
+/// Blocks every waiting status of the `[subscriber, call_id]` pairs in `?1` (JSON), found by
+/// call (see `ingest::PENDING_CHAINS`).
+pub(super) const RECHAIN_BLOCK: &str =
+    "UPDATE deliveries INDEXED BY deliveries_call SET blocked = 1 FROM json_each(?1) AS v
+     WHERE deliveries.subscriber = v.value->>0 AND deliveries.call_id = v.value->>1
+       AND deliveries.state = 'pending' AND deliveries.claimed = 0";
+
 /// Claims up to each subscriber's limit of due, unblocked, unclaimed deliveries, oldest due
 /// first, and tells when the next one falls due.
 pub(super) async fn claim(
@@ -20,18 +42,7 @@ pub(super) async fn claim(
 ) -> anyhow::Result<ClaimBatch> {
     let mut batch = ClaimBatch::default();
     for (subscriber, limit) in wants.iter().filter(|(_, n)| *n > 0) {
-        let rows = sqlx::query(
-            "SELECT d.id, d.call_id, d.attempts, d.round_start, e.event_id, e.payload
-             FROM deliveries d JOIN events e ON e.id = d.event_row
-             WHERE d.subscriber = ?1 AND d.state = 'pending' AND d.blocked = 0 AND d.claimed = 0
-               AND d.next_attempt_at <= ?2
-             ORDER BY d.next_attempt_at LIMIT ?3",
-        )
-        .bind(subscriber)
-        .bind(now)
-        .bind(*limit as i64)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(CLAIM).bind(subscriber).bind(now).bind(*limit as i64).fetch_all(&mut *tx).await?;
         let start = batch.items.len();
         for row in rows {
             batch.items.push(Claimed {
@@ -133,21 +144,10 @@ pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ord
 
 /// For each `(subscriber, call_id)` in `chains`, lets the earliest pending status go.
 async fn unblock_chain_heads(tx: &mut SqliteConnection, chains: &[(&str, &str)]) -> anyhow::Result<()> {
-    bulk::execute(
-        tx,
-        "UPDATE deliveries SET blocked = 0
-         WHERE claimed = 0 AND id IN (
-             SELECT (SELECT d.id FROM deliveries d
-                     WHERE d.subscriber = v.column1 AND d.call_id = v.column2 AND d.state = 'pending'
-                     ORDER BY d.sequence LIMIT 1)
-             FROM (VALUES {values}) AS v)",
-        2,
-        chains,
-        |args, (subscriber, call_id)| {
-            args.add(*subscriber)?;
-            args.add(*call_id)
-        },
-    )
+    bulk::execute(tx, UNBLOCK_HEADS, 2, chains, |args, (subscriber, call_id)| {
+        args.add(*subscriber)?;
+        args.add(*call_id)
+    })
     .await
 }
 
@@ -199,14 +199,7 @@ pub(super) async fn redeliver(
 /// waiting status is blocked, then each chain's head goes unless one of its statuses is in
 /// flight (that one's completion lets the head go).
 async fn rechain(tx: &mut SqliteConnection, chains: &str) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE deliveries SET blocked = 1 FROM json_each(?1) AS v
-         WHERE deliveries.subscriber = v.value->>0 AND deliveries.call_id = v.value->>1
-           AND deliveries.state = 'pending' AND deliveries.claimed = 0",
-    )
-    .bind(chains)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(RECHAIN_BLOCK).bind(chains).execute(&mut *tx).await?;
     let idle: Vec<(String, String)> = sqlx::query(
         "SELECT v.value->>0, v.value->>1 FROM json_each(?1) AS v
          WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber = v.value->>0

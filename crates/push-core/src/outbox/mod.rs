@@ -15,6 +15,9 @@ mod read;
 mod syncer;
 mod writer;
 
+#[cfg(test)]
+mod plans;
+
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;

@@ -1,0 +1,49 @@
+//! The hot statements' query plans: each finds its rows through an index, never by walking
+//! the deliveries table or every pending delivery (which grows with the backlog and made
+//! status ingest scale with it).
+
+use sqlx::{Connection as _, Row as _, SqliteConnection};
+
+use super::{bulk, deliveries, ingest, MIGRATOR};
+
+/// The plan lines of `sql` on an empty, migrated database.
+async fn plan(sql: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("plans.db").display());
+    let mut conn = SqliteConnection::connect(&url).await.expect("open");
+    MIGRATOR.run(&mut conn).await.expect("migrate");
+    let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(&mut conn).await.expect("explain");
+    rows.iter().map(|r| r.get::<String, _>(3)).collect()
+}
+
+/// Asserts `sql` touches `deliveries` only through `index` (or its primary key).
+async fn assert_deliveries_by(sql: &str, index: &str) {
+    let lines = plan(sql).await;
+    let on_deliveries: Vec<_> = lines.iter().filter(|l| l.contains("deliveries") || l.contains(" d ")).collect();
+    assert!(!on_deliveries.is_empty(), "{lines:?}");
+    for line in on_deliveries {
+        assert!(line.starts_with("SEARCH"), "a scan in {lines:?}");
+        assert!(line.contains(index) || line.contains("PRIMARY KEY"), "not by {index}: {lines:?}");
+    }
+}
+
+#[tokio::test]
+async fn pending_chains_are_found_by_call() {
+    assert_deliveries_by(ingest::PENDING_CHAINS, "deliveries_call").await;
+}
+
+#[tokio::test]
+async fn rechaining_finds_statuses_by_call() {
+    assert_deliveries_by(deliveries::RECHAIN_BLOCK, "deliveries_call").await;
+}
+
+#[tokio::test]
+async fn chain_heads_are_found_by_call_and_updated_by_id() {
+    let sql = deliveries::UNBLOCK_HEADS.replace("{values}", &bulk::values(2, 2));
+    assert_deliveries_by(&sql, "deliveries_call").await;
+}
+
+#[tokio::test]
+async fn claims_walk_the_due_index() {
+    assert_deliveries_by(deliveries::CLAIM, "deliveries_due").await;
+}
