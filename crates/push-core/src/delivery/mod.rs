@@ -227,13 +227,15 @@ impl Dispatcher {
     }
 
     /// Whether to make an outbox round trip now: to claim, when work may be claimable
-    /// (`dirty`) and a subscriber's ready queue has run low; to record results, once a slot's
-    /// worth has finished, or nothing runs any more, or the oldest has waited
-    /// [`RECORD_DELAY`]. Batching both keeps the writer's transactions few and large.
+    /// (`dirty`) and a subscriber's ready queue has run low; to record results, once two
+    /// slots' worth have finished, or nothing runs any more, or the oldest has waited
+    /// [`RECORD_DELAY`]. Batching both keeps the writer's transactions few and large (smaller
+    /// batches, 8 results or 1 ms, made status-pusher's chains slower, not faster: 16.8k
+    /// instead of 18.3k ev/s end to end).
     fn cycle_due(&self, turn: &Turn, dirty: bool) -> bool {
         let claim = dirty && !self.wants(turn).is_empty();
         let record = !turn.finished.is_empty()
-            && (turn.finished.len() >= self.per_subscriber
+            && (turn.finished.len() >= self.per_subscriber * 2
                 || turn.running == 0
                 || turn.oldest_finished.is_some_and(|t| t.elapsed() >= RECORD_DELAY));
         claim || record
