@@ -19,11 +19,14 @@ pub(super) const CLAIM: &str = "SELECT d.id, d.call_id, d.attempts, d.round_star
      ORDER BY d.next_attempt_at LIMIT ?3";
 
 /// Lets the earliest pending status of each `(subscriber, call_id)` row of `{values}` go.
+/// Within one (subscriber, call), ids grow with `sequence` (the single writer numbers both,
+/// in the same order), so the index order of `deliveries_call (call_id, id)` is the chain's
+/// order: the first pending row is the head, found without a sort.
 pub(super) const UNBLOCK_HEADS: &str = "UPDATE deliveries SET blocked = 0
      WHERE claimed = 0 AND id IN (
-         SELECT (SELECT d.id FROM deliveries d
+         SELECT (SELECT d.id FROM deliveries d INDEXED BY deliveries_call
                  WHERE d.subscriber = v.column1 AND d.call_id = v.column2 AND d.state = 'pending'
-                 ORDER BY d.sequence LIMIT 1)
+                 ORDER BY d.id LIMIT 1)
          FROM (VALUES {values}) AS v)";
 
 /// Blocks every waiting status of the `[subscriber, call_id]` pairs in `?1` (JSON), found by

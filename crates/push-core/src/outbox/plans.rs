@@ -23,6 +23,7 @@ async fn assert_deliveries_by(sql: &str, index: &str) {
     assert!(!on_deliveries.is_empty(), "{lines:?}");
     for line in on_deliveries {
         assert!(line.starts_with("SEARCH"), "a scan in {lines:?}");
+        assert!(!lines.iter().any(|l| l.contains("TEMP B-TREE FOR ORDER BY")), "a sort in {lines:?}");
         assert!(line.contains(index) || line.contains("PRIMARY KEY"), "not by {index}: {lines:?}");
     }
 }
