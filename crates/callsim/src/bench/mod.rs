@@ -189,6 +189,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         if !ctx.options.only.is_empty() && !ctx.options.only.contains(&phase) {
             continue;
         }
+        // Each phase starts with the disk idle: the previous phase's database (deleted with
+        // its temp dir) is not still being written back while this one waits for fsyncs.
+        let _ = tokio::task::spawn_blocking(nix::unistd::sync).await;
         eprintln!("bench: {} ...", phase.name());
         let phase_started = Instant::now();
         phases::run(&mut ctx, phase).await.with_context(|| format!("phase {}", phase.name()))?;
