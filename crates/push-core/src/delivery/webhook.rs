@@ -108,8 +108,8 @@ fn build(
 }
 
 /// Reads the answer (so the connection can be reused): status, `Retry-After` in seconds,
-/// and the body as text (empty if unreadable or too long).
-async fn read(response: Response<hyper::body::Incoming>) -> (u16, Option<Duration>, String) {
+/// and the body (empty if unreadable or too long); it becomes text only for a failure.
+async fn read(response: Response<hyper::body::Incoming>) -> (u16, Option<Duration>, Bytes) {
     let code = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -117,18 +117,19 @@ async fn read(response: Response<hyper::body::Incoming>) -> (u16, Option<Duratio
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let text = match Limited::new(response.into_body(), MAX_ANSWER_BYTES).collect().await {
-        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
-        Err(_) => String::new(),
+    let body = match Limited::new(response.into_body(), MAX_ANSWER_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
     };
-    (code, retry_after, text)
+    (code, retry_after, body)
 }
 
-fn answered(code: u16, retry_after: Option<Duration>, text: String, started: Instant) -> Sent {
+fn answered(code: u16, retry_after: Option<Duration>, body: Bytes, started: Instant) -> Sent {
     let latency = started.elapsed();
     if (200..300).contains(&code) {
         return Sent { result: AttemptResult::Success, status: Some(code), error: None, latency };
     }
+    let text = String::from_utf8_lossy(&body);
     let text = text.trim();
     let error = if text.is_empty() {
         format!("HTTP {code}")
