@@ -58,13 +58,11 @@ pub(super) async fn claim(
                 subscriber: subscriber.clone(),
             });
         }
-        let ids: Vec<i64> = batch.items[start..].iter().map(|c| c.id).collect();
-        if !ids.is_empty() {
-            sqlx::query("UPDATE deliveries SET claimed = 1 WHERE id IN (SELECT value FROM json_each(?1))")
-                .bind(serde_json::to_string(&ids)?)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let claimed = &batch.items[start..];
+        bulk::execute(tx, "UPDATE deliveries SET claimed = 1 WHERE id IN (VALUES {values})", 1, claimed, |args, c| {
+            args.add(c.id)
+        })
+        .await?;
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM deliveries
              WHERE subscriber = ?1 AND state = 'pending' AND blocked = 0 AND claimed = 0",
@@ -72,7 +70,7 @@ pub(super) async fn claim(
         .bind(subscriber)
         .fetch_one(&mut *tx)
         .await?;
-        if ids.len() < *limit && due.is_none() {
+        if claimed.len() < *limit && due.is_none() {
             batch.drained.push(subscriber.clone());
         }
         batch.next_due = match (batch.next_due, due) {

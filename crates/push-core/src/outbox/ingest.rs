@@ -255,8 +255,9 @@ impl<'r> Planner<'_, 'r> {
         draft: &mut Draft,
     ) {
         let call_id = &item.event.call_id;
-        let chain = (subscriber.to_string(), call_id.clone());
-        let blocked = self.ordered && (self.known.chains.contains(&chain) || draft.chains.contains(&chain));
+        // Per-call chains exist only in status-pusher; a CDR builds no chain key.
+        let chain = self.ordered.then(|| (subscriber.to_string(), call_id.clone()));
+        let blocked = chain.as_ref().is_some_and(|c| self.known.chains.contains(c) || draft.chains.contains(c));
         let claimed = !blocked && self.slots.hand_over_one(subscriber);
         self.ids.delivery += 1;
         let (id, event_row) = (self.ids.delivery, self.ids.event);
@@ -281,7 +282,7 @@ impl<'r> Planner<'_, 'r> {
                 round_start: 0,
             });
         }
-        if self.ordered {
+        if let Some(chain) = chain {
             draft.chains.insert(chain);
         }
     }
