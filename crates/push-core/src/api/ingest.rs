@@ -40,15 +40,14 @@ pub async fn ingest(
     }
     require_json(&headers)?;
     let items = parse(&state, body).await?;
-    let fanout: Vec<Vec<String>> = items.iter().map(|i| i.subscribers.clone()).collect();
     let outcome = state.outbox.ingest(items, state.clock.now_ms()).await.map_err(|e| {
         tracing::error!(error = %e, "ingest could not be committed");
         ApiError::Unavailable("the outbox is unavailable; nothing was stored".into())
     })?;
     match outcome {
-        IngestOutcome::Accepted(accepted) => {
-            note_accepted(&state, &accepted, &fanout);
-            let accepted = accepted
+        IngestOutcome::Accepted { items, new_deliveries } => {
+            note_accepted(&state, &items, &new_deliveries);
+            let accepted = items
                 .into_iter()
                 .map(|a| AcceptedItem { call_id: a.call_id, event_id: a.event_id, duplicate: a.duplicate })
                 .collect();
@@ -86,20 +85,10 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Metrics and the delivery loop's wake-up, after a commit.
-fn note_accepted(state: &AppState, accepted: &[Accepted], fanout: &[Vec<String>]) {
-    let mut new = 0;
-    let mut depth: Vec<(&str, f64)> = Vec::new();
-    for (_, subscribers) in accepted.iter().zip(fanout).filter(|(a, _)| !a.duplicate) {
-        new += 1;
-        for s in subscribers {
-            match depth.iter_mut().find(|(id, _)| id == s) {
-                Some((_, n)) => *n += 1.0,
-                None => depth.push((s, 1.0)),
-            }
-        }
-    }
-    for (s, n) in depth {
-        state.routes.queue_depth_add(s, n);
+fn note_accepted(state: &AppState, accepted: &[Accepted], new_deliveries: &[(String, u64)]) {
+    let new = accepted.iter().filter(|a| !a.duplicate).count() as u64;
+    for (subscriber, n) in new_deliveries {
+        state.routes.queue_depth_add(subscriber, *n as f64);
     }
     m::ingested(new, accepted.len() as u64 - new);
     if new > 0 {

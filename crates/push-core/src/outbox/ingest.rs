@@ -164,6 +164,18 @@ enum Planned {
     AfterHangup,
 }
 
+/// How many of `rows` go to each subscriber.
+fn per_subscriber(rows: &[DeliveryRow<'_>]) -> Vec<(String, u64)> {
+    let mut counts: Vec<(String, u64)> = Vec::new();
+    for row in rows {
+        match counts.iter_mut().find(|(s, _)| s == row.subscriber) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((row.subscriber.to_string(), 1)),
+        }
+    }
+    counts
+}
+
 /// Plans the requests of one group, in order, against what the database holds.
 struct Planner<'a, 'r> {
     known: &'a mut Known,
@@ -198,7 +210,7 @@ impl<'r> Planner<'_, 'r> {
         self.known.keys.extend(draft.keys);
         self.known.calls.extend(draft.calls);
         self.known.chains.extend(draft.chains);
-        IngestOutcome::Accepted(accepted)
+        IngestOutcome::Accepted { items: accepted, new_deliveries: per_subscriber(&self.rows.deliveries[mark.2..]) }
     }
 
     fn find(&self, draft: &Draft, key: &str) -> Option<String> {

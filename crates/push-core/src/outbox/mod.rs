@@ -64,7 +64,12 @@ pub struct Accepted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestOutcome {
     /// Committed.
-    Accepted(Vec<Accepted>),
+    Accepted {
+        /// One per item, in order.
+        items: Vec<Accepted>,
+        /// Deliveries stored, per subscriber (for the queue-depth gauge).
+        new_deliveries: Vec<(String, u64)>,
+    },
     /// A status arrived after its call's HANGUP; nothing was stored.
     AfterHangup {
         /// Position of the offending item.
