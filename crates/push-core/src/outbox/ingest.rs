@@ -3,7 +3,10 @@
 //! not grow with the number of events, which is what lets durable ingest run at tens of
 //! thousands of events per second.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet},
+};
 
 use sqlx::{Arguments as _, Row as _, SqliteConnection};
 
@@ -53,7 +56,7 @@ struct EventRow<'r> {
     party: &'r str,
     status: Option<&'r str>,
     sequence: Option<i64>,
-    payload: String,
+    payload: Cow<'r, str>,
     now: i64,
 }
 
@@ -315,7 +318,7 @@ async fn write(tx: &mut SqliteConnection, rows: &Rows<'_>, known: &Known, ordere
             args.add(e.party)?;
             args.add(e.status)?;
             args.add(e.sequence)?;
-            args.add(e.payload.as_str())?;
+            args.add(e.payload.as_ref())?;
             args.add(e.now)
         },
     )

@@ -1,7 +1,7 @@
 //! A validated event and its normalized body, written straight from the field values that
 //! were read: no `serde_json::Map` per event, and the body serialized once.
 
-use std::fmt::Write as _;
+use std::{borrow::Cow, fmt::Write as _};
 
 use serde_json::{Map, Value};
 
@@ -77,7 +77,7 @@ impl ValidEvent {
     /// The body subscribers receive, with `sequence` filled in for status events (the same
     /// bytes the outbox stores, see [`ValidEvent::into_stored`]).
     pub fn body_json(&self, sequence: Option<i64>) -> String {
-        self.body.with_sequence(sequence)
+        self.body.with_sequence(sequence).into_owned()
     }
 
     /// The normalized body parsed back into an object (a status event's `sequence` slot
@@ -119,11 +119,12 @@ struct SplitBody {
 }
 
 impl SplitBody {
-    fn with_sequence(&self, sequence: Option<i64>) -> String {
+    /// The body with `sequence` put in its slot; without one (a CDR) the stored text itself.
+    fn with_sequence(&self, sequence: Option<i64>) -> Cow<'_, str> {
         let (head, tail) = self.json.split_at(self.slot);
         match sequence {
-            Some(seq) => format!("{head},\"sequence\":{seq}{tail}"),
-            None => self.json.to_string(),
+            Some(seq) => Cow::Owned(format!("{head},\"sequence\":{seq}{tail}")),
+            None => Cow::Borrowed(&self.json),
         }
     }
 }
@@ -156,8 +157,9 @@ impl StoredEvent {
         self.hangup_key.as_deref()
     }
 
-    /// The body subscribers receive, with `sequence` for status events.
-    pub fn body_json(&self, sequence: Option<i64>) -> String {
+    /// The body subscribers receive, with `sequence` for status events (a CDR's is borrowed:
+    /// the writer copies no body it does not change).
+    pub fn body_json(&self, sequence: Option<i64>) -> Cow<'_, str> {
         self.body.with_sequence(sequence)
     }
 }
