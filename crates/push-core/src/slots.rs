@@ -24,8 +24,10 @@ struct Own {
     backlog: AtomicBool,
 }
 
-fn take_one(counter: &AtomicUsize) -> bool {
-    counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1)).is_ok()
+/// Takes up to `n` from `counter`; returns how many it got.
+fn take_up_to(counter: &AtomicUsize, n: usize) -> usize {
+    let before = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v - v.min(n)));
+    before.unwrap_or(0).min(n)
 }
 
 impl Slots {
@@ -83,14 +85,9 @@ impl Slots {
     /// Takes up to `n` slots of `subscriber`; returns how many it got.
     pub fn take(&self, subscriber: &str, n: usize) -> usize {
         let Some(own) = self.counter(subscriber) else { return 0 };
-        let mut got = 0;
-        while got < n && take_one(own) {
-            if !take_one(&self.total) {
-                own.fetch_add(1, Ordering::AcqRel);
-                break;
-            }
-            got += 1;
-        }
+        let wanted = take_up_to(own, n);
+        let got = take_up_to(&self.total, wanted);
+        own.fetch_add(wanted - got, Ordering::AcqRel);
         got
     }
 
