@@ -4,6 +4,12 @@
 //! sizes are powers of two up to [`CHUNK`]: a handful of statement texts cover every row
 //! count, so they stay prepared in the connection's statement cache, and no row is encoded
 //! as JSON only for SQLite to parse it again.
+//!
+//! Each statement is a round trip to SQLite's worker thread, which under load costs more than
+//! the statement itself. Statements for which a repeated row changes nothing (an `UPDATE …
+//! FROM (VALUES …)` keyed by id, or an `IN (VALUES …)` list) go through [`execute_padded`]:
+//! one statement per [`CHUNK`] rows, the last chunk padded up to a power of two by repeating
+//! its last row.
 
 use sqlx::{error::BoxDynError, sqlite::SqliteArguments, SqliteConnection};
 
@@ -53,6 +59,33 @@ pub(super) async fn execute<'r, T>(
     Ok(())
 }
 
+/// Splits `rows` into chunks of [`CHUNK`]; each chunk is run as one statement padded to the
+/// next power of two with copies of its last row.
+pub(super) fn padded_chunks<T>(rows: &[T]) -> impl Iterator<Item = (&[T], usize)> {
+    rows.chunks(CHUNK).map(|chunk| (chunk, chunk.len().next_power_of_two()))
+}
+
+/// As [`execute`], for statements where a row given twice has the same effect as once: one
+/// statement per [`CHUNK`] rows.
+pub(super) async fn execute_padded<'r, T>(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    cols: usize,
+    rows: &'r [T],
+    bind: Bind<'r, T>,
+) -> anyhow::Result<()> {
+    for (chunk, size) in padded_chunks(rows) {
+        let text = sql.replace("{values}", &values(size, cols));
+        let mut args = SqliteArguments::default();
+        let last = chunk.last().into_iter().cycle().take(size - chunk.len());
+        for row in chunk.iter().chain(last) {
+            bind(&mut args, row).map_err(|e| anyhow::anyhow!("binding a row: {e}"))?;
+        }
+        sqlx::query_with(&text, args).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +97,15 @@ mod tests {
         assert_eq!(sizes, [256, 256, 256, 128, 64, 32, 8]);
         assert_eq!(chunks(&rows[..0]).count(), 0);
         assert_eq!(chunks(&rows[..3]).map(<[u32]>::len).collect::<Vec<_>>(), [2, 1]);
+    }
+
+    #[test]
+    fn padded_chunks_make_one_statement_per_chunk() {
+        let rows: Vec<u32> = (0..600).collect();
+        let sizes: Vec<(usize, usize)> = padded_chunks(&rows).map(|(c, n)| (c.len(), n)).collect();
+        assert_eq!(sizes, [(256, 256), (256, 256), (88, 128)]);
+        assert_eq!(padded_chunks(&rows[..1]).map(|(c, n)| (c.len(), n)).collect::<Vec<_>>(), [(1, 1)]);
+        assert_eq!(padded_chunks(&rows[..0]).count(), 0);
     }
 
     #[test]

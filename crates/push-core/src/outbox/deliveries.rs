@@ -11,12 +11,17 @@ pub(super) async fn release_claims(conn: &mut SqliteConnection) -> anyhow::Resul
     Ok(())
 }
 
-/// Due deliveries of subscriber `?1` at `?2`, oldest due first, at most `?3`.
-pub(super) const CLAIM: &str = "SELECT d.id, d.call_id, d.attempts, d.round_start, e.event_id, e.payload
-     FROM deliveries d JOIN events e ON e.id = d.event_row
-     WHERE d.subscriber = ?1 AND d.state = 'pending' AND d.blocked = 0 AND d.claimed = 0
-       AND d.next_attempt_at <= ?2
-     ORDER BY d.next_attempt_at LIMIT ?3";
+/// Claims the due deliveries of subscriber `?1` at `?2`, oldest due first, at most `?3`, and
+/// returns them with their events: one statement (one round trip to SQLite's thread) per
+/// subscriber. `RETURNING` gives no order; [`claim`] sorts.
+pub(super) const CLAIM: &str = "UPDATE deliveries SET claimed = 1
+     WHERE id IN (SELECT id FROM deliveries
+                  WHERE subscriber = ?1 AND state = 'pending' AND blocked = 0 AND claimed = 0
+                    AND next_attempt_at <= ?2
+                  ORDER BY next_attempt_at LIMIT ?3)
+     RETURNING id, call_id, attempts, round_start, next_attempt_at,
+               (SELECT e.event_id FROM events e WHERE e.id = deliveries.event_row),
+               (SELECT e.payload FROM events e WHERE e.id = deliveries.event_row)";
 
 /// Lets the earliest pending status of each `(subscriber, call_id)` row of `{values}` go.
 /// Within one (subscriber, call), ids grow with `sequence` (the single writer numbers both,
@@ -46,23 +51,28 @@ pub(super) async fn claim(
     let mut batch = ClaimBatch::default();
     for (subscriber, limit) in wants.iter().filter(|(_, n)| *n > 0) {
         let rows = sqlx::query(CLAIM).bind(subscriber).bind(now).bind(*limit as i64).fetch_all(&mut *tx).await?;
-        let start = batch.items.len();
+        let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
-            batch.items.push(Claimed {
+            let due: i64 = row.try_get(4)?;
+            let item = Claimed {
                 id: row.try_get(0)?,
                 call_id: row.try_get(1)?,
                 attempts: row.try_get(2)?,
                 round_start: row.try_get(3)?,
-                event_id: row.try_get(4)?,
-                payload: row.try_get(5)?,
+                event_id: row.try_get(5)?,
+                payload: row.try_get(6)?,
                 subscriber: subscriber.clone(),
-            });
+            };
+            claimed.push((due, item));
         }
-        let claimed = &batch.items[start..];
-        bulk::execute(tx, "UPDATE deliveries SET claimed = 1 WHERE id IN (VALUES {values})", 1, claimed, |args, c| {
-            args.add(c.id)
-        })
-        .await?;
+        claimed.sort_unstable_by_key(|(due, item)| (*due, item.id));
+        let filled = claimed.len() >= *limit;
+        batch.items.extend(claimed.into_iter().map(|(_, item)| item));
+        if filled {
+            // More may be due already: the loop claims again as soon as its queue runs low,
+            // and learns when the rest falls due from a claim that is not filled.
+            continue;
+        }
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM deliveries
              WHERE subscriber = ?1 AND state = 'pending' AND blocked = 0 AND claimed = 0",
@@ -70,7 +80,7 @@ pub(super) async fn claim(
         .bind(subscriber)
         .fetch_one(&mut *tx)
         .await?;
-        if claimed.len() < *limit && due.is_none() {
+        if due.is_none() {
             batch.drained.push(subscriber.clone());
         }
         batch.next_due = match (batch.next_due, due) {
@@ -104,7 +114,7 @@ pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ord
         },
     )
     .await?;
-    bulk::execute(
+    bulk::execute_padded(
         tx,
         "UPDATE deliveries SET state = v.column2, claimed = 0, attempts = v.column3,
              next_attempt_at = COALESCE(v.column4, next_attempt_at), last_status = v.column5,
@@ -145,7 +155,7 @@ pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ord
 
 /// For each `(subscriber, call_id)` in `chains`, lets the earliest pending status go.
 async fn unblock_chain_heads(tx: &mut SqliteConnection, chains: &[(&str, &str)]) -> anyhow::Result<()> {
-    bulk::execute(tx, UNBLOCK_HEADS, 2, chains, |args, (subscriber, call_id)| {
+    bulk::execute_padded(tx, UNBLOCK_HEADS, 2, chains, |args, (subscriber, call_id)| {
         args.add(*subscriber)?;
         args.add(*call_id)
     })

@@ -17,6 +17,8 @@ mod writer;
 
 #[cfg(test)]
 mod plans;
+#[cfg(test)]
+mod sql_tests;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
@@ -207,7 +209,11 @@ impl Outbox {
             handoff: Arc::new(handoff),
             db_path: db_path(url),
         };
-        let task = tokio::spawn(writer::run(conn, rx, setup));
+        // The writer gets a thread and runtime of its own. Each statement is a round trip to
+        // SQLite's worker thread; on the shared runtime every one of those waited behind the
+        // HTTP tasks ready at that moment, which under load made a claim take milliseconds.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let task = tokio::task::spawn_blocking(move || runtime.block_on(writer::run(conn, rx, setup)));
         Ok((Outbox { commands, readers, stats }, task))
     }
 

@@ -1,8 +1,11 @@
 //! The single writer: group commit of ingest, claims, results and redeliveries.
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use sqlx::{Connection as _, SqliteConnection, Transaction};
@@ -22,8 +25,8 @@ type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
 
 /// Commands taken from the queue at once.
 const MAX_GROUP: usize = 512;
-/// Events planned and written in one ingest transaction at most (see [`chunk_by_events`]).
-const MAX_GROUP_EVENTS: usize = 2000;
+/// Events planned and written in one ingest transaction at most (see [`next_chunk`]).
+const MAX_GROUP_EVENTS: usize = 1000;
 
 /// Counters of the writer's work: how well group commit batches, how often the delivery loop
 /// asks for work. Read by `/v1/stats`.
@@ -68,21 +71,32 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<T>) -> Fini
     })
 }
 
-/// The writer loop: takes every waiting command and applies them in (at most) two
-/// transactions: first the delivery loop's bookkeeping, answered at once, then ingest and
-/// redelivery, answered by the [`syncer`] once the commit is on disk. `ordered` turns on
-/// per-call chains (status-pusher).
+/// The writer loop. Each turn takes every waiting command and applies, in two transactions:
+/// first the delivery loop's bookkeeping (claims, results), answered at once, then one chunk
+/// of at most [`MAX_GROUP_EVENTS`] ingested events (and redeliveries), answered by the
+/// [`syncer`] once the commit is on disk. Durable work beyond one chunk waits for the next
+/// turn, so a claim never waits behind more than one chunk of ingest: under an ingest burst
+/// the delivery loop would otherwise sit idle for tens of milliseconds per group. `ordered`
+/// turns on per-call chains (status-pusher).
 pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>, setup: WriterSetup) {
     let WriterSetup { ordered, stats, mut ids, handoff, db_path } = setup;
     let (durable_tx, syncer) = syncer::spawn(db_path, handoff.clone());
     let slots = handoff.slots.as_ref();
     let mut group = Vec::with_capacity(MAX_GROUP);
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+    let mut durable: VecDeque<Command> = VecDeque::new();
+    loop {
+        if durable.is_empty() {
+            if rx.recv_many(&mut group, MAX_GROUP).await == 0 {
+                break;
+            }
+        } else {
+            take_waiting(&mut rx, &mut group);
+        }
         stats.count(&group);
-        let (durable, light): (Vec<_>, Vec<_>) = group.drain(..).partition(Command::is_durable);
-        let mut transactions = vec![(light, false)];
-        transactions.extend(chunk_by_events(durable).into_iter().map(|c| (c, true)));
-        for (commands, must_sync) in transactions {
+        let (now_durable, light): (Vec<_>, Vec<_>) = group.drain(..).partition(Command::is_durable);
+        durable.extend(now_durable);
+        let chunk = next_chunk(&mut durable);
+        for (commands, must_sync) in [(light, false), (chunk, true)] {
             if commands.is_empty() {
                 continue;
             }
@@ -106,26 +120,39 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Comma
     let _ = conn.close().await;
 }
 
-/// Splits ingest work into transactions of at most [`MAX_GROUP_EVENTS`] events (a request is
-/// never split), which bounds the memory one transaction's planning takes.
-fn chunk_by_events(commands: Vec<Command>) -> Vec<Vec<Command>> {
-    let mut chunks: Vec<Vec<Command>> = Vec::new();
-    let mut events = 0;
-    for command in commands {
-        let n = match &command {
-            Command::Ingest { items, .. } => items.len(),
-            _ => 1,
-        };
-        match chunks.last_mut() {
-            Some(chunk) if events + n <= MAX_GROUP_EVENTS => chunk.push(command),
-            _ => {
-                chunks.push(vec![command]);
-                events = 0;
-            }
+/// Adds whatever is queued now to `group`, without waiting.
+fn take_waiting(rx: &mut mpsc::Receiver<Command>, group: &mut Vec<Command>) {
+    while group.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(command) => group.push(command),
+            Err(_) => break,
         }
-        events += n;
     }
-    chunks
+}
+
+/// Takes the oldest durable commands, up to [`MAX_GROUP_EVENTS`] events (a request is never
+/// split, so one larger request makes a chunk of its own), which bounds both the memory one
+/// transaction's planning takes and how long a claim can wait behind it.
+fn next_chunk(waiting: &mut VecDeque<Command>) -> Vec<Command> {
+    take_chunk(waiting, |command| match command {
+        Command::Ingest { items, .. } => items.len(),
+        _ => 1,
+    })
+}
+
+/// The oldest of `waiting`, up to [`MAX_GROUP_EVENTS`] of `events` (at least one).
+fn take_chunk<T>(waiting: &mut VecDeque<T>, events: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut chunk = Vec::new();
+    let mut total = 0;
+    while let Some(next) = waiting.front() {
+        let n = events(next);
+        if !chunk.is_empty() && total + n > MAX_GROUP_EVENTS {
+            break;
+        }
+        total += n;
+        chunk.extend(waiting.pop_front());
+    }
+    chunk
 }
 
 /// What the writer needs besides its connection and queue.
@@ -155,6 +182,10 @@ async fn apply_group(
     ctx: Plan<'_>,
 ) -> (Vec<Finish>, Result<(), String>, Vec<Claimed>) {
     let (ordered, slots) = (ctx.ordered, ctx.slots);
+    if let [Command::Cycle { .. } | Command::Redeliver { .. } | Command::ReleaseClaims { .. }] = group.as_slice() {
+        let command = group.into_iter().next().expect("one command");
+        return apply_alone(conn, command, ordered, slots).await;
+    }
     let mut tx = match conn.begin().await {
         Ok(tx) => tx,
         Err(e) => {
@@ -174,6 +205,32 @@ async fn apply_group(
         e.to_string()
     });
     (finishes, commit, handed)
+}
+
+/// A group of one non-ingest command (the delivery loop's usual round trip): its transaction
+/// is all the undo it needs, which saves the savepoint's two round trips to SQLite.
+async fn apply_alone(
+    conn: &mut SqliteConnection,
+    command: Command,
+    ordered: bool,
+    slots: &Slots,
+) -> (Vec<Finish>, Result<(), String>, Vec<Claimed>) {
+    let mut tx = match conn.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return (vec![fail(command, &e.to_string())], Err(e.to_string()), Vec::new()),
+    };
+    let ran = run_command(&mut tx, command, ordered, slots).await;
+    if !ran.ok() {
+        let undone = tx.rollback().await;
+        // Reported as a failed commit, so the caller re-marks the backlogs.
+        return (vec![ran.finish(undone)], Err("the command failed and was undone".into()), Vec::new());
+    }
+    let commit = tx.commit().await;
+    let reported = commit.as_ref().map(|_| ()).map_err(|e| {
+        tracing::error!(error = %e, "outbox commit failed");
+        e.to_string()
+    });
+    (vec![ran.finish(commit)], reported, Vec::new())
 }
 
 /// A command that could not run: its caller gets the storage error.
@@ -251,43 +308,94 @@ async fn ingest_in_savepoint(
     result
 }
 
+/// A non-ingest command that has run, with its answer not yet sent: whether it is kept
+/// depends on the commit (or savepoint release) that follows.
+enum Ran {
+    Cycle(Reply<ClaimBatch>, anyhow::Result<ClaimBatch>),
+    Redeliver(Reply<u64>, anyhow::Result<u64>),
+    ReleaseClaims(Reply<()>, anyhow::Result<()>),
+    Refused(Finish),
+}
+
+impl Ran {
+    fn ok(&self) -> bool {
+        match self {
+            Ran::Cycle(_, r) => r.is_ok(),
+            Ran::Redeliver(_, r) => r.is_ok(),
+            Ran::ReleaseClaims(_, r) => r.is_ok(),
+            Ran::Refused(_) => false,
+        }
+    }
+
+    /// The answer, given how keeping (or undoing) the command's changes went.
+    fn finish(self, kept: Result<(), sqlx::Error>) -> Finish {
+        fn with<T>(kept: Result<(), sqlx::Error>, r: anyhow::Result<T>) -> anyhow::Result<T> {
+            kept.map_err(anyhow::Error::from).and(r)
+        }
+        match self {
+            Ran::Cycle(reply, r) => finish(reply, with(kept, r)),
+            Ran::Redeliver(reply, r) => finish(reply, with(kept, r)),
+            Ran::ReleaseClaims(reply, r) => finish(reply, with(kept, r)),
+            Ran::Refused(f) => f,
+        }
+    }
+}
+
 /// Applies one non-ingest command inside a savepoint, so a failing command undoes only itself.
-/// Keeps the subscribers' backlog marks (see [`Slots`]) in step with what it leaves
-/// claimable in the database.
 async fn apply_one(tx: &mut Transaction<'_, Sqlite>, command: Command, ordered: bool, slots: &Slots) -> Finish {
     let mut sp = match tx.begin().await {
         Ok(sp) => sp,
         Err(e) => return fail(command, &e.to_string()),
     };
-    macro_rules! run {
-        ($reply:expr, $body:expr) => {{
-            let result = $body.await;
-            let done = if result.is_ok() { sp.commit().await } else { sp.rollback().await };
-            finish($reply, done.map_err(anyhow::Error::from).and(result))
-        }};
-    }
+    let ran = run_command(&mut sp, command, ordered, slots).await;
+    let kept = if ran.ok() { sp.commit().await } else { sp.rollback().await };
+    ran.finish(kept)
+}
+
+/// Runs one non-ingest command. Keeps the subscribers' backlog marks (see [`Slots`]) in step
+/// with what it leaves claimable in the database.
+async fn run_command(conn: &mut SqliteConnection, command: Command, ordered: bool, slots: &Slots) -> Ran {
     match command {
-        Command::Cycle { done, wants, now, reply } => run!(reply, async {
-            deliveries::complete(&mut sp, &done, ordered).await?;
-            // A retry falls due later; a finished status lets the next one of its call go.
-            for c in done.iter().filter(|c| ordered || matches!(c.next, NextState::RetryAt(_))) {
-                slots.mark_backlog(&c.subscriber);
+        Command::Cycle { done, wants, now, reply } => {
+            let result = async {
+                deliveries::complete(conn, &done, ordered).await?;
+                // A retry falls due later; a finished status lets the next one of its call go.
+                for c in done.iter().filter(|c| ordered || matches!(c.next, NextState::RetryAt(_))) {
+                    slots.mark_backlog(&c.subscriber);
+                }
+                let batch = deliveries::claim(conn, &wants, now).await?;
+                batch.drained.iter().for_each(|s| slots.clear_backlog(s));
+                Ok(batch)
             }
-            let batch = deliveries::claim(&mut sp, &wants, now).await?;
-            batch.drained.iter().for_each(|s| slots.clear_backlog(s));
-            Ok(batch)
-        }),
+            .await;
+            Ran::Cycle(reply, result)
+        }
         Command::Redeliver { filter, now, reply } => {
             slots.mark_all_backlogged();
-            run!(reply, deliveries::redeliver(&mut sp, &filter, now, ordered))
+            Ran::Redeliver(reply, deliveries::redeliver(conn, &filter, now, ordered).await)
         }
         Command::ReleaseClaims { reply } => {
             slots.mark_all_backlogged();
-            run!(reply, deliveries::release_claims(&mut sp))
+            Ran::ReleaseClaims(reply, deliveries::release_claims(conn).await)
         }
         Command::Ingest { reply, .. } => {
-            let _ = sp.rollback().await;
-            fail(Command::Ingest { items: vec![], now: 0, reply }, "ingest is applied in bulk")
+            Ran::Refused(fail(Command::Ingest { items: vec![], now: 0, reply }, "ingest is applied in bulk"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_stop_at_the_event_limit_and_never_split_a_request() {
+        let mut waiting: VecDeque<usize> = [400, 500, 300, 1500, 10].into();
+        let sizes = |w: &mut VecDeque<usize>| take_chunk(w, |n| *n);
+        assert_eq!(sizes(&mut waiting), [400, 500], "a third would pass {MAX_GROUP_EVENTS}");
+        assert_eq!(sizes(&mut waiting), [300]);
+        assert_eq!(sizes(&mut waiting), [1500], "a larger request makes a chunk of its own");
+        assert_eq!(sizes(&mut waiting), [10]);
+        assert!(sizes(&mut waiting).is_empty());
     }
 }
