@@ -12,8 +12,10 @@ pub(super) async fn release_claims(conn: &mut SqliteConnection) -> anyhow::Resul
 }
 
 /// Claims the due deliveries of subscriber `?1` at `?2`, oldest due first, at most `?3`, and
-/// returns them with their events: one statement (one round trip to SQLite's thread) per
-/// subscriber. `RETURNING` gives no order; [`claim`] sorts.
+/// returns them with their events and when the subscriber's next delivery not yet due falls
+/// due (the claim leaves those alone, so that value does not change while it runs): one
+/// statement, one round trip to SQLite's thread, per subscriber. `RETURNING` gives no order;
+/// [`claim`] sorts.
 pub(super) const CLAIM: &str = "UPDATE deliveries SET claimed = 1
      WHERE id IN (SELECT id FROM deliveries
                   WHERE subscriber = ?1 AND state = 'pending' AND blocked = 0 AND claimed = 0
@@ -21,7 +23,14 @@ pub(super) const CLAIM: &str = "UPDATE deliveries SET claimed = 1
                   ORDER BY next_attempt_at LIMIT ?3)
      RETURNING id, call_id, attempts, round_start, next_attempt_at,
                (SELECT e.event_id FROM events e WHERE e.id = deliveries.event_row),
-               (SELECT e.payload FROM events e WHERE e.id = deliveries.event_row)";
+               (SELECT e.payload FROM events e WHERE e.id = deliveries.event_row),
+               (SELECT MIN(d.next_attempt_at) FROM deliveries d
+                WHERE d.subscriber = ?1 AND d.state = 'pending' AND d.blocked = 0 AND d.claimed = 0
+                  AND d.next_attempt_at > ?2)";
+
+/// When the next claimable delivery of subscriber `?1` falls due, if any.
+const NEXT_DUE: &str = "SELECT MIN(next_attempt_at) FROM deliveries
+     WHERE subscriber = ?1 AND state = 'pending' AND blocked = 0 AND claimed = 0";
 
 /// Lets the earliest pending status of each `(subscriber, call_id)` row of `{values}` go.
 /// Within one (subscriber, call), ids grow with `sequence` (the single writer numbers both,
@@ -52,8 +61,10 @@ pub(super) async fn claim(
     for (subscriber, limit) in wants.iter().filter(|(_, n)| *n > 0) {
         let rows = sqlx::query(CLAIM).bind(subscriber).bind(now).bind(*limit as i64).fetch_all(&mut *tx).await?;
         let mut claimed = Vec::with_capacity(rows.len());
+        let mut later: Option<i64> = None;
         for row in rows {
             let due: i64 = row.try_get(4)?;
+            later = row.try_get(7)?;
             let item = Claimed {
                 id: row.try_get(0)?,
                 call_id: row.try_get(1)?,
@@ -66,20 +77,19 @@ pub(super) async fn claim(
             claimed.push((due, item));
         }
         claimed.sort_unstable_by_key(|(due, item)| (*due, item.id));
-        let filled = claimed.len() >= *limit;
+        let (got, filled) = (claimed.len(), claimed.len() >= *limit);
         batch.items.extend(claimed.into_iter().map(|(_, item)| item));
         if filled {
             // More may be due already: the loop claims again as soon as its queue runs low,
             // and learns when the rest falls due from a claim that is not filled.
             continue;
         }
-        let due: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries
-             WHERE subscriber = ?1 AND state = 'pending' AND blocked = 0 AND claimed = 0",
-        )
-        .bind(subscriber)
-        .fetch_one(&mut *tx)
-        .await?;
+        // Everything due was claimed, so what is left falls due later: the claim said when,
+        // unless it claimed nothing (no row to say it on).
+        let due: Option<i64> = match got {
+            0 => sqlx::query_scalar(NEXT_DUE).bind(subscriber).fetch_one(&mut *tx).await?,
+            _ => later,
+        };
         if due.is_none() {
             batch.drained.push(subscriber.clone());
         }

@@ -64,6 +64,11 @@ async fn claims_take_the_oldest_due_first_and_tell_when_the_rest_falls_due() {
     delivery(&mut conn, 7, "a", 0, true).await;
     delivery(&mut conn, 8, "b", 0, false).await;
 
+    let batch = deliveries::claim(&mut conn, &[("a".into(), 3)], 5).await.expect("claim");
+    assert!(batch.items.is_empty(), "nothing is due yet");
+    assert_eq!(batch.next_due, Some(10));
+    assert!(batch.drained.is_empty());
+
     let batch = deliveries::claim(&mut conn, &[("a".into(), 3)], 60).await.expect("claim");
     let ids: Vec<i64> = batch.items.iter().map(|c| c.id).collect();
     assert_eq!(ids, [5, 4, 2], "oldest due first, blocked and other subscribers' left alone");
@@ -80,4 +85,9 @@ async fn claims_take_the_oldest_due_first_and_tell_when_the_rest_falls_due() {
     let batch = deliveries::claim(&mut conn, &[("a".into(), 3)], 100).await.expect("claim");
     assert_eq!(batch.items.iter().map(|c| c.id).collect::<Vec<_>>(), [6]);
     assert_eq!(batch.drained, ["a"], "nothing claimable is left");
+    assert_eq!(batch.next_due, None);
+
+    let batch = deliveries::claim(&mut conn, &[("a".into(), 3)], 200).await.expect("claim");
+    assert!(batch.items.is_empty());
+    assert_eq!(batch.drained, ["a"]);
 }
