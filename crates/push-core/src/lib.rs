@@ -13,6 +13,7 @@
 //! - [`shutdown`], [`clock`]: injected signals and time.
 //! - [`app`]: wires it all into a runnable [`app::Application`].
 
+pub mod allocator;
 pub mod api;
 pub mod app;
 pub mod clock;
