@@ -48,15 +48,7 @@ pub(super) async fn execute<'r, T>(
     rows: &'r [T],
     bind: Bind<'r, T>,
 ) -> anyhow::Result<()> {
-    for chunk in chunks(rows) {
-        let text = sql.replace("{values}", &values(chunk.len(), cols));
-        let mut args = SqliteArguments::default();
-        for row in chunk {
-            bind(&mut args, row).map_err(|e| anyhow::anyhow!("binding a row: {e}"))?;
-        }
-        sqlx::query_with(&text, args).execute(&mut *conn).await?;
-    }
-    Ok(())
+    run(conn, sql, cols, chunks(rows).map(|chunk| (chunk, chunk.len())), bind).await
 }
 
 /// Splits `rows` into chunks of [`CHUNK`]; each chunk is run as one statement padded to the
@@ -74,11 +66,23 @@ pub(super) async fn execute_padded<'r, T>(
     rows: &'r [T],
     bind: Bind<'r, T>,
 ) -> anyhow::Result<()> {
-    for (chunk, size) in padded_chunks(rows) {
+    run(conn, sql, cols, padded_chunks(rows), bind).await
+}
+
+/// Runs one statement per `(chunk, size)`: `size` rows of placeholders, the chunk's rows
+/// bound first and its last row repeated for the rest.
+async fn run<'r, T>(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    cols: usize,
+    statements: impl Iterator<Item = (&'r [T], usize)>,
+    bind: Bind<'r, T>,
+) -> anyhow::Result<()> {
+    for (chunk, size) in statements {
         let text = sql.replace("{values}", &values(size, cols));
         let mut args = SqliteArguments::default();
-        let last = chunk.last().into_iter().cycle().take(size - chunk.len());
-        for row in chunk.iter().chain(last) {
+        let repeats = chunk.last().into_iter().cycle().take(size - chunk.len());
+        for row in chunk.iter().chain(repeats) {
             bind(&mut args, row).map_err(|e| anyhow::anyhow!("binding a row: {e}"))?;
         }
         sqlx::query_with(&text, args).execute(&mut *conn).await?;
