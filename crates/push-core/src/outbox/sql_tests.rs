@@ -4,7 +4,7 @@ use sqlx::{Arguments as _, Connection as _, SqliteConnection};
 
 use super::{bulk, deliveries, MIGRATOR};
 
-async fn migrated() -> (tempfile::TempDir, SqliteConnection) {
+pub(super) async fn migrated() -> (tempfile::TempDir, SqliteConnection) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("outbox.db").display());
     let mut conn = SqliteConnection::connect(&url).await.expect("open");
@@ -13,7 +13,7 @@ async fn migrated() -> (tempfile::TempDir, SqliteConnection) {
 }
 
 /// Stores one event and its delivery to `subscriber`, due at `due`.
-async fn delivery(conn: &mut SqliteConnection, id: i64, subscriber: &str, due: i64, blocked: bool) {
+pub(super) async fn delivery(conn: &mut SqliteConnection, id: i64, subscriber: &str, due: i64, blocked: bool) {
     sqlx::query(
         "INSERT INTO events (id, event_id, dedup_key, call_id, payload, created_at) VALUES (?1, ?2, ?2, ?2, ?3, 0)",
     )

@@ -222,8 +222,9 @@ async fn apply_alone(
     let ran = run_command(&mut tx, command, ordered, slots).await;
     if !ran.ok() {
         let undone = tx.rollback().await;
-        // Reported as a failed commit, so the caller re-marks the backlogs.
-        return (vec![ran.finish(undone)], Err("the command failed and was undone".into()), Vec::new());
+        // Whatever it had claimed or scheduled is back in the database.
+        slots.mark_all_backlogged();
+        return (vec![ran.finish(undone)], Ok(()), Vec::new());
     }
     let commit = tx.commit().await;
     let reported = commit.as_ref().map(|_| ()).map_err(|e| {
@@ -387,6 +388,7 @@ async fn run_command(conn: &mut SqliteConnection, command: Command, ordered: boo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::sql_tests::{delivery, migrated};
 
     #[test]
     fn chunks_stop_at_the_event_limit_and_never_split_a_request() {
@@ -397,5 +399,41 @@ mod tests {
         assert_eq!(sizes(&mut waiting), [1500], "a larger request makes a chunk of its own");
         assert_eq!(sizes(&mut waiting), [10]);
         assert!(sizes(&mut waiting).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_alone_answers_its_own_error_and_changes_nothing() {
+        let (_dir, mut conn) = migrated().await;
+        delivery(&mut conn, 1, "a", 0, false).await;
+        sqlx::query("UPDATE deliveries SET claimed = 1").execute(&mut conn).await.unwrap();
+        // Recording the result works; the claim after it fails (its statement reads events).
+        sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut conn).await.unwrap();
+        sqlx::query("DROP TABLE events").execute(&mut conn).await.unwrap();
+        let slots = Slots::new(10, 5, ["a"]);
+        slots.clear_backlog("a");
+        let completion = Completion {
+            id: 1,
+            subscriber: "a".into(),
+            call_id: "ev-1".into(),
+            attempt: 1,
+            at: 0,
+            status: Some(200),
+            error: None,
+            latency_ms: 1,
+            next: NextState::Delivered,
+        };
+        let (reply, answer) = oneshot::channel();
+        let cycle = Command::Cycle { done: Arc::new(vec![completion]), wants: vec![("a".into(), 5)], now: 0, reply };
+        let mut ids = RowIds::default();
+        let plan = Plan { ids: &mut ids, ordered: false, slots: &slots };
+        let (finishes, commit, handed) = apply_group(&mut conn, vec![cycle], plan).await;
+        assert!(handed.is_empty());
+        finishes.into_iter().for_each(|f| f(commit.clone()));
+        let err = answer.await.expect("answered").expect_err("the claim failed");
+        assert!(err.to_string().contains("no such table: events"), "its own error, not a generic one: {err}");
+        let row: (String, i64) =
+            sqlx::query_as("SELECT state, claimed FROM deliveries WHERE id = 1").fetch_one(&mut conn).await.unwrap();
+        assert_eq!(row, ("pending".to_string(), 1), "the recorded result was undone with the claim");
+        assert!(!slots.hand_over_one("a"), "the backlog is marked again: what it changed is back in the database");
     }
 }
