@@ -206,6 +206,7 @@ async fn e2e(ctx: &mut Ctx, phase: Phase, program: Program) -> anyhow::Result<()
     let expected = posted.ids.len() as u64;
     receiver.wait_for(expected, ctx.sizes.stall, ctx.sizes.wait_limit).await;
     let cpu_figures = cpu.figures(phase, "the run");
+    let cpu_secs = cpu.pusher_secs();
     let counts = settle(&client, &pusher.url, Duration::from_secs(10)).await;
     let tally = receiver.tally(&posted.ids);
     pusher.stop()?;
@@ -221,6 +222,13 @@ async fn e2e(ctx: &mut Ctx, phase: Phase, program: Program) -> anyhow::Result<()
     ctx.figure(Figure::new(p, &format!("{p}.ingest"), "ingest during the run", per_sec_ids(&posted), "events/s"));
     for f in cpu_figures {
         ctx.figure(f);
+    }
+    // Efficiency, steadier than the rate on a shared machine: the rate also depends on what
+    // else the two cores are doing.
+    if let Some(secs) = cpu_secs.filter(|_| tally.found > 0) {
+        let per_event = secs * 1e6 / tally.found as f64;
+        let label = "pusher CPU per delivered event (ingest + delivery)";
+        ctx.figure(Figure::new(p, &format!("{p}.cpu.pusher.per-event"), label, per_event, "µs"));
     }
     load_checks(ctx, phase, &posted);
     delivery_checks(ctx, phase, &tally, counts);
@@ -295,6 +303,11 @@ impl CpuMeter {
     /// Starts measuring the pusher `pid` and this process.
     pub fn start(pid: u32) -> CpuMeter {
         CpuMeter { pid, pusher: cpu_secs(pid), bench: cpu_secs(std::process::id()), at: Instant::now() }
+    }
+
+    /// CPU seconds the pusher used since the start.
+    pub fn pusher_secs(&self) -> Option<f64> {
+        Some(cpu_secs(self.pid)? - self.pusher?)
     }
 
     /// "pusher CPU" and "bench CPU" over `what`, in % of one core.
