@@ -8,6 +8,7 @@
 //! commit before it. Reads for the operations API go to a small pool of reader connections
 //! ([`read`]) that never block the writer.
 
+mod apply;
 mod bulk;
 mod deliveries;
 mod ingest;
