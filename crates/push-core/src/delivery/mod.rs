@@ -206,13 +206,19 @@ impl Dispatcher {
 
     fn finished(&self, turn: &mut Turn, completion: Completion) {
         self.wiring.slots.give_back(&completion.subscriber, 1);
+        // Only a freed place under the total limit can let another subscriber go.
+        let total_was_full = turn.running >= self.max_in_flight;
         turn.running -= 1;
         if let Some(lane) = turn.lanes.get_mut(&completion.subscriber) {
             lane.running -= 1;
         }
+        if total_was_full {
+            self.pump_all(turn);
+        } else {
+            self.pump(&completion.subscriber, turn);
+        }
         turn.oldest_finished.get_or_insert_with(Instant::now);
         turn.finished.push(completion);
-        self.pump_all(turn);
     }
 
     /// Queues deliveries the writer handed over and starts what may start.
@@ -229,13 +235,12 @@ impl Dispatcher {
 
     /// Starts ready deliveries of `subscriber` while the in-flight limits allow.
     fn pump(&self, subscriber: &str, turn: &mut Turn) {
-        while turn.running < self.max_in_flight {
-            let Some(lane) = turn.lanes.get_mut(subscriber).filter(|l| l.running < self.per_subscriber) else { break };
+        let Some(lane) = turn.lanes.get_mut(subscriber) else { return };
+        while turn.running < self.max_in_flight && lane.running < self.per_subscriber {
             let Some(claimed) = lane.ready.pop_front() else { break };
             lane.running += 1;
-            let route = lane.route.clone();
             turn.running += 1;
-            self.start(claimed, route, &turn.done_tx);
+            self.start(claimed, lane.route.clone(), &turn.done_tx);
         }
     }
 
