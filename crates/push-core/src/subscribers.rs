@@ -13,9 +13,8 @@ use crate::{
 pub struct Route {
     /// Subscriber id.
     pub id: String,
-    /// Where this program posts (validated at start).
-    pub url: reqwest::Url,
-    /// The same, as the HTTP client takes it (parsed once, not per attempt).
+    /// Where this program posts (validated at start), as the HTTP client takes it: parsed
+    /// once, not per attempt.
     pub uri: http::Uri,
     /// HMAC key, when the subscriber has a secret.
     pub key: Option<Vec<u8>>,
@@ -36,11 +35,11 @@ impl Routes {
             subscribers
                 .iter()
                 .filter_map(|s| {
+                    // Normalized by the URL parser config validation uses.
                     let url = reqwest::Url::parse(s.url_for(service)?).ok()?;
                     Some(Arc::new(Route {
                         id: s.id.clone(),
                         uri: url.as_str().parse().ok()?,
-                        url,
                         key: s.secret.as_ref().and_then(signing_key),
                         metrics: SubscriberMetrics::new(&s.id),
                         service_types: s.service_types.clone(),
