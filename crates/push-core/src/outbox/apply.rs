@@ -1,7 +1,7 @@
 //! One writer group applied in one transaction: bulk ingest, then the delivery loop's and the
 //! operations API's commands, each as a unit that either stays whole or leaves no trace.
 
-use sqlx::{Connection as _, SqliteConnection, Transaction};
+use rusqlite::Connection;
 
 use crate::slots::Slots;
 
@@ -12,44 +12,44 @@ use super::{
     ClaimBatch, Claimed, IngestOutcome, NextState,
 };
 
-type Sqlite = sqlx::Sqlite;
+/// The savepoint a unit runs in when the transaction holds more than one.
+const SAVEPOINT: &str = "unit";
 
 /// Applies one group in one transaction: its ingest requests first, in bulk (the other
 /// commands see their rows: a completion then unblocks a status stored behind it, a claim
 /// may take new work at once), then each other command. When the transaction holds more
 /// than one of these units, each runs in a savepoint, so a failing one undoes only itself;
 /// a unit alone (the delivery loop's usual round trip, or an ingest chunk) needs no
-/// savepoint: the transaction is rolled back instead, which saves two round trips to SQLite.
-pub(super) async fn apply_group(
-    conn: &mut SqliteConnection,
+/// savepoint: the transaction is rolled back instead.
+pub(super) fn apply_group(
+    conn: &Connection,
     group: Vec<Command>,
     ctx: Plan<'_>,
 ) -> (Vec<Finish>, Result<(), String>, Vec<Claimed>) {
     let (ordered, slots) = (ctx.ordered, ctx.slots);
-    let mut tx = match conn.begin().await {
-        Ok(tx) => tx,
-        Err(e) => {
-            let finishes = group.into_iter().map(|c| fail(c, &e.to_string())).collect();
-            return (finishes, Err(e.to_string()), Vec::new());
-        }
-    };
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let finishes = group.into_iter().map(|c| fail(c, &e.to_string())).collect();
+        return (finishes, Err(e.to_string()), Vec::new());
+    }
     let (ingests, others): (Vec<_>, Vec<_>) = group.into_iter().partition(|c| matches!(c, Command::Ingest { .. }));
     let savepoints = usize::from(!ingests.is_empty()) + others.len() > 1;
-    let (mut finishes, handed, mut keep) = apply_ingests(&mut tx, ingests, ctx, savepoints).await;
+    let (mut finishes, handed, mut keep) = apply_ingests(conn, ingests, ctx, savepoints);
     for command in others {
-        let (finish, kept) = apply_one(&mut tx, command, ordered, slots, savepoints).await;
+        let (finish, kept) = apply_one(conn, command, ordered, slots, savepoints);
         finishes.push(finish);
         keep &= kept;
     }
     if !keep {
         // A unit alone failed: each answer carries its own error; whatever it had claimed
         // or scheduled is back in the database.
-        let _ = tx.rollback().await;
+        let _ = conn.execute_batch("ROLLBACK");
         slots.mark_all_backlogged();
         return (finishes, Ok(()), Vec::new());
     }
-    let commit = tx.commit().await.map_err(|e| {
+    let commit = conn.execute_batch("COMMIT").map_err(|e| {
         tracing::error!(error = %e, "outbox commit failed");
+        // A failed COMMIT may leave the transaction open; nothing of it may stay.
+        let _ = conn.execute_batch("ROLLBACK");
         e.to_string()
     });
     (finishes, commit, handed)
@@ -68,11 +68,33 @@ fn fail(command: Command, msg: &str) -> Finish {
     }
 }
 
+/// Runs `unit` in a savepoint (kept if it succeeds, undone if not) or, without one, as it
+/// is. The result says how keeping or undoing went.
+fn in_savepoint<T>(
+    conn: &Connection,
+    savepoint: bool,
+    unit: impl FnOnce() -> anyhow::Result<T>,
+) -> (anyhow::Result<T>, rusqlite::Result<()>) {
+    if !savepoint {
+        return (unit(), Ok(()));
+    }
+    if let Err(e) = conn.execute_batch(&format!("SAVEPOINT {SAVEPOINT}")) {
+        return (Err(e.into()), Ok(()));
+    }
+    let result = unit();
+    let end = match &result {
+        Ok(_) => format!("RELEASE {SAVEPOINT}"),
+        Err(_) => format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"),
+    };
+    let kept = conn.execute_batch(&end);
+    (result, kept)
+}
+
 /// Applies every ingest request of the group as one unit (see [`apply_group`]). Also
 /// returns whether the transaction may be committed (false: the unit failed without a
 /// savepoint).
-async fn apply_ingests(
-    tx: &mut Transaction<'_, Sqlite>,
+fn apply_ingests(
+    conn: &Connection,
     ingests: Vec<Command>,
     ctx: Plan<'_>,
     savepoint: bool,
@@ -88,7 +110,7 @@ async fn apply_ingests(
         return (Vec::new(), Vec::new(), true);
     }
     let planned: Vec<Request<'_>> = requests.iter().map(|(items, now, _)| Request { items, now: *now }).collect();
-    let result = ingest_unit(tx, &planned, ctx, savepoint).await;
+    let result = ingest_unit(conn, &planned, ctx, savepoint);
     drop(planned);
     match result {
         Ok((outcomes, handed)) => {
@@ -107,31 +129,23 @@ async fn apply_ingests(
 
 /// Runs the bulk ingest, in a savepoint if asked; on failure nothing of it stays, ids and
 /// slots included (without a savepoint, the caller rolls the transaction back).
-async fn ingest_unit(
-    tx: &mut Transaction<'_, Sqlite>,
+fn ingest_unit(
+    conn: &Connection,
     planned: &[Request<'_>],
     ctx: Plan<'_>,
     savepoint: bool,
 ) -> anyhow::Result<(Vec<IngestOutcome>, Vec<Claimed>)> {
     let before = *ctx.ids;
     let slots = ctx.slots;
-    let result = if savepoint {
-        let mut sp = tx.begin().await?;
-        match ingest::apply(&mut sp, planned, Plan { ids: &mut *ctx.ids, ..ctx }).await {
-            Ok((outcomes, handed)) => match sp.commit().await {
-                Ok(()) => Ok((outcomes, handed)),
-                Err(e) => {
-                    ingest::give_back(slots, &handed);
-                    Err(e.into())
-                }
-            },
-            Err(e) => {
-                let _ = sp.rollback().await;
-                Err(e)
-            }
+    let (result, kept) =
+        in_savepoint(conn, savepoint, || ingest::apply(conn, planned, Plan { ids: &mut *ctx.ids, ..ctx }));
+    let result = match (result, kept) {
+        (Ok(done), Ok(())) => Ok(done),
+        (Ok((_, handed)), Err(e)) => {
+            ingest::give_back(slots, &handed);
+            Err(e.into())
         }
-    } else {
-        ingest::apply(tx, planned, Plan { ids: &mut *ctx.ids, ..ctx }).await
+        (Err(e), _) => Err(e),
     };
     if result.is_err() {
         *ctx.ids = before;
@@ -159,8 +173,8 @@ impl Ran {
     }
 
     /// The answer, given how keeping (or undoing) the command's changes went.
-    fn finish(self, kept: Result<(), sqlx::Error>) -> Finish {
-        fn with<T>(kept: Result<(), sqlx::Error>, r: anyhow::Result<T>) -> anyhow::Result<T> {
+    fn finish(self, kept: rusqlite::Result<()>) -> Finish {
+        fn with<T>(kept: rusqlite::Result<()>, r: anyhow::Result<T>) -> anyhow::Result<T> {
             kept.map_err(anyhow::Error::from).and(r)
         }
         match self {
@@ -174,52 +188,48 @@ impl Ran {
 
 /// Applies one non-ingest command as one unit (see [`apply_group`]); also returns whether the
 /// transaction may be committed (false: it failed without a savepoint).
-async fn apply_one(
-    tx: &mut Transaction<'_, Sqlite>,
-    command: Command,
-    ordered: bool,
-    slots: &Slots,
-    savepoint: bool,
-) -> (Finish, bool) {
+fn apply_one(conn: &Connection, command: Command, ordered: bool, slots: &Slots, savepoint: bool) -> (Finish, bool) {
     if !savepoint {
-        let ran = run_command(tx, command, ordered, slots).await;
+        let ran = run_command(conn, command, ordered, slots);
         let ok = ran.ok();
         return (ran.finish(Ok(())), ok);
     }
-    let mut sp = match tx.begin().await {
-        Ok(sp) => sp,
-        Err(e) => return (fail(command, &e.to_string()), true),
+    if let Err(e) = conn.execute_batch(&format!("SAVEPOINT {SAVEPOINT}")) {
+        return (fail(command, &e.to_string()), true);
+    }
+    let ran = run_command(conn, command, ordered, slots);
+    let end = match ran.ok() {
+        true => format!("RELEASE {SAVEPOINT}"),
+        false => format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"),
     };
-    let ran = run_command(&mut sp, command, ordered, slots).await;
-    let kept = if ran.ok() { sp.commit().await } else { sp.rollback().await };
+    let kept = conn.execute_batch(&end);
     (ran.finish(kept), true)
 }
 
 /// Runs one non-ingest command. Keeps the subscribers' backlog marks (see [`Slots`]) in step
 /// with what it leaves claimable in the database.
-async fn run_command(conn: &mut SqliteConnection, command: Command, ordered: bool, slots: &Slots) -> Ran {
+fn run_command(conn: &Connection, command: Command, ordered: bool, slots: &Slots) -> Ran {
     match command {
         Command::Cycle { done, wants, now, reply } => {
-            let result = async {
-                deliveries::complete(conn, &done, ordered).await?;
+            let result = (|| {
+                deliveries::complete(conn, &done, ordered)?;
                 // A retry falls due later; a finished status lets the next one of its call go.
                 for c in done.iter().filter(|c| ordered || matches!(c.next, NextState::RetryAt(_))) {
                     slots.mark_backlog(&c.subscriber);
                 }
-                let batch = deliveries::claim(conn, &wants, now).await?;
+                let batch = deliveries::claim(conn, &wants, now)?;
                 batch.drained.iter().for_each(|s| slots.clear_backlog(s));
                 Ok(batch)
-            }
-            .await;
+            })();
             Ran::Cycle(reply, result)
         }
         Command::Redeliver { filter, now, reply } => {
             slots.mark_all_backlogged();
-            Ran::Redeliver(reply, deliveries::redeliver(conn, &filter, now, ordered).await)
+            Ran::Redeliver(reply, deliveries::redeliver(conn, &filter, now, ordered))
         }
         Command::ReleaseClaims { reply } => {
             slots.mark_all_backlogged();
-            Ran::ReleaseClaims(reply, deliveries::release_claims(conn).await)
+            Ran::ReleaseClaims(reply, deliveries::release_claims(conn))
         }
         Command::Ingest { reply, .. } => {
             Ran::Refused(fail(Command::Ingest { items: vec![], now: 0, reply }, "ingest is applied in bulk"))
@@ -242,12 +252,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_command_alone_answers_its_own_error_and_changes_nothing() {
-        let (_dir, mut conn) = migrated().await;
-        delivery(&mut conn, 1, "a", 0, false).await;
-        sqlx::query("UPDATE deliveries SET claimed = 1").execute(&mut conn).await.unwrap();
+        let (_dir, conn) = migrated().await;
+        delivery(&conn, 1, "a", 0, false);
         // Recording the result works; the claim after it fails (its statement reads events).
-        sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut conn).await.unwrap();
-        sqlx::query("DROP TABLE events").execute(&mut conn).await.unwrap();
+        conn.execute_batch("UPDATE deliveries SET claimed = 1; PRAGMA foreign_keys = OFF; DROP TABLE events;").unwrap();
         let slots = Slots::new(10, 5, ["a"]);
         slots.clear_backlog("a");
         let completion = Completion {
@@ -265,13 +273,14 @@ mod tests {
         let cycle = Command::Cycle { done: Arc::new(vec![completion]), wants: vec![("a".into(), 5)], now: 0, reply };
         let mut ids = RowIds::default();
         let plan = Plan { ids: &mut ids, ordered: false, slots: &slots };
-        let (finishes, commit, handed) = apply_group(&mut conn, vec![cycle], plan).await;
+        let (finishes, commit, handed) = apply_group(&conn, vec![cycle], plan);
         assert!(handed.is_empty());
         finishes.into_iter().for_each(|f| f(commit.clone()));
         let err = answer.await.expect("answered").expect_err("the claim failed");
         assert!(err.to_string().contains("no such table: events"), "its own error, not a generic one: {err}");
-        let row: (String, i64) =
-            sqlx::query_as("SELECT state, claimed FROM deliveries WHERE id = 1").fetch_one(&mut conn).await.unwrap();
+        let row: (String, i64) = conn
+            .query_row("SELECT state, claimed FROM deliveries WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
         assert_eq!(row, ("pending".to_string(), 1), "the recorded result was undone with the claim");
         assert!(!slots.hand_over_one("a"), "the backlog is marked again: what it changed is back in the database");
     }

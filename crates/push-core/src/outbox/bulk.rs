@@ -5,13 +5,11 @@
 //! count, so they stay prepared in the connection's statement cache, and no row is encoded
 //! as JSON only for SQLite to parse it again.
 //!
-//! Each statement is a round trip to SQLite's worker thread, which under load costs more than
-//! the statement itself. Statements for which a repeated row changes nothing (an `UPDATE …
-//! FROM (VALUES …)` keyed by id, or an `IN (VALUES …)` list) go through [`execute_padded`]:
-//! one statement per [`CHUNK`] rows, the last chunk padded up to a power of two by repeating
-//! its last row.
+//! Statements for which a repeated row changes nothing (an `UPDATE … FROM (VALUES …)` keyed
+//! by id, or an `IN (VALUES …)` list) go through [`execute_padded`]: one statement per
+//! [`CHUNK`] rows, the last chunk padded up to a power of two by repeating its last row.
 
-use sqlx::{error::BoxDynError, sqlite::SqliteArguments, SqliteConnection};
+use rusqlite::{types::ToSql, CachedStatement, Connection};
 
 /// Most rows in one statement (× at most 10 columns stays far below SQLite's 32,766
 /// parameters).
@@ -36,19 +34,27 @@ pub(super) fn values(rows: usize, cols: usize) -> String {
     vec![group; rows].join(",")
 }
 
+/// Binds a statement's parameters one after another, in placeholder order.
+pub(super) struct Binder<'s, 'c> {
+    stmt: &'s mut CachedStatement<'c>,
+    next: usize,
+}
+
+impl Binder<'_, '_> {
+    /// Binds the next parameter.
+    pub fn add<V: ToSql>(&mut self, value: V) -> rusqlite::Result<()> {
+        self.next += 1;
+        self.stmt.raw_bind_parameter(self.next, value)
+    }
+}
+
 /// Binds one row's values, in column order.
-pub(super) type Bind<'r, T> = fn(&mut SqliteArguments<'r>, &'r T) -> Result<(), BoxDynError>;
+pub(super) type Bind<T> = fn(&mut Binder<'_, '_>, &T) -> rusqlite::Result<()>;
 
 /// Runs `sql` (which holds one `{values}` marker) over `rows` in chunks, binding each row's
 /// `cols` values with `bind`.
-pub(super) async fn execute<'r, T>(
-    conn: &mut SqliteConnection,
-    sql: &str,
-    cols: usize,
-    rows: &'r [T],
-    bind: Bind<'r, T>,
-) -> anyhow::Result<()> {
-    run(conn, sql, cols, chunks(rows).map(|chunk| (chunk, chunk.len())), bind).await
+pub(super) fn execute<T>(conn: &Connection, sql: &str, cols: usize, rows: &[T], bind: Bind<T>) -> anyhow::Result<()> {
+    run(conn, sql, cols, chunks(rows).map(|chunk| (chunk, chunk.len())), bind)
 }
 
 /// Splits `rows` into chunks of [`CHUNK`]; each chunk is run as one statement padded to the
@@ -59,33 +65,34 @@ pub(super) fn padded_chunks<T>(rows: &[T]) -> impl Iterator<Item = (&[T], usize)
 
 /// As [`execute`], for statements where a row given twice has the same effect as once: one
 /// statement per [`CHUNK`] rows.
-pub(super) async fn execute_padded<'r, T>(
-    conn: &mut SqliteConnection,
+pub(super) fn execute_padded<T>(
+    conn: &Connection,
     sql: &str,
     cols: usize,
-    rows: &'r [T],
-    bind: Bind<'r, T>,
+    rows: &[T],
+    bind: Bind<T>,
 ) -> anyhow::Result<()> {
-    run(conn, sql, cols, padded_chunks(rows), bind).await
+    run(conn, sql, cols, padded_chunks(rows), bind)
 }
 
 /// Runs one statement per `(chunk, size)`: `size` rows of placeholders, the chunk's rows
 /// bound first and its last row repeated for the rest.
-async fn run<'r, T>(
-    conn: &mut SqliteConnection,
+fn run<'r, T: 'r>(
+    conn: &Connection,
     sql: &str,
     cols: usize,
     statements: impl Iterator<Item = (&'r [T], usize)>,
-    bind: Bind<'r, T>,
+    bind: Bind<T>,
 ) -> anyhow::Result<()> {
     for (chunk, size) in statements {
         let text = sql.replace("{values}", &values(size, cols));
-        let mut args = SqliteArguments::default();
+        let mut stmt = conn.prepare_cached(&text)?;
+        let mut binder = Binder { stmt: &mut stmt, next: 0 };
         let repeats = chunk.last().into_iter().cycle().take(size - chunk.len());
         for row in chunk.iter().chain(repeats) {
-            bind(&mut args, row).map_err(|e| anyhow::anyhow!("binding a row: {e}"))?;
+            bind(&mut binder, row)?;
         }
-        sqlx::query_with(&text, args).execute(&mut *conn).await?;
+        stmt.raw_execute()?;
     }
     Ok(())
 }

@@ -1,20 +1,20 @@
 //! Delivery state changes: claim, record results, redeliver, release.
 
-use sqlx::{Arguments as _, Row as _, SqliteConnection};
+use rusqlite::{params, Connection};
 
 use super::{bulk, ClaimBatch, Claimed, Completion, NextState, RedeliverFilter};
 
 /// Clears claims a previous process left behind (their attempts never finished) or that the
 /// delivery loop gives up at shutdown.
-pub(super) async fn release_claims(conn: &mut SqliteConnection) -> anyhow::Result<()> {
-    sqlx::query("UPDATE deliveries SET claimed = 0 WHERE claimed = 1").execute(conn).await?;
+pub(super) fn release_claims(conn: &Connection) -> anyhow::Result<()> {
+    conn.execute("UPDATE deliveries SET claimed = 0 WHERE claimed = 1", [])?;
     Ok(())
 }
 
 /// Claims the due deliveries of subscriber `?1` at `?2`, oldest due first, at most `?3`, and
 /// returns them with their events and when the subscriber's next delivery not yet due falls
 /// due (the claim leaves those alone, so that value does not change while it runs): one
-/// statement, one round trip to SQLite's thread, per subscriber. `RETURNING` gives no order;
+/// statement per subscriber. `RETURNING` gives no order;
 /// [`claim`] sorts.
 pub(super) const CLAIM: &str = "UPDATE deliveries SET claimed = 1
      WHERE id IN (SELECT id FROM deliveries
@@ -52,30 +52,28 @@ pub(super) const RECHAIN_BLOCK: &str =
 
 /// Claims up to each subscriber's limit of due, unblocked, unclaimed deliveries, oldest due
 /// first, and tells when the next one falls due.
-pub(super) async fn claim(
-    tx: &mut SqliteConnection,
-    wants: &[(String, usize)],
-    now: i64,
-) -> anyhow::Result<ClaimBatch> {
+pub(super) fn claim(tx: &Connection, wants: &[(String, usize)], now: i64) -> anyhow::Result<ClaimBatch> {
     let mut batch = ClaimBatch::default();
     for (subscriber, limit) in wants.iter().filter(|(_, n)| *n > 0) {
-        let rows = sqlx::query(CLAIM).bind(subscriber).bind(now).bind(*limit as i64).fetch_all(&mut *tx).await?;
-        let mut claimed = Vec::with_capacity(rows.len());
+        let mut stmt = tx.prepare_cached(CLAIM)?;
+        let mut rows = stmt.query(params![subscriber, now, *limit as i64])?;
+        let mut claimed = Vec::with_capacity(*limit);
         let mut later: Option<i64> = None;
-        for row in rows {
-            let due: i64 = row.try_get(4)?;
-            later = row.try_get(7)?;
+        while let Some(row) = rows.next()? {
+            let due: i64 = row.get(4)?;
+            later = row.get(7)?;
             let item = Claimed {
-                id: row.try_get(0)?,
-                call_id: row.try_get(1)?,
-                attempts: row.try_get(2)?,
-                round_start: row.try_get(3)?,
-                event_id: row.try_get(5)?,
-                payload: row.try_get(6)?,
+                id: row.get(0)?,
+                call_id: row.get(1)?,
+                attempts: row.get(2)?,
+                round_start: row.get(3)?,
+                event_id: row.get(5)?,
+                payload: row.get(6)?,
                 subscriber: subscriber.clone(),
             };
             claimed.push((due, item));
         }
+        drop(rows);
         claimed.sort_unstable_by_key(|(due, item)| (*due, item.id));
         let (got, filled) = (claimed.len(), claimed.len() >= *limit);
         batch.items.extend(claimed.into_iter().map(|(_, item)| item));
@@ -87,7 +85,7 @@ pub(super) async fn claim(
         // Everything due was claimed, so what is left falls due later: the claim said when,
         // unless it claimed nothing (no row to say it on).
         let due: Option<i64> = match got {
-            0 => sqlx::query_scalar(NEXT_DUE).bind(subscriber).fetch_one(&mut *tx).await?,
+            0 => tx.prepare_cached(NEXT_DUE)?.query_row([subscriber], |r| r.get(0))?,
             _ => later,
         };
         if due.is_none() {
@@ -104,7 +102,7 @@ pub(super) async fn claim(
 /// Records finished attempts in bulk: the attempt log (a successful attempt lives on the
 /// delivery row only, see `read::attempts`), the delivery's new state, and for a status
 /// delivery that is finished, the next one of its call is let go.
-pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ordered: bool) -> anyhow::Result<()> {
+pub(super) fn complete(tx: &Connection, done: &[Completion], ordered: bool) -> anyhow::Result<()> {
     if done.is_empty() {
         return Ok(());
     }
@@ -122,8 +120,7 @@ pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ord
             args.add(c.error.as_deref())?;
             args.add(c.latency_ms)
         },
-    )
-    .await?;
+    )?;
     bulk::execute_padded(
         tx,
         "UPDATE deliveries SET state = v.column2, claimed = 0, attempts = v.column3,
@@ -150,68 +147,52 @@ pub(super) async fn complete(tx: &mut SqliteConnection, done: &[Completion], ord
             args.add(c.at)?;
             args.add(c.latency_ms)
         },
-    )
-    .await?;
+    )?;
     if ordered {
         let finished: Vec<(&str, &str)> = done
             .iter()
             .filter(|c| !matches!(c.next, NextState::RetryAt(_)))
             .map(|c| (c.subscriber.as_str(), c.call_id.as_str()))
             .collect();
-        unblock_chain_heads(tx, &finished).await?;
+        unblock_chain_heads(tx, &finished)?;
     }
     Ok(())
 }
 
 /// For each `(subscriber, call_id)` in `chains`, lets the earliest pending status go.
-async fn unblock_chain_heads(tx: &mut SqliteConnection, chains: &[(&str, &str)]) -> anyhow::Result<()> {
+fn unblock_chain_heads(tx: &Connection, chains: &[(&str, &str)]) -> anyhow::Result<()> {
     bulk::execute_padded(tx, UNBLOCK_HEADS, 2, chains, |args, (subscriber, call_id)| {
         args.add(*subscriber)?;
         args.add(*call_id)
     })
-    .await
 }
 
 /// Puts matching finished deliveries back to pending with a fresh schedule.
-pub(super) async fn redeliver(
-    tx: &mut SqliteConnection,
-    filter: &RedeliverFilter,
-    now: i64,
-    ordered: bool,
-) -> anyhow::Result<u64> {
+pub(super) fn redeliver(tx: &Connection, filter: &RedeliverFilter, now: i64, ordered: bool) -> anyhow::Result<u64> {
     // A delivered one keeps its success in the attempt log before it is attempted again.
-    sqlx::query(
+    let (id, state, subscriber) = (filter.id, filter.state.as_deref(), filter.subscriber.as_deref());
+    tx.execute(
         "INSERT OR IGNORE INTO attempts (delivery_id, attempt, at, status, error, latency_ms)
          SELECT id, attempts, last_attempt_at, last_status, NULL, last_latency_ms FROM deliveries
          WHERE state = 'delivered' AND last_attempt_at IS NOT NULL
            AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR subscriber = ?3)",
-    )
-    .bind(filter.id)
-    .bind(filter.state.as_deref())
-    .bind(filter.subscriber.as_deref())
-    .execute(&mut *tx)
-    .await?;
-    let rows = sqlx::query(
-        "UPDATE deliveries SET state = 'pending', blocked = ?5, round_start = attempts,
-             next_attempt_at = ?4, updated_at = ?4, delivered_at = NULL
-         WHERE state != 'pending'
-           AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR subscriber = ?3)
-         RETURNING subscriber, call_id",
-    )
-    .bind(filter.id)
-    .bind(filter.state.as_deref())
-    .bind(filter.subscriber.as_deref())
-    .bind(now)
-    .bind(ordered)
-    .fetch_all(&mut *tx)
-    .await?;
-    let count = rows.len() as u64;
+        params![id, state, subscriber],
+    )?;
+    let mut chains: Vec<(String, String)> = tx
+        .prepare(
+            "UPDATE deliveries SET state = 'pending', blocked = ?5, round_start = attempts,
+                 next_attempt_at = ?4, updated_at = ?4, delivered_at = NULL
+             WHERE state != 'pending'
+               AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR subscriber = ?3)
+             RETURNING subscriber, call_id",
+        )?
+        .query_map(params![id, state, subscriber, now, ordered], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let count = chains.len() as u64;
     if ordered && count > 0 {
-        let mut chains: Vec<(String, String)> =
-            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, sqlx::Error>>()?;
         chains.sort();
         chains.dedup();
-        rechain(tx, &serde_json::to_string(&chains)?).await?;
+        rechain(tx, &serde_json::to_string(&chains)?)?;
     }
     Ok(count)
 }
@@ -219,19 +200,16 @@ pub(super) async fn redeliver(
 /// Re-chains the `[subscriber, call_id]` pairs in `chains` (JSON) after a redelivery: every
 /// waiting status is blocked, then each chain's head goes unless one of its statuses is in
 /// flight (that one's completion lets the head go).
-async fn rechain(tx: &mut SqliteConnection, chains: &str) -> anyhow::Result<()> {
-    sqlx::query(RECHAIN_BLOCK).bind(chains).execute(&mut *tx).await?;
-    let idle: Vec<(String, String)> = sqlx::query(
-        "SELECT v.value->>0, v.value->>1 FROM json_each(?1) AS v
-         WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber = v.value->>0
-                           AND d.call_id = v.value->>1 AND d.state = 'pending' AND d.claimed = 1)",
-    )
-    .bind(chains)
-    .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-    .collect::<Result<_, sqlx::Error>>()?;
+fn rechain(tx: &Connection, chains: &str) -> anyhow::Result<()> {
+    tx.execute(RECHAIN_BLOCK, [chains])?;
+    let idle: Vec<(String, String)> = tx
+        .prepare(
+            "SELECT v.value->>0, v.value->>1 FROM json_each(?1) AS v
+             WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber = v.value->>0
+                               AND d.call_id = v.value->>1 AND d.state = 'pending' AND d.claimed = 1)",
+        )?
+        .query_map([chains], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
     let idle: Vec<(&str, &str)> = idle.iter().map(|(s, c)| (s.as_str(), c.as_str())).collect();
-    unblock_chain_heads(tx, &idle).await
+    unblock_chain_heads(tx, &idle)
 }

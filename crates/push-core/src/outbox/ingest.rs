@@ -8,7 +8,7 @@ use std::{
     collections::{HashMap, HashSet},
 };
 
-use sqlx::{Arguments as _, Row as _, SqliteConnection};
+use rusqlite::Connection;
 
 use super::{bulk, Accepted, Claimed, IngestItem, IngestOutcome};
 use crate::slots::Slots;
@@ -23,10 +23,9 @@ pub(super) struct RowIds {
 
 impl RowIds {
     /// Reads the highest ids in use.
-    pub async fn load(conn: &mut SqliteConnection) -> anyhow::Result<Self> {
-        let event: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events").fetch_one(&mut *conn).await?;
-        let delivery: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM deliveries").fetch_one(conn).await?;
-        Ok(RowIds { event, delivery })
+    pub fn load(conn: &Connection) -> anyhow::Result<Self> {
+        let max = |table: &str| conn.query_row(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), [], |r| r.get(0));
+        Ok(RowIds { event: max("events")?, delivery: max("deliveries")? })
     }
 }
 
@@ -90,17 +89,17 @@ pub(super) struct Plan<'a> {
 /// Plans and writes every request; returns one outcome per request, in order, and the
 /// deliveries stored as already claimed, to hand to the delivery loop after the commit (the
 /// caller gives their slots back if the commit fails).
-pub(super) async fn apply<'r>(
-    tx: &mut SqliteConnection,
+pub(super) fn apply<'r>(
+    tx: &Connection,
     requests: &[Request<'r>],
     plan_with: Plan<'_>,
 ) -> anyhow::Result<(Vec<IngestOutcome>, Vec<Claimed>)> {
     let Plan { ids, ordered, slots } = plan_with;
-    let mut known = lookup(tx, requests, ordered).await?;
+    let mut known = lookup(tx, requests, ordered)?;
     let mut rows = Rows::default();
     let mut planner = Planner { known: &mut known, rows: &mut rows, ids, ordered, slots };
     let outcomes = requests.iter().map(|r| planner.request(r)).collect();
-    if let Err(e) = write(tx, &rows, &known, ordered).await {
+    if let Err(e) = write(tx, &rows, &known, ordered) {
         give_back(slots, &rows.handed);
         return Err(e);
     }
@@ -117,37 +116,36 @@ pub(super) fn give_back(slots: &Slots, handed: &[Claimed]) {
 pub(super) const PENDING_CHAINS: &str = "SELECT DISTINCT subscriber, call_id FROM deliveries INDEXED BY deliveries_call
      WHERE state = 'pending' AND call_id IN (SELECT value FROM json_each(?1))";
 
-async fn lookup(tx: &mut SqliteConnection, requests: &[Request<'_>], ordered: bool) -> anyhow::Result<Known> {
+fn lookup(tx: &Connection, requests: &[Request<'_>], ordered: bool) -> anyhow::Result<Known> {
     let events = || requests.iter().flat_map(|r| r.items.iter().map(|i| &i.event));
     let mut keys: Vec<&str> = events().map(|e| e.dedup_key()).collect();
     if ordered {
         keys.extend(events().filter_map(|e| e.hangup_key()));
     }
     let mut known = Known::default();
-    let rows =
-        sqlx::query("SELECT dedup_key, event_id FROM events WHERE dedup_key IN (SELECT value FROM json_each(?1))")
-            .bind(serde_json::to_string(&keys)?)
-            .fetch_all(&mut *tx)
-            .await?;
-    for row in rows {
-        known.keys.insert(row.try_get(0)?, row.try_get(1)?);
+    let mut stmt = tx.prepare_cached(
+        "SELECT dedup_key, event_id FROM events WHERE dedup_key IN (SELECT value FROM json_each(?1))",
+    )?;
+    let mut rows = stmt.query([serde_json::to_string(&keys)?])?;
+    while let Some(row) = rows.next()? {
+        known.keys.insert(row.get(0)?, row.get(1)?);
     }
     if !ordered {
         return Ok(known);
     }
     let calls: HashSet<&str> = events().map(|e| e.call_id.as_str()).collect();
     let calls = serde_json::to_string(&calls)?;
-    let rows =
-        sqlx::query("SELECT call_id, next_sequence FROM calls WHERE call_id IN (SELECT value FROM json_each(?1))")
-            .bind(&calls)
-            .fetch_all(&mut *tx)
-            .await?;
-    for row in rows {
-        known.calls.insert(row.try_get(0)?, row.try_get(1)?);
+    let mut stmt = tx.prepare_cached(
+        "SELECT call_id, next_sequence FROM calls WHERE call_id IN (SELECT value FROM json_each(?1))",
+    )?;
+    let mut rows = stmt.query([&calls])?;
+    while let Some(row) = rows.next()? {
+        known.calls.insert(row.get(0)?, row.get(1)?);
     }
-    let rows = sqlx::query(PENDING_CHAINS).bind(&calls).fetch_all(&mut *tx).await?;
-    for row in rows {
-        known.chains.insert((row.try_get(0)?, row.try_get(1)?));
+    let mut stmt = tx.prepare_cached(PENDING_CHAINS)?;
+    let mut rows = stmt.query([&calls])?;
+    while let Some(row) = rows.next()? {
+        known.chains.insert((row.get(0)?, row.get(1)?));
     }
     Ok(known)
 }
@@ -303,7 +301,7 @@ impl<'r> Planner<'_, 'r> {
     }
 }
 
-async fn write(tx: &mut SqliteConnection, rows: &Rows<'_>, known: &Known, ordered: bool) -> anyhow::Result<()> {
+fn write(tx: &Connection, rows: &Rows<'_>, known: &Known, ordered: bool) -> anyhow::Result<()> {
     bulk::execute(
         tx,
         "INSERT INTO events (id, event_id, dedup_key, call_id, party, status, sequence, payload, created_at)
@@ -321,8 +319,7 @@ async fn write(tx: &mut SqliteConnection, rows: &Rows<'_>, known: &Known, ordere
             args.add(e.payload.as_ref())?;
             args.add(e.now)
         },
-    )
-    .await?;
+    )?;
     bulk::execute(
         tx,
         "INSERT INTO deliveries (id, event_row, subscriber, call_id, sequence, blocked, next_attempt_at,
@@ -342,8 +339,7 @@ async fn write(tx: &mut SqliteConnection, rows: &Rows<'_>, known: &Known, ordere
             args.add(d.now)?;
             args.add(d.claimed)
         },
-    )
-    .await?;
+    )?;
     if ordered {
         let calls: Vec<(&String, &i64)> = known.calls.iter().collect();
         bulk::execute(
@@ -356,8 +352,7 @@ async fn write(tx: &mut SqliteConnection, rows: &Rows<'_>, known: &Known, ordere
                 args.add(call.as_str())?;
                 args.add(**next)
             },
-        )
-        .await?;
+        )?;
     }
     Ok(())
 }

@@ -184,18 +184,18 @@ impl Outbox {
         handoff: Handoff,
     ) -> anyhow::Result<(Outbox, tokio::task::JoinHandle<()>)> {
         let options = connect_options(url)?;
-        // The writer gets the big page cache; readers (operations API) a small one each.
-        // A claim returns a few hundred rows: let the SQLite thread hand them over without
-        // waiting for the writer task to empty a 50-row channel several times.
-        // Temporary b-trees of the writer's bulk statements stay in memory; the readers keep
-        // SQLite's default (a sort of the operations API, e.g. `/v1/stats` over a million
-        // deliveries, spills to a temporary file instead of growing the process by tens of MB).
-        let writer_options =
-            options.clone().pragma("cache_size", "-4000").pragma("temp_store", "memory").row_buffer_size(1024);
-        let mut conn = writer_options.connect().await.with_context(|| format!("opening {url}"))?;
+        // Migrations run through sqlx (they are embedded with it); the writer then talks to
+        // SQLite directly on a thread of its own (see `writer`).
+        let mut conn = options.connect().await.with_context(|| format!("opening {url}"))?;
         MIGRATOR.run(&mut conn).await.context("migrating the outbox")?;
-        deliveries::release_claims(&mut conn).await?;
-        let ids = ingest::RowIds::load(&mut conn).await?;
+        sqlx::Connection::close(conn).await?;
+        let path = db_path(url);
+        let writer = tokio::task::spawn_blocking(move || open_writer(&path)).await??;
+        deliveries::release_claims(&writer)?;
+        let ids = ingest::RowIds::load(&writer)?;
+        // Readers (the operations API) keep SQLite's small default page cache and temporary
+        // files (a sort of `/v1/stats` over a million deliveries spills to a temporary file
+        // instead of growing the process by tens of MB).
         let readers = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options.pragma("cache_size", "-1000"))
@@ -203,18 +203,15 @@ impl Outbox {
             .context("opening reader connections")?;
         let (commands, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        let setup = writer::WriterSetup {
-            ordered: service == Service::Status,
-            stats: stats.clone(),
-            ids,
-            handoff: Arc::new(handoff),
-            db_path: db_path(url),
-        };
-        // The writer gets a thread and runtime of its own. Each statement is a round trip to
-        // SQLite's worker thread; on the shared runtime every one of those waited behind the
-        // HTTP tasks ready at that moment, which under load made a claim take milliseconds.
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let task = tokio::task::spawn_blocking(move || runtime.block_on(writer::run(conn, rx, setup)));
+        let handoff = Arc::new(handoff);
+        let (durable_tx, syncer) = syncer::spawn(db_path(url), handoff.clone());
+        let setup =
+            writer::WriterSetup { ordered: service == Service::Status, stats: stats.clone(), ids, handoff, durable_tx };
+        let writer = tokio::task::spawn_blocking(move || writer::run(writer, rx, setup));
+        let task = tokio::spawn(async move {
+            let _ = writer.await;
+            let _ = syncer.await;
+        });
         Ok((Outbox { commands, readers, stats }, task))
     }
 
@@ -272,6 +269,21 @@ impl Outbox {
 fn db_path(url: &str) -> std::path::PathBuf {
     let path = url.strip_prefix("sqlite://").unwrap_or(url);
     std::path::PathBuf::from(path.split('?').next().unwrap_or(path))
+}
+
+/// The writer's own connection. The writer gets the big page cache, and the temporary
+/// b-trees of its bulk statements stay in memory. Commits do not wait for the disk
+/// (`synchronous=NORMAL`): durability of a 202 comes from the syncer's fsync of the WAL.
+/// Prepared statements are cached: the bulk statements come in a few sizes each.
+fn open_writer(path: &Path) -> anyhow::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -4000; PRAGMA temp_store = MEMORY;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
 
 fn connect_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {

@@ -8,7 +8,7 @@ use std::{
     },
 };
 
-use sqlx::{Connection as _, SqliteConnection};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -75,20 +75,22 @@ pub(super) fn finish<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<
 /// turn, so a claim never waits behind more than one chunk of ingest: under an ingest burst
 /// the delivery loop would otherwise sit idle for tens of milliseconds per group. `ordered`
 /// turns on per-call chains (status-pusher).
-pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>, setup: WriterSetup) {
-    let WriterSetup { ordered, stats, mut ids, handoff, db_path } = setup;
-    let (durable_tx, syncer) = syncer::spawn(db_path, handoff.clone());
+///
+/// It runs on a thread of its own and calls SQLite directly: every statement runs on this
+/// thread, without a hand-off to another thread and back.
+pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Command>, setup: WriterSetup) {
+    let WriterSetup { ordered, stats, mut ids, handoff, durable_tx } = setup;
     let slots = handoff.slots.as_ref();
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut durable: VecDeque<Command> = VecDeque::new();
     loop {
         if durable.is_empty() {
-            if rx.recv_many(&mut group, MAX_GROUP).await == 0 {
-                break;
+            match rx.blocking_recv() {
+                Some(command) => group.push(command),
+                None => break,
             }
-        } else {
-            take_waiting(&mut rx, &mut group);
         }
+        take_waiting(&mut rx, &mut group);
         stats.count(&group);
         let (now_durable, light): (Vec<_>, Vec<_>) = group.drain(..).partition(Command::is_durable);
         durable.extend(now_durable);
@@ -99,7 +101,7 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Comma
             }
             stats.transactions.fetch_add(1, Ordering::Relaxed);
             let ctx = Plan { ids: &mut ids, ordered, slots };
-            let (finishes, commit, handed) = apply_group(&mut conn, commands, ctx).await;
+            let (finishes, commit, handed) = apply_group(&conn, commands, ctx);
             if must_sync {
                 let _ = durable_tx.send(Committed { finishes, commit, handed });
             } else {
@@ -113,8 +115,9 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Comma
         }
     }
     drop(durable_tx);
-    let _ = syncer.await;
-    let _ = conn.close().await;
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the outbox writer's connection");
+    }
 }
 
 /// Adds whatever is queued now to `group`, without waiting.
@@ -162,8 +165,8 @@ pub(super) struct WriterSetup {
     pub ids: RowIds,
     /// Where new deliveries go at once.
     pub handoff: Arc<Handoff>,
-    /// The database file (its `-wal` is what the syncer fsyncs).
-    pub db_path: std::path::PathBuf,
+    /// The [`syncer`]'s queue: committed durable groups waiting for their fsync.
+    pub durable_tx: mpsc::UnboundedSender<Committed>,
 }
 
 impl Command {
