@@ -282,7 +282,7 @@ fn open_writer(path: &Path) -> anyhow::Result<rusqlite::Connection> {
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
          PRAGMA cache_size = -4000; PRAGMA temp_store = MEMORY;",
     )?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(100);
     Ok(conn)
 }
 
