@@ -244,21 +244,19 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::outbox::{
-        ingest::RowIds,
-        sql_tests::{delivery, migrated},
-        Completion,
+    use crate::{
+        config::Service,
+        outbox::{
+            ingest::RowIds,
+            sql_tests::{delivery, migrated},
+            Completion, IngestItem,
+        },
+        schema, testing,
     };
 
-    #[tokio::test]
-    async fn a_failing_command_alone_answers_its_own_error_and_changes_nothing() {
-        let (_dir, conn) = migrated().await;
-        delivery(&conn, 1, "a", 0, false);
-        // Recording the result works; the claim after it fails (its statement reads events).
-        conn.execute_batch("UPDATE deliveries SET claimed = 1; PRAGMA foreign_keys = OFF; DROP TABLE events;").unwrap();
-        let slots = Slots::new(10, 5, ["a"]);
-        slots.clear_backlog("a");
-        let completion = Completion {
+    /// Delivery 1 of subscriber "a" finished: delivered at its first attempt.
+    fn delivered_first() -> Completion {
+        Completion {
             id: 1,
             subscriber: "a".into(),
             call_id: "ev-1".into(),
@@ -268,9 +266,59 @@ mod tests {
             error: None,
             latency_ms: 1,
             next: NextState::Delivered,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_in_a_group_undoes_only_itself() {
+        let (_dir, conn) = migrated().await;
+        delivery(&conn, 1, "a", 0, false);
+        delivery(&conn, 2, "a", 0, false);
+        // Delivery 1 is in flight; any claim now fails (a trigger refuses it).
+        conn.execute_batch(
+            "UPDATE deliveries SET claimed = 1 WHERE id = 1;
+             CREATE TRIGGER refuse_claims BEFORE UPDATE OF claimed ON deliveries WHEN NEW.claimed = 1
+             BEGIN SELECT RAISE(ABORT, 'claims refused'); END;",
+        )
+        .unwrap();
+        let slots = Slots::new(10, 5, ["a"]);
+        let event = schema::validate_body(Service::Cdr, &testing::seed_cdr("call-x")).expect("valid").remove(0);
+        let item = IngestItem { event: event.into_stored(), event_id: "new-1".into(), subscribers: vec!["a".into()] };
+        let (ingest_reply, ingest_answer) = oneshot::channel();
+        let ingest = Command::Ingest { items: vec![item], now: 0, reply: ingest_reply };
+        let (cycle_reply, cycle_answer) = oneshot::channel();
+        let done = Arc::new(vec![delivered_first()]);
+        let cycle = Command::Cycle { done, wants: vec![("a".into(), 5)], now: 0, reply: cycle_reply };
+        let mut ids = RowIds::load(&conn).unwrap();
+        let plan = Plan { ids: &mut ids, ordered: false, slots: &slots };
+
+        let (finishes, commit, _handed) = apply_group(&conn, vec![cycle, ingest], plan);
+        assert_eq!(commit, Ok(()), "the group commits");
+        finishes.into_iter().for_each(|f| f(commit.clone()));
+        let accepted = ingest_answer.await.expect("answered").expect("the ingest is kept");
+        assert!(matches!(accepted, IngestOutcome::Accepted { .. }), "{accepted:?}");
+        let err = cycle_answer.await.expect("answered").expect_err("the claim failed");
+        assert!(err.to_string().contains("claims refused"), "its own error: {err}");
+        let stored: i64 =
+            conn.query_row("SELECT COUNT(*) FROM events WHERE event_id = 'new-1'", [], |r| r.get(0)).unwrap();
+        assert_eq!(stored, 1, "the ingest was committed");
+        let row: (String, i64) = conn
+            .query_row("SELECT state, claimed FROM deliveries WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!(row, ("pending".to_string(), 1), "the failed command's recorded result was undone with it");
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_alone_answers_its_own_error_and_changes_nothing() {
+        let (_dir, conn) = migrated().await;
+        delivery(&conn, 1, "a", 0, false);
+        // Recording the result works; the claim after it fails (its statement reads events).
+        conn.execute_batch("UPDATE deliveries SET claimed = 1; PRAGMA foreign_keys = OFF; DROP TABLE events;").unwrap();
+        let slots = Slots::new(10, 5, ["a"]);
+        slots.clear_backlog("a");
         let (reply, answer) = oneshot::channel();
-        let cycle = Command::Cycle { done: Arc::new(vec![completion]), wants: vec![("a".into(), 5)], now: 0, reply };
+        let cycle =
+            Command::Cycle { done: Arc::new(vec![delivered_first()]), wants: vec![("a".into(), 5)], now: 0, reply };
         let mut ids = RowIds::default();
         let plan = Plan { ids: &mut ids, ordered: false, slots: &slots };
         let (finishes, commit, handed) = apply_group(&conn, vec![cycle], plan);
