@@ -210,15 +210,22 @@ fn apply_one(conn: &Connection, command: Command, ordered: bool, slots: &Slots, 
 /// with what it leaves claimable in the database.
 fn run_command(conn: &Connection, command: Command, ordered: bool, slots: &Slots) -> Ran {
     match command {
-        Command::Cycle { done, wants, now, reply } => {
+        Command::Cycle { done, mut wants, now, reply } => {
             let result = (|| {
-                deliveries::complete(conn, &done, ordered)?;
+                deliveries::complete(conn, &done)?;
+                // A status let go after the one before it is claimed with it while the loop
+                // has room; the rest wait in the database.
+                let chained = match ordered {
+                    true => deliveries::release_chains(conn, &done, &mut wants)?,
+                    false => Vec::new(),
+                };
                 // A retry falls due later; a finished status lets the next one of its call go.
                 for c in done.iter().filter(|c| ordered || matches!(c.next, NextState::RetryAt(_))) {
                     slots.mark_backlog(&c.subscriber);
                 }
-                let batch = deliveries::claim(conn, &wants, now)?;
+                let mut batch = deliveries::claim(conn, &wants, now)?;
                 batch.drained.iter().for_each(|s| slots.clear_backlog(s));
+                batch.items.splice(0..0, chained);
                 Ok(batch)
             })();
             Ran::Cycle(reply, result)

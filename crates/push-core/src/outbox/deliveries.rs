@@ -43,6 +43,21 @@ pub(super) const UNBLOCK_HEADS: &str = "UPDATE deliveries SET blocked = 0
                  ORDER BY d.id LIMIT 1)
          FROM (VALUES {values}) AS v)";
 
+/// Lets the earliest pending status of each `(subscriber, call_id, claim)` row of `{values}`
+/// go, and claims it in the same write where `claim` is 1: such a head never enters
+/// `deliveries_due` and needs no claim of its own. Returns every head it let go, with the
+/// event of each one it claimed. Each (subscriber, call) must appear once, so that no head is
+/// returned twice.
+pub(super) const RELEASE_HEADS: &str = "UPDATE deliveries SET blocked = 0, claimed = v.column3
+     FROM (VALUES {values}) AS v
+     WHERE deliveries.claimed = 0
+       AND deliveries.id = (SELECT d.id FROM deliveries d INDEXED BY deliveries_call
+                            WHERE d.subscriber = v.column1 AND d.call_id = v.column2 AND d.state = 'pending'
+                            ORDER BY d.id LIMIT 1)
+     RETURNING id, call_id, attempts, round_start, subscriber, claimed,
+               (SELECT e.event_id FROM events e WHERE e.id = deliveries.event_row AND deliveries.claimed = 1),
+               (SELECT e.payload FROM events e WHERE e.id = deliveries.event_row AND deliveries.claimed = 1)";
+
 /// Blocks every waiting status of the `[subscriber, call_id]` pairs in `?1` (JSON), found by
 /// call (see `ingest::PENDING_CHAINS`).
 pub(super) const RECHAIN_BLOCK: &str =
@@ -100,9 +115,9 @@ pub(super) fn claim(tx: &Connection, wants: &[(String, usize)], now: i64) -> any
 }
 
 /// Records finished attempts in bulk: the attempt log (a successful attempt lives on the
-/// delivery row only, see `read::attempts`), the delivery's new state, and for a status
-/// delivery that is finished, the next one of its call is let go.
-pub(super) fn complete(tx: &Connection, done: &[Completion], ordered: bool) -> anyhow::Result<()> {
+/// delivery row only, see `read::attempts`) and the delivery's new state. For status
+/// deliveries, [`release_chains`] then lets the next one of each finished call go.
+pub(super) fn complete(tx: &Connection, done: &[Completion]) -> anyhow::Result<()> {
     if done.is_empty() {
         return Ok(());
     }
@@ -148,15 +163,59 @@ pub(super) fn complete(tx: &Connection, done: &[Completion], ordered: bool) -> a
             args.add(c.latency_ms)
         },
     )?;
-    if ordered {
-        let finished: Vec<(&str, &str)> = done
-            .iter()
-            .filter(|c| !matches!(c.next, NextState::RetryAt(_)))
-            .map(|c| (c.subscriber.as_str(), c.call_id.as_str()))
-            .collect();
-        unblock_chain_heads(tx, &finished)?;
-    }
     Ok(())
+}
+
+/// After [`complete`], lets the next status of each call whose delivery finished (delivered
+/// or dead) go. Up to `wants` of each subscriber are claimed in the same write and returned,
+/// and `wants` is lowered by as many (the claim that follows takes the rest from
+/// `deliveries_due`).
+pub(super) fn release_chains(
+    tx: &Connection,
+    done: &[Completion],
+    wants: &mut [(String, usize)],
+) -> anyhow::Result<Vec<Claimed>> {
+    let mut finished: Vec<(&str, &str)> = done
+        .iter()
+        .filter(|c| !matches!(c.next, NextState::RetryAt(_)))
+        .map(|c| (c.subscriber.as_str(), c.call_id.as_str()))
+        .collect();
+    finished.sort_unstable();
+    finished.dedup();
+    let rows: Vec<(&str, &str, bool)> = finished
+        .iter()
+        .map(|&(subscriber, call_id)| {
+            let want = wants.iter_mut().find(|(s, n)| s == subscriber && *n > 0);
+            let claim = want.map(|(_, n)| *n -= 1).is_some();
+            (subscriber, call_id, claim)
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for chunk in bulk::chunks(&rows) {
+        let mut stmt = tx.prepare_cached(&RELEASE_HEADS.replace("{values}", &bulk::values(chunk.len(), 3)))?;
+        let params = chunk.iter().flat_map(|(s, c, claim)| [s as &dyn rusqlite::ToSql, c, claim]);
+        let mut found = stmt.query(rusqlite::params_from_iter(params))?;
+        while let Some(row) = found.next()? {
+            if row.get::<_, bool>(5)? {
+                claimed.push(Claimed {
+                    id: row.get(0)?,
+                    call_id: row.get(1)?,
+                    attempts: row.get(2)?,
+                    round_start: row.get(3)?,
+                    subscriber: row.get(4)?,
+                    event_id: row.get(6)?,
+                    payload: row.get(7)?,
+                });
+            }
+        }
+    }
+    // A claim set aside for a call with nothing left to send goes back to the claim.
+    for (subscriber, n) in wants.iter_mut() {
+        let asked = rows.iter().filter(|(s, _, claim)| *claim && s == subscriber).count();
+        let got = claimed.iter().filter(|c| &c.subscriber == subscriber).count();
+        *n += asked - got;
+    }
+    Ok(claimed)
 }
 
 /// For each `(subscriber, call_id)` in `chains`, lets the earliest pending status go.

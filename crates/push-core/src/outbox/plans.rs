@@ -48,3 +48,9 @@ async fn chain_heads_are_found_by_call_and_updated_by_id() {
 async fn claims_walk_the_due_index() {
     assert_deliveries_by(deliveries::CLAIM, "deliveries_due").await;
 }
+
+#[tokio::test]
+async fn released_heads_are_found_by_call_and_updated_by_id() {
+    let sql = deliveries::RELEASE_HEADS.replace("{values}", &bulk::values(2, 3));
+    assert_deliveries_by(&sql, "deliveries_call").await;
+}

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection};
 use sqlx::Connection as _;
 
-use super::{bulk, deliveries, MIGRATOR};
+use super::{bulk, deliveries, Completion, NextState, MIGRATOR};
 
 /// A migrated database file (migrated by sqlx, as `Outbox::open` does) and a direct
 /// connection to it, like the writer's.
@@ -95,4 +95,76 @@ async fn claims_take_the_oldest_due_first_and_tell_when_the_rest_falls_due() {
     let batch = deliveries::claim(&conn, &[("a".into(), 3)], 200).expect("claim");
     assert!(batch.items.is_empty());
     assert_eq!(batch.drained, ["a"]);
+}
+
+/// Stores `statuses` deliveries of call `call_id` to subscriber "a" from id `first` on, the
+/// first one delivered and the rest waiting behind it.
+fn chain(conn: &Connection, call_id: &str, first: i64, statuses: i64) {
+    for id in first..first + statuses {
+        conn.execute(
+            "INSERT INTO events (id, event_id, dedup_key, call_id, payload, created_at) VALUES (?1, ?2, ?2, ?3, ?4, 0)",
+            params![id, format!("ev-{id}"), call_id, format!("{{\"n\":{id}}}")],
+        )
+        .expect("event");
+        conn.execute(
+            "INSERT INTO deliveries (id, event_row, subscriber, call_id, sequence, state, blocked, next_attempt_at,
+                                     created_at, updated_at)
+             VALUES (?1, ?1, 'a', ?2, ?3, ?4, ?5, 0, 0, 0)",
+            params![id, call_id, id - first, if id == first { "delivered" } else { "pending" }, id > first],
+        )
+        .expect("delivery");
+    }
+}
+
+/// The first delivery of `call_id` was delivered.
+fn finished(call_id: &str, id: i64) -> Completion {
+    Completion {
+        id,
+        subscriber: "a".into(),
+        call_id: call_id.into(),
+        attempt: 1,
+        at: 0,
+        status: Some(200),
+        error: None,
+        latency_ms: 1,
+        next: NextState::Delivered,
+    }
+}
+
+/// (blocked, claimed) of delivery `id`.
+fn flags(conn: &Connection, id: i64) -> (bool, bool) {
+    conn.query_row("SELECT blocked, claimed FROM deliveries WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("row")
+}
+
+#[tokio::test]
+async fn released_heads_are_claimed_while_the_loop_has_room_and_only_unblocked_after() {
+    let (_dir, conn) = migrated().await;
+    chain(&conn, "x", 1, 3);
+    chain(&conn, "y", 4, 2);
+    let done = [finished("y", 4), finished("x", 1)];
+    let mut wants = vec![("a".to_string(), 1)];
+
+    let claimed = deliveries::release_chains(&conn, &done, &mut wants).expect("release");
+    assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), [2], "one claim was asked for: call x's head");
+    assert_eq!((claimed[0].event_id.as_str(), claimed[0].payload.as_str()), ("ev-2", "{\"n\":2}"));
+    assert_eq!(wants, [("a".to_string(), 0)], "the claim that follows asks for that many fewer");
+    assert_eq!(flags(&conn, 2), (false, true), "claimed in the same write");
+    assert_eq!(flags(&conn, 3), (true, false), "the status after it still waits");
+    assert_eq!(flags(&conn, 5), (false, false), "call y's head is let go for a later claim");
+    let due = deliveries::claim(&conn, &[("a".into(), 5)], 0).expect("claim");
+    assert_eq!(due.items.iter().map(|c| c.id).collect::<Vec<_>>(), [5], "only the unclaimed head is due");
+}
+
+#[tokio::test]
+async fn a_claim_set_aside_for_a_finished_call_goes_back_to_the_claim() {
+    let (_dir, conn) = migrated().await;
+    chain(&conn, "x", 1, 2);
+    chain(&conn, "z", 3, 1);
+    let done = [finished("x", 1), finished("z", 3), finished("x", 1)];
+    let mut wants = vec![("a".to_string(), 5), ("b".to_string(), 2)];
+
+    let claimed = deliveries::release_chains(&conn, &done, &mut wants).expect("release");
+    assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), [2], "call z has nothing left; x is there once");
+    assert_eq!(wants, [("a".to_string(), 4), ("b".to_string(), 2)]);
 }
