@@ -4,7 +4,7 @@
 
 use sqlx::{Connection as _, Row as _, SqliteConnection};
 
-use super::{bulk, deliveries, ingest, MIGRATOR};
+use super::{bulk, deliveries, ingest, read, DeliveryFilter, MIGRATOR};
 
 /// The plan lines of `sql` on an empty, migrated database.
 async fn plan(sql: &str) -> Vec<String> {
@@ -53,4 +53,14 @@ async fn claims_walk_the_due_index() {
 async fn released_heads_are_found_by_call_and_updated_by_id() {
     let sql = deliveries::RELEASE_HEADS.replace("{values}", &bulk::values(2, 3));
     assert_deliveries_by(&sql, "deliveries_call").await;
+}
+
+#[tokio::test]
+async fn pending_and_dead_deliveries_are_listed_and_counted_through_the_unfinished_index() {
+    for state in ["pending", "dead"] {
+        let filter = DeliveryFilter { state: Some(state.into()), limit: 10, ..DeliveryFilter::default() };
+        let sql = read::list_query(&filter).sql().to_string();
+        assert_deliveries_by(&sql, "deliveries_unfinished").await;
+    }
+    assert_deliveries_by(read::PENDING_COUNTS, "deliveries_unfinished").await;
 }

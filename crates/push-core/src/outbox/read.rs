@@ -118,22 +118,7 @@ fn record(row: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRecord, sqlx::Error> 
 impl Outbox {
     /// Deliveries matching `filter`, newest first, one page.
     pub async fn list_deliveries(&self, filter: &DeliveryFilter) -> anyhow::Result<Page> {
-        let mut q = QueryBuilder::new(SELECT);
-        q.push(" WHERE 1 = 1");
-        if let Some(state) = &filter.state {
-            q.push(" AND d.state = ").push_bind(state.clone());
-        }
-        if let Some(subscriber) = &filter.subscriber {
-            q.push(" AND d.subscriber = ").push_bind(subscriber.clone());
-        }
-        if let Some(call_id) = &filter.call_id {
-            q.push(" AND d.call_id = ").push_bind(call_id.clone());
-        }
-        if let Some(before) = filter.before_id {
-            q.push(" AND d.id < ").push_bind(before);
-        }
-        q.push(" ORDER BY d.id DESC LIMIT ").push_bind(i64::from(filter.limit) + 1);
-        let rows = q.build().fetch_all(&self.readers).await?;
+        let rows = list_query(filter).build().fetch_all(&self.readers).await?;
         let mut items = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
         let next = if items.len() > filter.limit as usize {
             items.truncate(filter.limit as usize);
@@ -166,12 +151,38 @@ impl Outbox {
 
     /// Pending deliveries per subscriber (the queue depth), read at start for the gauge.
     pub async fn pending_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
-        let rows =
-            sqlx::query("SELECT subscriber, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY subscriber")
-                .fetch_all(&self.readers)
-                .await?;
+        let rows = sqlx::query(PENDING_COUNTS).fetch_all(&self.readers).await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
+}
+
+/// Pending deliveries per subscriber, through `deliveries_unfinished` (the second term lets
+/// SQLite use that partial index).
+pub(super) const PENDING_COUNTS: &str =
+    "SELECT subscriber, COUNT(*) FROM deliveries WHERE state = 'pending' AND state != 'delivered' GROUP BY subscriber";
+
+/// The listing's query. A state other than `delivered` also gets the literal term that lets
+/// SQLite use the partial index `deliveries_unfinished` (it cannot know a bound value).
+pub(super) fn list_query(filter: &DeliveryFilter) -> QueryBuilder<'_, sqlx::Sqlite> {
+    let mut q = QueryBuilder::new(SELECT);
+    q.push(" WHERE 1 = 1");
+    if let Some(state) = &filter.state {
+        q.push(" AND d.state = ").push_bind(state.as_str());
+        if state != "delivered" {
+            q.push(" AND d.state != 'delivered'");
+        }
+    }
+    if let Some(subscriber) = &filter.subscriber {
+        q.push(" AND d.subscriber = ").push_bind(subscriber.as_str());
+    }
+    if let Some(call_id) = &filter.call_id {
+        q.push(" AND d.call_id = ").push_bind(call_id.as_str());
+    }
+    if let Some(before) = filter.before_id {
+        q.push(" AND d.id < ").push_bind(before);
+    }
+    q.push(" ORDER BY d.id DESC LIMIT ").push_bind(i64::from(filter.limit) + 1);
+    q
 }
 
 async fn attempts(pool: &SqlitePool, id: i64) -> anyhow::Result<Vec<AttemptRecord>> {
