@@ -260,10 +260,7 @@ impl Dispatcher {
     /// [`RECORD_BATCH_PER_SLOT`] slots' worth have finished, or nothing runs any more, or the
     /// oldest has waited [`RECORD_DELAY`]. Batching both keeps the writer's transactions few
     /// and large: each commit writes the pages it touched once, however many results they
-    /// hold. Measured end to end (status-pusher, A/B in the same hour): 2 slots' worth or
-    /// 5 ms, 21.1k ev/s at 55 µs of CPU per event; 4 or 10 ms, 22.3k at 50 µs; 8 or 20 ms,
-    /// 23.2k at 48 µs; 16 or 40 ms, no better. (Smaller batches, 8 results or 1 ms, had been
-    /// slower still.)
+    /// hold (BENCHMARKS.md has the A/B of 5, 10, 20 and 40 ms).
     fn cycle_due(&self, turn: &Turn, dirty: bool) -> bool {
         let claim = dirty && turn.lanes.values().any(|lane| self.room(lane) > 0);
         let record = !turn.finished.is_empty()

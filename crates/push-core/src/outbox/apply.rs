@@ -255,26 +255,11 @@ mod tests {
         config::Service,
         outbox::{
             ingest::RowIds,
-            sql_tests::{delivery, migrated},
-            Completion, IngestItem,
+            sql_tests::{delivery, finished, migrated},
+            IngestItem,
         },
         schema, testing,
     };
-
-    /// Delivery 1 of subscriber "a" finished: delivered at its first attempt.
-    fn delivered_first() -> Completion {
-        Completion {
-            id: 1,
-            subscriber: "a".into(),
-            call_id: "ev-1".into(),
-            attempt: 1,
-            at: 0,
-            status: Some(200),
-            error: None,
-            latency_ms: 1,
-            next: NextState::Delivered,
-        }
-    }
 
     #[tokio::test]
     async fn a_failing_command_in_a_group_undoes_only_itself() {
@@ -294,7 +279,7 @@ mod tests {
         let (ingest_reply, ingest_answer) = oneshot::channel();
         let ingest = Command::Ingest { items: vec![item], now: 0, reply: ingest_reply };
         let (cycle_reply, cycle_answer) = oneshot::channel();
-        let done = Arc::new(vec![delivered_first()]);
+        let done = Arc::new(vec![finished("ev-1", 1)]);
         let cycle = Command::Cycle { done, wants: vec![("a".into(), 5)], now: 0, reply: cycle_reply };
         let mut ids = RowIds::load(&conn).unwrap();
         let plan = Plan { ids: &mut ids, ordered: false, slots: &slots };
@@ -325,7 +310,7 @@ mod tests {
         slots.clear_backlog("a");
         let (reply, answer) = oneshot::channel();
         let cycle =
-            Command::Cycle { done: Arc::new(vec![delivered_first()]), wants: vec![("a".into(), 5)], now: 0, reply };
+            Command::Cycle { done: Arc::new(vec![finished("ev-1", 1)]), wants: vec![("a".into(), 5)], now: 0, reply };
         let mut ids = RowIds::default();
         let plan = Plan { ids: &mut ids, ordered: false, slots: &slots };
         let (finishes, commit, handed) = apply_group(&conn, vec![cycle], plan);

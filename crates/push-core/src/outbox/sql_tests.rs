@@ -116,8 +116,8 @@ fn chain(conn: &Connection, call_id: &str, first: i64, statuses: i64) {
     }
 }
 
-/// The first delivery of `call_id` was delivered.
-fn finished(call_id: &str, id: i64) -> Completion {
+/// Delivery `id` of subscriber "a" (call `call_id`) was delivered at its first attempt.
+pub(super) fn finished(call_id: &str, id: i64) -> Completion {
     Completion {
         id,
         subscriber: "a".into(),
