@@ -190,9 +190,14 @@ impl Outbox {
         MIGRATOR.run(&mut conn).await.context("migrating the outbox")?;
         sqlx::Connection::close(conn).await?;
         let path = db_path(url);
-        let writer = tokio::task::spawn_blocking(move || open_writer(&path)).await??;
-        deliveries::release_claims(&writer)?;
-        let ids = ingest::RowIds::load(&writer)?;
+        // Releasing the claims walks the deliveries table: off the async workers.
+        let (writer, ids) = tokio::task::spawn_blocking(move || {
+            let writer = open_writer(&path)?;
+            deliveries::release_claims(&writer)?;
+            let ids = ingest::RowIds::load(&writer)?;
+            anyhow::Ok((writer, ids))
+        })
+        .await??;
         // Readers (the operations API) keep SQLite's small default page cache and temporary
         // files (a sort of `/v1/stats` over a million deliveries spills to a temporary file
         // instead of growing the process by tens of MB).
