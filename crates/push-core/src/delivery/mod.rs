@@ -12,6 +12,7 @@
 //! claims stay bounded while the writer hands new deliveries over without a claim query.
 //! The backlog stays in SQLite.
 
+mod attempt;
 mod webhook;
 
 use std::{
@@ -26,12 +27,13 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use self::attempt::{attempt, Shared};
 pub use self::webhook::{Sent, WebhookClient};
 use crate::{
     clock::Clock,
     config::Settings,
     outbox::{Claimed, Completion, NextState, Outbox},
-    retry::{Decision, RetryPolicy},
+    retry::RetryPolicy,
     slots::Slots,
     subscribers::{Route, Routes},
 };
@@ -55,13 +57,6 @@ pub fn claim_capacity(per_subscriber: usize) -> usize {
 const RECORD_DELAY: Duration = Duration::from_millis(20);
 /// Results that are recorded at once, whatever their age, per slot of a subscriber.
 const RECORD_BATCH_PER_SLOT: usize = 8;
-
-/// Everything one attempt needs, shared by the loop and its attempt tasks.
-struct Shared {
-    client: WebhookClient,
-    policy: RetryPolicy,
-    clock: Arc<dyn Clock>,
-}
 
 /// What the loop is connected to.
 pub struct Wiring {
@@ -393,31 +388,5 @@ impl Dispatcher {
             tracing::error!(error = %e, "releasing claims failed; the next start releases them");
         }
         tracing::info!(abandoned = turn.running, "delivery loop stopped");
-    }
-}
-
-/// Makes one attempt and decides what follows; logs one line per attempt.
-async fn attempt(shared: &Shared, route: &Route, claimed: Claimed) -> Completion {
-    let number = claimed.attempts + 1;
-    let at = shared.clock.now_ms();
-    let sent = shared.client.send(route, &claimed.event_id, claimed.payload, number, at / 1000).await;
-    let decision = shared.policy.decide(number - claimed.round_start, sent.result);
-    let latency_ms = sent.latency.as_millis() as i64;
-    let next = match decision {
-        Decision::Delivered => NextState::Delivered,
-        Decision::RetryIn(wait) => NextState::RetryAt(at + latency_ms + wait.as_millis() as i64),
-        Decision::Dead => NextState::Dead,
-    };
-    crate::telemetry::log_attempt(&claimed.event_id, &claimed.call_id, route, number, &sent, next);
-    Completion {
-        id: claimed.id,
-        subscriber: claimed.subscriber,
-        call_id: claimed.call_id,
-        attempt: number,
-        at,
-        status: sent.status,
-        error: sent.error,
-        latency_ms,
-        next,
     }
 }
