@@ -243,6 +243,13 @@ pub struct BenchArgs {
     /// Directory for the temporary databases [default: the system temp dir].
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Compare with the pushers in this directory: each round runs the phases with
+    /// `--bin-dir`, then with these, and the figures are shown side by side.
+    #[arg(long)]
+    pub against: Option<PathBuf>,
+    /// Rounds of a comparison (with `--against`).
+    #[arg(long, default_value_t = 1, requires = "against")]
+    pub rounds: usize,
 }
 
 impl BenchArgs {

@@ -124,14 +124,22 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 /// `callsim bench`: runs the phases, prints the report (and writes `--json`); fails when a
 /// correctness check (loss, duplicate, order...) counted anything, never because of speed.
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let report = crate::bench::run(args.options()).await?;
-    print!("{}", report.render());
+    let (text, json, failures) = match &args.against {
+        None => {
+            let report = crate::bench::run(args.options()).await?;
+            (report.render(), serde_json::to_string_pretty(&report)?, report.failures())
+        }
+        Some(against) => {
+            let cmp = crate::bench::run_compared(args.options(), against.clone(), args.rounds).await?;
+            (cmp.render(), serde_json::to_string_pretty(&cmp)?, cmp.failures())
+        }
+    };
+    print!("{text}");
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
-    if !report.ok {
-        anyhow::bail!("correctness checks failed: {}", report.failures().join("; "));
+    if !failures.is_empty() {
+        anyhow::bail!("correctness checks failed: {}", failures.join("; "));
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! See the crate README for what each figure means.
 
 mod backlog;
+pub mod compare;
 mod latency;
 pub mod load;
 pub mod paced;
@@ -200,4 +201,22 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     ctx.report.elapsed_secs = started.elapsed().as_secs_f64();
     ctx.report.finish();
     Ok(ctx.report)
+}
+
+/// Runs the selected phases `rounds` times with each of two builds, alternating (see
+/// [`compare`]): `options.bin_dir` first, then `against`, in every round.
+pub async fn run_compared(
+    options: BenchOptions,
+    against: PathBuf,
+    rounds: usize,
+) -> anyhow::Result<compare::Comparison> {
+    let mut comparison = compare::Comparison::default();
+    for round in 1..=rounds.max(1) {
+        eprintln!("bench: round {round}: {}", options.bin_dir.display());
+        let first = run(options.clone()).await?;
+        eprintln!("bench: round {round}: {}", against.display());
+        let second = run(BenchOptions { bin_dir: against.clone(), ..options.clone() }).await?;
+        comparison.push(first, second);
+    }
+    Ok(comparison)
 }
