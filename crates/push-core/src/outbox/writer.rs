@@ -178,7 +178,61 @@ impl Command {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
+    use crate::{config::Service, outbox::Outbox, schema, slots::Slots, testing};
+
+    /// One CDR of call `call_id`, for no subscriber.
+    fn cdr(call_id: &str) -> Vec<IngestItem> {
+        let event = schema::validate_body(Service::Cdr, &testing::seed_cdr(call_id)).expect("valid").remove(0);
+        vec![IngestItem { event: event.into_stored(), event_id: format!("id-{call_id}"), subscribers: vec![] }]
+    }
+
+    /// Polls `done` every millisecond for up to 5 s.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_that_wait_for_the_writer_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let (deliveries, _handed) = mpsc::unbounded_channel();
+        let handoff = Handoff { slots: Arc::new(Slots::new(10, 10, std::iter::empty::<&str>())), deliveries };
+        let (outbox, _writer) =
+            Outbox::open(&format!("sqlite://{}", path.display()), Service::Cdr, handoff).await.unwrap();
+        // Another connection holds the write lock: the writer's first transaction waits for it.
+        let lock = Connection::open(&path).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let first = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.ingest(cdr("first"), 0).await }
+        });
+        until("the writer has taken the first request", || outbox.stats.ingests.load(Ordering::Relaxed) == 1).await;
+        let mut waiting = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let outbox = outbox.clone();
+            waiting.spawn(async move { outbox.ingest(cdr(&format!("call-{i}")), 0).await });
+        }
+        let queued = || outbox.commands.max_capacity() - outbox.commands.capacity();
+        until("200 requests wait in the writer's queue", || queued() == 200).await;
+        lock.execute_batch("ROLLBACK").unwrap();
+
+        assert!(matches!(first.await.unwrap(), Ok(IngestOutcome::Accepted { .. })));
+        while let Some(answer) = waiting.join_next().await {
+            assert!(matches!(answer.unwrap(), Ok(IngestOutcome::Accepted { .. })));
+        }
+        assert_eq!(outbox.stats.ingests.load(Ordering::Relaxed), 201);
+        assert_eq!(outbox.stats.transactions.load(Ordering::Relaxed), 2, "the first request's, then one for the 200");
+        let stored: i64 =
+            Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+        assert_eq!(stored, 201);
+    }
 
     #[test]
     fn chunks_stop_at_the_event_limit_and_never_split_a_request() {

@@ -157,8 +157,11 @@ async fn a_stuck_subscriber_does_not_delay_a_healthy_one() {
     app.stop().await.unwrap();
 }
 
+/// Concurrent requests are all stored and answered once each. (That requests waiting for the
+/// writer share one commit is shown deterministically in `outbox::writer`'s tests: how many
+/// share one here depends on how fast the writer is against the requests' arrival.)
 #[tokio::test]
-async fn concurrent_ingest_requests_share_commits() {
+async fn concurrent_ingest_requests_are_all_stored() {
     let receiver = TestReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(Service::Cdr, test_settings(dir.path(), &receiver.url())).await;
@@ -171,11 +174,10 @@ async fn concurrent_ingest_requests_share_commits() {
         assert_eq!(status.unwrap(), 202);
     }
     let (_, stats) = app.get_json("/v1/stats").await;
-    let (transactions, ingests) =
-        (stats["outbox"]["transactions"].as_u64().unwrap(), stats["outbox"]["ingestRequests"].as_u64().unwrap());
-    assert_eq!(ingests, 200);
-    assert!(transactions < 200 + stats["outbox"]["claims"].as_u64().unwrap(), "{stats}");
-    assert!(transactions < 150, "200 concurrent requests (plus claims and results) shared commits: {stats}");
+    assert_eq!(stats["outbox"]["ingestRequests"], 200, "{stats}");
+    let demo = &stats["subscribers"]["demo"];
+    let stored: u64 = ["pending", "delivered", "dead"].iter().map(|s| demo[*s].as_u64().unwrap()).sum();
+    assert_eq!(stored, 200, "one delivery per request: {stats}");
     app.stop().await.unwrap();
 }
 
