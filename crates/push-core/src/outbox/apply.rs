@@ -12,8 +12,10 @@ use super::{
     ClaimBatch, Claimed, IngestOutcome, NextState,
 };
 
-/// The savepoint a unit runs in when the transaction holds more than one.
-const SAVEPOINT: &str = "unit";
+/// The savepoint a unit runs in when the transaction holds more than one: begun, kept, undone.
+const BEGIN_UNIT: &str = "SAVEPOINT unit";
+const KEEP_UNIT: &str = "RELEASE unit";
+const UNDO_UNIT: &str = "ROLLBACK TO unit; RELEASE unit";
 
 /// Applies one group in one transaction: its ingest requests first, in bulk (the other
 /// commands see their rows: a completion then unblocks a status stored behind it, a claim
@@ -68,26 +70,13 @@ fn fail(command: Command, msg: &str) -> Finish {
     }
 }
 
-/// Runs `unit` in a savepoint (kept if it succeeds, undone if not) or, without one, as it
-/// is. The result says how keeping or undoing went.
-fn in_savepoint<T>(
-    conn: &Connection,
-    savepoint: bool,
-    unit: impl FnOnce() -> anyhow::Result<T>,
-) -> (anyhow::Result<T>, rusqlite::Result<()>) {
-    if !savepoint {
-        return (unit(), Ok(()));
+/// Ends a unit's savepoint, if it has one: keeps its changes, or undoes them.
+fn end_unit(conn: &Connection, savepoint: bool, ok: bool) -> rusqlite::Result<()> {
+    match (savepoint, ok) {
+        (false, _) => Ok(()),
+        (true, true) => conn.execute_batch(KEEP_UNIT),
+        (true, false) => conn.execute_batch(UNDO_UNIT),
     }
-    if let Err(e) = conn.execute_batch(&format!("SAVEPOINT {SAVEPOINT}")) {
-        return (Err(e.into()), Ok(()));
-    }
-    let result = unit();
-    let end = match &result {
-        Ok(_) => format!("RELEASE {SAVEPOINT}"),
-        Err(_) => format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"),
-    };
-    let kept = conn.execute_batch(&end);
-    (result, kept)
 }
 
 /// Applies every ingest request of the group as one unit (see [`apply_group`]). Also
@@ -135,10 +124,13 @@ fn ingest_unit(
     ctx: Plan<'_>,
     savepoint: bool,
 ) -> anyhow::Result<(Vec<IngestOutcome>, Vec<Claimed>)> {
+    if savepoint {
+        conn.execute_batch(BEGIN_UNIT)?;
+    }
     let before = *ctx.ids;
     let slots = ctx.slots;
-    let (result, kept) =
-        in_savepoint(conn, savepoint, || ingest::apply(conn, planned, Plan { ids: &mut *ctx.ids, ..ctx }));
+    let result = ingest::apply(conn, planned, Plan { ids: &mut *ctx.ids, ..ctx });
+    let kept = end_unit(conn, savepoint, result.is_ok());
     let result = match (result, kept) {
         (Ok(done), Ok(())) => Ok(done),
         (Ok((_, handed)), Err(e)) => {
@@ -189,21 +181,15 @@ impl Ran {
 /// Applies one non-ingest command as one unit (see [`apply_group`]); also returns whether the
 /// transaction may be committed (false: it failed without a savepoint).
 fn apply_one(conn: &Connection, command: Command, ordered: bool, slots: &Slots, savepoint: bool) -> (Finish, bool) {
-    if !savepoint {
-        let ran = run_command(conn, command, ordered, slots);
-        let ok = ran.ok();
-        return (ran.finish(Ok(())), ok);
-    }
-    if let Err(e) = conn.execute_batch(&format!("SAVEPOINT {SAVEPOINT}")) {
-        return (fail(command, &e.to_string()), true);
+    if savepoint {
+        if let Err(e) = conn.execute_batch(BEGIN_UNIT) {
+            return (fail(command, &e.to_string()), true);
+        }
     }
     let ran = run_command(conn, command, ordered, slots);
-    let end = match ran.ok() {
-        true => format!("RELEASE {SAVEPOINT}"),
-        false => format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"),
-    };
-    let kept = conn.execute_batch(&end);
-    (ran.finish(kept), true)
+    let ok = ran.ok();
+    let kept = end_unit(conn, savepoint, ok);
+    (ran.finish(kept), savepoint || ok)
 }
 
 /// Runs one non-ingest command. Keeps the subscribers' backlog marks (see [`Slots`]) in step
