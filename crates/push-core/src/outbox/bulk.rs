@@ -5,11 +5,12 @@
 //! count, so they stay prepared in the connection's statement cache, and no row is encoded
 //! as JSON only for SQLite to parse it again.
 //!
+//! [`query`] does the same for a statement with `RETURNING` and hands each returned row over.
 //! Statements for which a repeated row changes nothing (an `UPDATE … FROM (VALUES …)` keyed
 //! by id, or an `IN (VALUES …)` list) go through [`execute_padded`]: one statement per
 //! [`CHUNK`] rows, the last chunk padded up to a power of two by repeating its last row.
 
-use rusqlite::{types::ToSql, CachedStatement, Connection};
+use rusqlite::{types::ToSql, CachedStatement, Connection, Row};
 
 /// Most rows in one statement (× at most 10 columns stays far below SQLite's 32,766
 /// parameters).
@@ -54,7 +55,27 @@ pub(super) type Bind<T> = fn(&mut Binder<'_, '_>, &T) -> rusqlite::Result<()>;
 /// Runs `sql` (which holds one `{values}` marker) over `rows` in chunks, binding each row's
 /// `cols` values with `bind`.
 pub(super) fn execute<T>(conn: &Connection, sql: &str, cols: usize, rows: &[T], bind: Bind<T>) -> anyhow::Result<()> {
-    run(conn, sql, cols, chunks(rows).map(|chunk| (chunk, chunk.len())), bind)
+    let statements = chunks(rows).map(|chunk| (chunk, chunk.len()));
+    each_statement(conn, sql, cols, statements, bind, run_once)
+}
+
+/// As [`execute`], for a statement with `RETURNING`: `read` gets every row it returns.
+pub(super) fn query<T>(
+    conn: &Connection,
+    sql: &str,
+    cols: usize,
+    rows: &[T],
+    bind: Bind<T>,
+    mut read: impl FnMut(&Row<'_>) -> rusqlite::Result<()>,
+) -> anyhow::Result<()> {
+    let statements = chunks(rows).map(|chunk| (chunk, chunk.len()));
+    each_statement(conn, sql, cols, statements, bind, |stmt| {
+        let mut returned = stmt.raw_query();
+        while let Some(row) = returned.next()? {
+            read(row)?;
+        }
+        Ok(())
+    })
 }
 
 /// Splits `rows` into chunks of [`CHUNK`]; each chunk is run as one statement padded to the
@@ -72,17 +93,24 @@ pub(super) fn execute_padded<T>(
     rows: &[T],
     bind: Bind<T>,
 ) -> anyhow::Result<()> {
-    run(conn, sql, cols, padded_chunks(rows), bind)
+    each_statement(conn, sql, cols, padded_chunks(rows), bind, run_once)
 }
 
-/// Runs one statement per `(chunk, size)`: `size` rows of placeholders, the chunk's rows
-/// bound first and its last row repeated for the rest.
-fn run<'r, T: 'r>(
+/// Runs a statement that returns no rows.
+fn run_once(stmt: &mut CachedStatement<'_>) -> anyhow::Result<()> {
+    stmt.raw_execute()?;
+    Ok(())
+}
+
+/// Prepares one statement per `(chunk, size)`, `size` rows of placeholders, binds the chunk's
+/// rows first and its last row repeated for the rest, and hands it to `run`.
+fn each_statement<'r, T: 'r>(
     conn: &Connection,
     sql: &str,
     cols: usize,
     statements: impl Iterator<Item = (&'r [T], usize)>,
     bind: Bind<T>,
+    mut run: impl FnMut(&mut CachedStatement<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     for (chunk, size) in statements {
         let text = sql.replace("{values}", &values(size, cols));
@@ -92,7 +120,7 @@ fn run<'r, T: 'r>(
         for row in chunk.iter().chain(repeats) {
             bind(&mut binder, row)?;
         }
-        stmt.raw_execute()?;
+        run(&mut stmt)?;
     }
     Ok(())
 }

@@ -4,6 +4,20 @@ use rusqlite::{params, Connection};
 
 use super::{bulk, ClaimBatch, Claimed, Completion, NextState, RedeliverFilter};
 
+/// A claimed delivery from a row of [`CLAIM`] or [`RELEASE_HEADS`]: `id, call_id, attempts,
+/// round_start, _, event_id, payload`.
+fn claimed_row(row: &rusqlite::Row<'_>, subscriber: String) -> rusqlite::Result<Claimed> {
+    Ok(Claimed {
+        id: row.get(0)?,
+        call_id: row.get(1)?,
+        attempts: row.get(2)?,
+        round_start: row.get(3)?,
+        event_id: row.get(5)?,
+        payload: row.get(6)?,
+        subscriber,
+    })
+}
+
 /// Clears claims a previous process left behind (their attempts never finished) or that the
 /// delivery loop gives up at shutdown.
 pub(super) fn release_claims(conn: &Connection) -> anyhow::Result<()> {
@@ -54,9 +68,10 @@ pub(super) const RELEASE_HEADS: &str = "UPDATE deliveries SET blocked = 0, claim
        AND deliveries.id = (SELECT d.id FROM deliveries d INDEXED BY deliveries_call
                             WHERE d.subscriber = v.column1 AND d.call_id = v.column2 AND d.state = 'pending'
                             ORDER BY d.id LIMIT 1)
-     RETURNING id, call_id, attempts, round_start, subscriber, claimed,
+     RETURNING id, call_id, attempts, round_start, claimed,
                (SELECT e.event_id FROM events e WHERE e.id = deliveries.event_row AND deliveries.claimed = 1),
-               (SELECT e.payload FROM events e WHERE e.id = deliveries.event_row AND deliveries.claimed = 1)";
+               (SELECT e.payload FROM events e WHERE e.id = deliveries.event_row AND deliveries.claimed = 1),
+               subscriber";
 
 /// Blocks every waiting status of the `[subscriber, call_id]` pairs in `?1` (JSON), found by
 /// call (see `ingest::PENDING_CHAINS`).
@@ -77,16 +92,7 @@ pub(super) fn claim(tx: &Connection, wants: &[(String, usize)], now: i64) -> any
         while let Some(row) = rows.next()? {
             let due: i64 = row.get(4)?;
             later = row.get(7)?;
-            let item = Claimed {
-                id: row.get(0)?,
-                call_id: row.get(1)?,
-                attempts: row.get(2)?,
-                round_start: row.get(3)?,
-                event_id: row.get(5)?,
-                payload: row.get(6)?,
-                subscriber: subscriber.clone(),
-            };
-            claimed.push((due, item));
+            claimed.push((due, claimed_row(row, subscriber.clone())?));
         }
         drop(rows);
         claimed.sort_unstable_by_key(|(due, item)| (*due, item.id));
@@ -182,38 +188,39 @@ pub(super) fn release_chains(
         .collect();
     finished.sort_unstable();
     finished.dedup();
+    // Each subscriber's claims go to its first chains, as far as the loop asked for.
+    let mut room: Vec<usize> = wants.iter().map(|(_, n)| *n).collect();
     let rows: Vec<(&str, &str, bool)> = finished
         .iter()
         .map(|&(subscriber, call_id)| {
-            let want = wants.iter_mut().find(|(s, n)| s == subscriber && *n > 0);
-            let claim = want.map(|(_, n)| *n -= 1).is_some();
+            let claim = match wants.iter().position(|(s, _)| s == subscriber) {
+                Some(i) if room[i] > 0 => {
+                    room[i] -= 1;
+                    true
+                }
+                _ => false,
+            };
             (subscriber, call_id, claim)
         })
         .collect();
     let mut claimed = Vec::new();
-    for chunk in bulk::chunks(&rows) {
-        let mut stmt = tx.prepare_cached(&RELEASE_HEADS.replace("{values}", &bulk::values(chunk.len(), 3)))?;
-        let params = chunk.iter().flat_map(|(s, c, claim)| [s as &dyn rusqlite::ToSql, c, claim]);
-        let mut found = stmt.query(rusqlite::params_from_iter(params))?;
-        while let Some(row) = found.next()? {
-            if row.get::<_, bool>(5)? {
-                claimed.push(Claimed {
-                    id: row.get(0)?,
-                    call_id: row.get(1)?,
-                    attempts: row.get(2)?,
-                    round_start: row.get(3)?,
-                    subscriber: row.get(4)?,
-                    event_id: row.get(6)?,
-                    payload: row.get(7)?,
-                });
-            }
+    let bind: bulk::Bind<(&str, &str, bool)> = |args, (subscriber, call_id, claim)| {
+        args.add(*subscriber)?;
+        args.add(*call_id)?;
+        args.add(*claim)
+    };
+    bulk::query(tx, RELEASE_HEADS, 3, &rows, bind, |row| {
+        if row.get::<_, bool>(4)? {
+            claimed.push(claimed_row(row, row.get(7)?)?);
         }
-    }
-    // A claim set aside for a call with nothing left to send goes back to the claim.
-    for (subscriber, n) in wants.iter_mut() {
-        let asked = rows.iter().filter(|(s, _, claim)| *claim && s == subscriber).count();
-        let got = claimed.iter().filter(|c| &c.subscriber == subscriber).count();
-        *n += asked - got;
+        Ok(())
+    })?;
+    // The claim that follows asks for the rest (a claim set aside for a call with nothing
+    // left to send included).
+    for c in &claimed {
+        if let Some((_, n)) = wants.iter_mut().find(|(s, _)| *s == c.subscriber) {
+            *n -= 1;
+        }
     }
     Ok(claimed)
 }
