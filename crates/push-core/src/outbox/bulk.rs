@@ -10,7 +10,10 @@
 //! by id, or an `IN (VALUES …)` list) go through [`execute_padded`]: one statement per
 //! [`CHUNK`] rows, the last chunk padded up to a power of two by repeating its last row.
 
-use rusqlite::{types::ToSql, CachedStatement, Connection, Row};
+use rusqlite::{
+    types::{FromSql, ToSql},
+    CachedStatement, Connection, Row,
+};
 
 /// Most rows in one statement (× at most 10 columns stays far below SQLite's 32,766
 /// parameters).
@@ -76,6 +79,18 @@ pub(super) fn query<T>(
         }
         Ok(())
     })
+}
+
+/// The two columns of every row `sql` returns for its one parameter, `list` (a JSON array
+/// that `json_each` walks): the writer's lookups by a list of keys.
+pub(super) fn pairs<A: FromSql, B: FromSql, C: FromIterator<(A, B)>>(
+    conn: &Connection,
+    sql: &str,
+    list: &str,
+) -> anyhow::Result<C> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let found = stmt.query_map([list], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(found.collect::<rusqlite::Result<C>>()?)
 }
 
 /// Splits `rows` into chunks of [`CHUNK`]; each chunk is run as one statement padded to the

@@ -268,14 +268,13 @@ pub(super) fn redeliver(tx: &Connection, filter: &RedeliverFilter, now: i64, ord
 /// flight (that one's completion lets the head go).
 fn rechain(tx: &Connection, chains: &str) -> anyhow::Result<()> {
     tx.execute(RECHAIN_BLOCK, [chains])?;
-    let idle: Vec<(String, String)> = tx
-        .prepare(
-            "SELECT v.value->>0, v.value->>1 FROM json_each(?1) AS v
-             WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber = v.value->>0
-                               AND d.call_id = v.value->>1 AND d.state = 'pending' AND d.claimed = 1)",
-        )?
-        .query_map([chains], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+    let idle: Vec<(String, String)> = bulk::pairs(
+        tx,
+        "SELECT v.value->>0, v.value->>1 FROM json_each(?1) AS v
+         WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber = v.value->>0
+                           AND d.call_id = v.value->>1 AND d.state = 'pending' AND d.claimed = 1)",
+        chains,
+    )?;
     let idle: Vec<(&str, &str)> = idle.iter().map(|(s, c)| (s.as_str(), c.as_str())).collect();
     unblock_chain_heads(tx, &idle)
 }

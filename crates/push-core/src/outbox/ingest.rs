@@ -122,32 +122,26 @@ fn lookup(tx: &Connection, requests: &[Request<'_>], ordered: bool) -> anyhow::R
     if ordered {
         keys.extend(events().filter_map(|e| e.hangup_key()));
     }
-    let mut known = Known::default();
-    let mut stmt = tx.prepare_cached(
+    let keys = serde_json::to_string(&keys)?;
+    let keys = bulk::pairs(
+        tx,
         "SELECT dedup_key, event_id FROM events WHERE dedup_key IN (SELECT value FROM json_each(?1))",
+        &keys,
     )?;
-    let mut rows = stmt.query([serde_json::to_string(&keys)?])?;
-    while let Some(row) = rows.next()? {
-        known.keys.insert(row.get(0)?, row.get(1)?);
-    }
     if !ordered {
-        return Ok(known);
+        return Ok(Known { keys, ..Known::default() });
     }
     let calls: HashSet<&str> = events().map(|e| e.call_id.as_str()).collect();
     let calls = serde_json::to_string(&calls)?;
-    let mut stmt = tx.prepare_cached(
-        "SELECT call_id, next_sequence FROM calls WHERE call_id IN (SELECT value FROM json_each(?1))",
-    )?;
-    let mut rows = stmt.query([&calls])?;
-    while let Some(row) = rows.next()? {
-        known.calls.insert(row.get(0)?, row.get(1)?);
-    }
-    let mut stmt = tx.prepare_cached(PENDING_CHAINS)?;
-    let mut rows = stmt.query([&calls])?;
-    while let Some(row) = rows.next()? {
-        known.chains.insert((row.get(0)?, row.get(1)?));
-    }
-    Ok(known)
+    Ok(Known {
+        keys,
+        calls: bulk::pairs(
+            tx,
+            "SELECT call_id, next_sequence FROM calls WHERE call_id IN (SELECT value FROM json_each(?1))",
+            &calls,
+        )?,
+        chains: bulk::pairs(tx, PENDING_CHAINS, &calls)?,
+    })
 }
 
 /// This request's own additions, merged into [`Known`] only if the request is accepted.
