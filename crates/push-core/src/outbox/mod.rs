@@ -38,6 +38,9 @@ use crate::{config::Service, schema::StoredEvent, slots::Slots};
 /// The schema, embedded from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
+/// How long a connection waits for a lock another one holds (the writer's and the readers').
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Commands the writer queue holds before callers wait for room.
 const QUEUE: usize = 4096;
 
@@ -191,8 +194,9 @@ impl Outbox {
         sqlx::Connection::close(conn).await?;
         let path = db_path(url);
         // Releasing the claims walks the deliveries table: off the async workers.
+        let writer_path = path.clone();
         let (writer, ids) = tokio::task::spawn_blocking(move || {
-            let writer = open_writer(&path)?;
+            let writer = open_writer(&writer_path)?;
             deliveries::release_claims(&writer)?;
             let ids = ingest::RowIds::load(&writer)?;
             anyhow::Ok((writer, ids))
@@ -209,7 +213,7 @@ impl Outbox {
         let (commands, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
         let handoff = Arc::new(handoff);
-        let (durable_tx, syncer) = syncer::spawn(db_path(url), handoff.clone());
+        let (durable_tx, syncer) = syncer::spawn(path, handoff.clone());
         let setup =
             writer::WriterSetup { ordered: service == Service::Status, stats: stats.clone(), ids, handoff, durable_tx };
         let writer = tokio::task::spawn_blocking(move || writer::run(writer, rx, setup));
@@ -282,7 +286,7 @@ fn db_path(url: &str) -> std::path::PathBuf {
 /// Prepared statements are cached: the bulk statements come in a few sizes each.
 fn open_writer(path: &Path) -> anyhow::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
          PRAGMA cache_size = -4000; PRAGMA temp_store = MEMORY;",
@@ -302,6 +306,6 @@ fn connect_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
         .journal_mode(SqliteJournalMode::Wal)
         // Durability of a 202 comes from the syncer's fsync of the WAL (see `syncer`).
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(5))
+        .busy_timeout(BUSY_TIMEOUT)
         .disable_statement_logging())
 }
