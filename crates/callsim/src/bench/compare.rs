@@ -31,7 +31,7 @@ impl Compared {
 }
 
 /// Every round's two reports, and each figure of both builds.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Comparison {
     /// `[first build, second build]` per round, in running order.
     pub rounds: Vec<[BenchReport; 2]>,
@@ -46,23 +46,21 @@ fn mean(values: &[f64]) -> f64 {
 }
 
 impl Comparison {
-    /// Adds one round and recomputes the figures.
-    pub fn push(&mut self, first: BenchReport, second: BenchReport) {
-        self.rounds.push([first, second]);
-        let Some([head, _]) = self.rounds.first() else { return };
+    /// Lines up the rounds' figures: those measured in every report, in measuring order.
+    pub fn new(rounds: Vec<[BenchReport; 2]>) -> Self {
         let value = |report: &BenchReport, key: &str| report.figures.iter().find(|f| f.key == key).map(|f| f.value);
-        self.figures = head
-            .figures
+        let side =
+            |key: &str, side: usize| -> Option<Vec<f64>> { rounds.iter().map(|r| value(&r[side], key)).collect() };
+        let head = rounds.first().map(|[first, _]| first.figures.as_slice()).unwrap_or_default();
+        let figures = head
             .iter()
             .filter_map(|f| {
-                let pick = |side: usize| -> Option<Vec<f64>> {
-                    self.rounds.iter().map(|round| value(&round[side], &f.key)).collect()
-                };
-                let (first, second) = (pick(0)?, pick(1)?);
+                let (first, second) = (side(&f.key, 0)?, side(&f.key, 1)?);
                 Some(Compared { key: f.key.clone(), figure: f.figure.clone(), unit: f.unit.clone(), first, second })
             })
             .collect();
-        self.ok = self.rounds.iter().flatten().all(|r| r.ok);
+        let ok = rounds.iter().flatten().all(|r| r.ok);
+        Comparison { rounds, figures, ok }
     }
 
     /// Checks that failed, in any report, with the build they came from.
@@ -126,9 +124,10 @@ mod tests {
 
     #[test]
     fn figures_of_both_builds_line_up_round_by_round() {
-        let mut cmp = Comparison::default();
-        cmp.push(report(&[("a", 10.0), ("b", 1.0)], 0), report(&[("a", 12.0), ("b", 1.0)], 0));
-        cmp.push(report(&[("a", 20.0), ("b", 2.0)], 0), report(&[("a", 18.0), ("b", 3.0), ("c", 5.0)], 0));
+        let cmp = Comparison::new(vec![
+            [report(&[("a", 10.0), ("b", 1.0)], 0), report(&[("a", 12.0), ("b", 1.0)], 0)],
+            [report(&[("a", 20.0), ("b", 2.0)], 0), report(&[("a", 18.0), ("b", 3.0), ("c", 5.0)], 0)],
+        ]);
         assert_eq!(cmp.figures.len(), 2, "a figure missing from a report is left out: {:?}", cmp.figures);
         assert_eq!(cmp.figures[0].first, [10.0, 20.0]);
         assert_eq!(cmp.figures[0].second, [12.0, 18.0]);
@@ -142,8 +141,7 @@ mod tests {
 
     #[test]
     fn a_failed_check_in_either_build_fails_the_comparison() {
-        let mut cmp = Comparison::default();
-        cmp.push(report(&[("a", 1.0)], 0), report(&[("a", 1.0)], 3));
+        let cmp = Comparison::new(vec![[report(&[("a", 1.0)], 0), report(&[("a", 1.0)], 3)]]);
         assert!(!cmp.ok);
         assert_eq!(cmp.failures(), ["second build: e2e-cdr: lost 3"]);
     }

@@ -210,13 +210,13 @@ pub async fn run_compared(
     against: PathBuf,
     rounds: usize,
 ) -> anyhow::Result<compare::Comparison> {
-    let mut comparison = compare::Comparison::default();
+    let mut done = Vec::new();
     for round in 1..=rounds.max(1) {
         eprintln!("bench: round {round}: {}", options.bin_dir.display());
         let first = run(options.clone()).await?;
         eprintln!("bench: round {round}: {}", against.display());
         let second = run(BenchOptions { bin_dir: against.clone(), ..options.clone() }).await?;
-        comparison.push(first, second);
+        done.push([first, second]);
     }
-    Ok(comparison)
+    Ok(compare::Comparison::new(done))
 }
