@@ -46,20 +46,12 @@ pub(super) const CLAIM: &str = "UPDATE deliveries SET claimed = 1
 const NEXT_DUE: &str = "SELECT MIN(next_attempt_at) FROM deliveries
      WHERE subscriber = ?1 AND state = 'pending' AND blocked = 0 AND claimed = 0";
 
-/// Lets the earliest pending status of each `(subscriber, call_id)` row of `{values}` go.
-/// Within one (subscriber, call), ids grow with `sequence` (the single writer numbers both,
-/// in the same order), so the index order of `deliveries_call (call_id, id)` is the chain's
-/// order: the first pending row is the head, found without a sort.
-pub(super) const UNBLOCK_HEADS: &str = "UPDATE deliveries SET blocked = 0
-     WHERE claimed = 0 AND id IN (
-         SELECT (SELECT d.id FROM deliveries d INDEXED BY deliveries_call
-                 WHERE d.subscriber = v.column1 AND d.call_id = v.column2 AND d.state = 'pending'
-                 ORDER BY d.id LIMIT 1)
-         FROM (VALUES {values}) AS v)";
-
 /// Lets the earliest pending status of each `(subscriber, call_id, claim)` row of `{values}`
 /// go, and claims it in the same write where `claim` is 1: such a head never enters
-/// `deliveries_due` and needs no claim of its own. Returns every head it let go, with the
+/// `deliveries_due` and needs no claim of its own. Within one (subscriber, call), ids grow
+/// with `sequence` (the single writer numbers both, in the same order), so the index order
+/// of `deliveries_call (call_id, id)` is the chain's order: the first pending row is the
+/// head, found without a sort. Returns every head it let go, with the
 /// event of each one it claimed. Each (subscriber, call) must appear once, so that no head is
 /// returned twice.
 pub(super) const RELEASE_HEADS: &str = "UPDATE deliveries SET blocked = 0, claimed = v.column3
@@ -203,18 +195,7 @@ pub(super) fn release_chains(
             (subscriber, call_id, claim)
         })
         .collect();
-    let mut claimed = Vec::new();
-    let bind: bulk::Bind<(&str, &str, bool)> = |args, (subscriber, call_id, claim)| {
-        args.add(*subscriber)?;
-        args.add(*call_id)?;
-        args.add(*claim)
-    };
-    bulk::query(tx, RELEASE_HEADS, 3, &rows, bind, |row| {
-        if row.get::<_, bool>(4)? {
-            claimed.push(claimed_row(row, row.get(7)?)?);
-        }
-        Ok(())
-    })?;
+    let claimed = release_heads(tx, &rows)?;
     // The claim that follows asks for the rest (a claim set aside for a call with nothing
     // left to send included).
     for c in &claimed {
@@ -223,14 +204,6 @@ pub(super) fn release_chains(
         }
     }
     Ok(claimed)
-}
-
-/// For each `(subscriber, call_id)` in `chains`, lets the earliest pending status go.
-fn unblock_chain_heads(tx: &Connection, chains: &[(&str, &str)]) -> anyhow::Result<()> {
-    bulk::execute_padded(tx, UNBLOCK_HEADS, 2, chains, |args, (subscriber, call_id)| {
-        args.add(*subscriber)?;
-        args.add(*call_id)
-    })
 }
 
 /// Puts matching finished deliveries back to pending with a fresh schedule.
@@ -275,6 +248,24 @@ fn rechain(tx: &Connection, chains: &str) -> anyhow::Result<()> {
                            AND d.call_id = v.value->>1 AND d.state = 'pending' AND d.claimed = 1)",
         chains,
     )?;
-    let idle: Vec<(&str, &str)> = idle.iter().map(|(s, c)| (s.as_str(), c.as_str())).collect();
-    unblock_chain_heads(tx, &idle)
+    let idle: Vec<(&str, &str, bool)> = idle.iter().map(|(s, c)| (s.as_str(), c.as_str(), false)).collect();
+    release_heads(tx, &idle).map(drop)
+}
+
+/// Lets the head of each `(subscriber, call_id, claim)` chain go ([`RELEASE_HEADS`]); returns
+/// the ones it claimed.
+fn release_heads(tx: &Connection, chains: &[(&str, &str, bool)]) -> anyhow::Result<Vec<Claimed>> {
+    let mut claimed = Vec::new();
+    let bind: bulk::Bind<(&str, &str, bool)> = |args, (subscriber, call_id, claim)| {
+        args.add(*subscriber)?;
+        args.add(*call_id)?;
+        args.add(*claim)
+    };
+    bulk::query(tx, RELEASE_HEADS, 3, chains, bind, |row| {
+        if row.get::<_, bool>(4)? {
+            claimed.push(claimed_row(row, row.get(7)?)?);
+        }
+        Ok(())
+    })?;
+    Ok(claimed)
 }

@@ -39,12 +39,6 @@ async fn rechaining_finds_statuses_by_call() {
 }
 
 #[tokio::test]
-async fn chain_heads_are_found_by_call_and_updated_by_id() {
-    let sql = deliveries::UNBLOCK_HEADS.replace("{values}", &bulk::values(2, 2));
-    assert_deliveries_by(&sql, "deliveries_call").await;
-}
-
-#[tokio::test]
 async fn claims_walk_the_due_index() {
     assert_deliveries_by(deliveries::CLAIM, "deliveries_due").await;
 }
