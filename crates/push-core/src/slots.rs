@@ -102,6 +102,17 @@ impl Slots {
         }
     }
 
+    /// Free slots in all.
+    pub fn free_total(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
+    /// Free slots of `subscriber`'s own, whatever the total.
+    #[cfg(test)]
+    pub(crate) fn free_own(&self, subscriber: &str) -> usize {
+        self.counter(subscriber).map(|c| c.load(Ordering::Acquire)).unwrap_or(0)
+    }
+
     /// Slots `subscriber` could take now.
     pub fn free(&self, subscriber: &str) -> usize {
         let own = self.counter(subscriber).map(|c| c.load(Ordering::Acquire)).unwrap_or(0);

@@ -13,13 +13,12 @@
 //! The backlog stays in SQLite.
 
 mod attempt;
+mod lanes;
+#[cfg(test)]
+mod model_tests;
 mod webhook;
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::{
     sync::{mpsc, Notify},
@@ -28,11 +27,12 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use self::attempt::{attempt, Shared};
+use self::lanes::{Lanes, Round};
 pub use self::webhook::{Sent, WebhookClient};
 use crate::{
     clock::Clock,
     config::Settings,
-    outbox::{Claimed, Completion, NextState, Outbox},
+    outbox::{ClaimBatch, Claimed, Completion, Outbox},
     retry::RetryPolicy,
     slots::Slots,
     subscribers::{Route, Routes},
@@ -84,47 +84,14 @@ pub struct Dispatcher {
 }
 
 /// An outbox round trip under way.
-type CycleFuture = std::pin::Pin<Box<dyn std::future::Future<Output = CycleOutput> + Send>>;
-
-/// What a round trip came back with.
-struct CycleOutput {
-    results: Arc<Vec<Completion>>,
-    asked: Vec<(String, usize)>,
-    outcome: anyhow::Result<crate::outbox::ClaimBatch>,
-}
+type RoundFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Round, anyhow::Result<ClaimBatch>)> + Send>>;
 
 /// Awaits the round trip under way, if any (never completes otherwise).
-async fn running(cycle: Option<&mut CycleFuture>) -> CycleOutput {
-    match cycle {
+async fn running(round: Option<&mut RoundFuture>) -> (Round, anyhow::Result<ClaimBatch>) {
+    match round {
         Some(f) => f.await,
         None => std::future::pending().await,
     }
-}
-
-/// One subscriber's share of the loop.
-struct Lane {
-    /// Where its attempts go.
-    route: Arc<Route>,
-    /// Its attempts started and not yet finished.
-    running: usize,
-    /// Its claimed deliveries waiting for an attempt to finish, so a freed attempt starts
-    /// the next one at once, without a round trip to the database.
-    ready: VecDeque<Claimed>,
-}
-
-/// The loop's state between turns.
-struct Turn {
-    /// Results not yet recorded.
-    finished: Vec<Completion>,
-    /// Attempts started and not yet finished, in all.
-    running: usize,
-    /// Per subscriber of the program (one entry each, made at start).
-    lanes: HashMap<String, Lane>,
-    /// When the next claimable delivery falls due.
-    next_due: Option<i64>,
-    /// When the oldest unrecorded result came in.
-    oldest_finished: Option<Instant>,
-    done_tx: mpsc::UnboundedSender<Completion>,
 }
 
 impl Dispatcher {
@@ -146,217 +113,63 @@ impl Dispatcher {
     }
 
     /// Runs until `shutdown`, then lets in-flight attempts finish for up to the grace period
-    /// and releases whatever is left for the next start. The outbox round trip of a turn
-    /// runs alongside everything else: finished attempts free their slots and start ready
-    /// deliveries while it is under way.
+    /// and releases whatever is left for the next start. Every decision is [`Lanes`]'; the
+    /// loop carries them out. The outbox round trip runs alongside everything else: finished
+    /// attempts free their slots and start ready deliveries while it is under way.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        let mut turn = Turn {
-            finished: Vec::new(),
-            running: 0,
-            lanes: self
-                .wiring
-                .routes
-                .all()
-                .iter()
-                .map(|r| (r.id.clone(), Lane { route: r.clone(), running: 0, ready: VecDeque::new() }))
-                .collect(),
-            next_due: None,
-            oldest_finished: None,
-            done_tx,
-        };
-        let mut cycle: Option<CycleFuture> = None;
-        let mut dirty = true;
+        let (max, per) = (self.max_in_flight, self.per_subscriber);
+        let mut lanes = Lanes::new(&self.wiring.routes, self.wiring.slots.clone(), max, per, claim_capacity(per));
+        let mut round: Option<RoundFuture> = None;
         let mut backoff: Option<Instant> = None;
         while !shutdown.is_cancelled() {
-            if cycle.is_none() && backoff.is_none_or(|t| Instant::now() >= t) && self.cycle_due(&turn, dirty) {
-                if let Some((next, claiming)) = self.begin_cycle(&mut turn) {
-                    cycle = Some(next);
-                    // A round trip that claims nothing leaves `dirty` for when a queue runs low.
-                    dirty &= !claiming;
-                }
+            let now = self.shared.clock.now_ms();
+            if round.is_none() && backoff.is_none_or(|t| Instant::now() >= t) && lanes.round_due(now, Instant::now()) {
+                round = lanes.begin_round(now).map(|r| self.round_trip(r, now));
             }
-            let wait = match (cycle.is_some(), backoff) {
+            self.start_all(&mut lanes, &done_tx);
+            let wait = match (round.is_some(), backoff) {
                 (true, _) => Duration::from_secs(3600),
                 (false, Some(t)) => t.saturating_duration_since(Instant::now()),
-                (false, None) => self.until(&turn),
+                (false, None) => lanes.wait(now, Instant::now()),
             };
             tokio::select! {
-                out = running(cycle.as_mut()) => {
-                    cycle = None;
-                    match self.end_cycle(&mut turn, out) {
-                        Some(more) => (backoff, dirty) = (None, dirty || more),
-                        None => backoff = Some(Instant::now() + STORAGE_BACKOFF),
-                    }
+                (r, outcome) = running(round.as_mut()) => {
+                    round = None;
+                    backoff = match lanes.end_round(r, outcome, Instant::now()) {
+                        true => None,
+                        false => Some(Instant::now() + STORAGE_BACKOFF),
+                    };
                 }
-                _ = self.wiring.wake.notified() => dirty = true,
-                Some(c) = done_rx.recv() => self.finished(&mut turn, c),
-                Some(batch) = self.wiring.handed.recv() => self.enqueue(batch, &mut turn),
-                _ = tokio::time::sleep(wait) => (dirty, backoff) = (true, None),
+                _ = self.wiring.wake.notified() => lanes.wake(),
+                Some(c) = done_rx.recv() => lanes.finished(c, Instant::now()),
+                Some(batch) = self.wiring.handed.recv() => lanes.enqueue(batch),
+                _ = tokio::time::sleep(wait) => { lanes.wake(); backoff = None; }
                 _ = shutdown.cancelled() => {}
             }
         }
-        if let Some(pending) = cycle {
-            let out = pending.await;
-            self.end_cycle(&mut turn, out);
+        if let Some(pending) = round {
+            let (r, outcome) = pending.await;
+            lanes.end_round(r, outcome, Instant::now());
         }
-        self.drain(done_rx, turn).await;
+        self.start_all(&mut lanes, &done_tx);
+        self.drain(done_tx, done_rx, lanes).await;
     }
 
-    fn finished(&self, turn: &mut Turn, completion: Completion) {
-        self.wiring.slots.give_back(&completion.subscriber, 1);
-        // Only a freed place under the total limit can let another subscriber go.
-        let total_was_full = turn.running >= self.max_in_flight;
-        turn.running -= 1;
-        if let Some(lane) = turn.lanes.get_mut(&completion.subscriber) {
-            lane.running -= 1;
-        }
-        if total_was_full {
-            self.pump_all(turn);
-        } else {
-            self.pump(&completion.subscriber, turn);
-        }
-        turn.oldest_finished.get_or_insert_with(Instant::now);
-        turn.finished.push(completion);
-    }
-
-    /// Queues deliveries the writer handed over and starts what may start.
-    fn enqueue(&self, batch: Vec<Claimed>, turn: &mut Turn) {
-        for claimed in batch {
-            match turn.lanes.get_mut(&claimed.subscriber) {
-                Some(lane) => lane.ready.push_back(claimed),
-                // Not a subscriber of this program (any more): its claim is let go.
-                None => self.wiring.slots.give_back(&claimed.subscriber, 1),
-            }
-        }
-        self.pump_all(turn);
-    }
-
-    /// Starts ready deliveries of `subscriber` while the in-flight limits allow.
-    fn pump(&self, subscriber: &str, turn: &mut Turn) {
-        let Some(lane) = turn.lanes.get_mut(subscriber) else { return };
-        while turn.running < self.max_in_flight && lane.running < self.per_subscriber {
-            let Some(claimed) = lane.ready.pop_front() else { break };
-            lane.running += 1;
-            turn.running += 1;
-            self.start(claimed, lane.route.clone(), &turn.done_tx);
-        }
-    }
-
-    /// Pumps every subscriber: a freed attempt may let another one go under the total limit.
-    fn pump_all(&self, turn: &mut Turn) {
-        for route in self.wiring.routes.all() {
-            self.pump(&route.id, turn);
-        }
-    }
-
-    /// Whether to make an outbox round trip now: to claim, when work may be claimable
-    /// (`dirty`) and a subscriber's ready queue has run low; to record results, once
-    /// [`RECORD_BATCH_PER_SLOT`] slots' worth have finished, or nothing runs any more, or the
-    /// oldest has waited [`RECORD_DELAY`]. Batching both keeps the writer's transactions few
-    /// and large: each commit writes the pages it touched once, however many results they
-    /// hold (BENCHMARKS.md has the A/B of 5, 10, 20 and 40 ms).
-    fn cycle_due(&self, turn: &Turn, dirty: bool) -> bool {
-        let claim = dirty && turn.lanes.values().any(|lane| self.room(lane) > 0);
-        let record = !turn.finished.is_empty()
-            && (turn.finished.len() >= self.per_subscriber * RECORD_BATCH_PER_SLOT
-                || turn.running == 0
-                || turn.oldest_finished.is_some_and(|t| t.elapsed() >= RECORD_DELAY));
-        claim || record
-    }
-
-    /// How long the loop may sleep: until the next due retry, or until the oldest
-    /// unrecorded result must be recorded.
-    fn until(&self, turn: &Turn) -> Duration {
-        let due = match turn.next_due {
-            Some(due) => Duration::from_millis((due - self.shared.clock.now_ms()).clamp(0, 3_600_000) as u64),
-            None => Duration::from_secs(3600),
-        };
-        match turn.oldest_finished {
-            Some(t) => due.min((t + RECORD_DELAY).saturating_duration_since(Instant::now())),
-            None => due,
-        }
-    }
-
-    /// Starts one outbox round trip: record finished attempts, claim what fits (taking the
-    /// slots for it first). `None` when there is nothing to do; else whether it claims.
-    fn begin_cycle(&self, turn: &mut Turn) -> Option<(CycleFuture, bool)> {
-        let wants: Vec<(String, usize)> = self
-            .wants(turn)
-            .into_iter()
-            .map(|(subscriber, n)| {
-                let got = self.wiring.slots.take(&subscriber, n);
-                (subscriber, got)
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        if turn.finished.is_empty() && wants.is_empty() {
-            return None;
-        }
-        let claiming = !wants.is_empty();
-        let results = Arc::new(std::mem::take(&mut turn.finished));
-        turn.oldest_finished = None;
-        let asked = wants.clone();
+    /// Sends one planned round trip to the outbox.
+    fn round_trip(&self, round: Round, now: i64) -> RoundFuture {
         let outbox = self.wiring.outbox.clone();
-        let now = self.shared.clock.now_ms();
-        let future: CycleFuture = Box::pin(async move {
-            let outcome = outbox.cycle(results.clone(), wants, now).await;
-            CycleOutput { results, asked, outcome }
-        });
-        Some((future, claiming))
+        Box::pin(async move {
+            let outcome = outbox.cycle(round.results.clone(), round.asked.clone(), now).await;
+            (round, outcome)
+        })
     }
 
-    /// Gives back the slots taken for a claim that came back with fewer deliveries.
-    fn give_back_unclaimed(&self, asked: &[(String, usize)], claimed: &[Claimed]) {
-        for (subscriber, n) in asked {
-            let got = claimed.iter().filter(|c| &c.subscriber == subscriber).count();
-            self.wiring.slots.give_back(subscriber, n.saturating_sub(got));
+    /// Starts every attempt the lanes decided on.
+    fn start_all(&self, lanes: &mut Lanes, done: &mpsc::UnboundedSender<Completion>) {
+        for (claimed, route) in lanes.starts() {
+            self.start(claimed, route, done);
         }
-    }
-
-    /// Takes a round trip's answer: claimed deliveries join the ready queues. Returns whether
-    /// more may be claimable at once (the claim was filled), or `None` if the outbox failed
-    /// (the results are kept for the next turn).
-    fn end_cycle(&self, turn: &mut Turn, out: CycleOutput) -> Option<bool> {
-        let CycleOutput { results, asked, outcome } = out;
-        let total: usize = asked.iter().map(|(_, n)| n).sum();
-        match outcome {
-            Ok(batch) => {
-                self.give_back_unclaimed(&asked, &batch.items);
-                for c in results.iter().filter(|c| !matches!(c.next, NextState::RetryAt(_))) {
-                    self.wiring.routes.queue_depth_add(&c.subscriber, -1.0);
-                }
-                let filled = total > 0 && batch.items.len() >= total;
-                if total > 0 {
-                    turn.next_due = batch.next_due;
-                }
-                self.enqueue(batch.items, turn);
-                Some(filled || !results.is_empty())
-            }
-            Err(e) => {
-                self.give_back_unclaimed(&asked, &[]);
-                tracing::error!(error = %e, "recording results / claiming work failed; will retry");
-                let mut kept = Arc::try_unwrap(results).unwrap_or_else(|shared| (*shared).clone());
-                kept.append(&mut turn.finished);
-                turn.finished = kept;
-                turn.oldest_finished.get_or_insert_with(Instant::now);
-                None
-            }
-        }
-    }
-
-    /// How many deliveries to claim per subscriber: none while its ready queue holds at
-    /// least a slot's worth; otherwise up to its [`claim_capacity`].
-    fn wants(&self, turn: &Turn) -> Vec<(String, usize)> {
-        turn.lanes.iter().map(|(id, lane)| (id.clone(), self.room(lane))).filter(|(_, n)| *n > 0).collect()
-    }
-
-    /// How many deliveries one subscriber would claim now (see [`Dispatcher::wants`]).
-    fn room(&self, lane: &Lane) -> usize {
-        if lane.ready.len() >= self.per_subscriber {
-            return 0;
-        }
-        claim_capacity(self.per_subscriber).saturating_sub(lane.running + lane.ready.len())
     }
 
     /// Starts one attempt, already counted as running; its claim is counted in the slots.
@@ -369,24 +182,34 @@ impl Dispatcher {
         });
     }
 
-    async fn drain(self, mut done_rx: mpsc::UnboundedReceiver<Completion>, mut turn: Turn) {
+    /// Lets attempts in flight finish for up to the grace period (a freed slot still starts
+    /// a ready delivery, as during the run), records their results and releases the rest.
+    async fn drain(
+        self,
+        done_tx: mpsc::UnboundedSender<Completion>,
+        mut done_rx: mpsc::UnboundedReceiver<Completion>,
+        mut lanes: Lanes,
+    ) {
         let deadline = Instant::now() + self.grace;
-        tracing::info!(in_flight = turn.running, grace = ?self.grace, "delivery loop stopping");
-        while turn.running > 0 {
+        tracing::info!(in_flight = lanes.running(), grace = ?self.grace, "delivery loop stopping");
+        while lanes.running() > 0 {
             match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-                Ok(Some(c)) => self.finished(&mut turn, c),
+                Ok(Some(c)) => {
+                    lanes.finished(c, Instant::now());
+                    self.start_all(&mut lanes, &done_tx);
+                }
                 _ => break,
             }
         }
-        if !turn.finished.is_empty() {
-            let done = Arc::new(std::mem::take(&mut turn.finished));
-            if let Err(e) = self.wiring.outbox.cycle(done, Vec::new(), self.shared.clock.now_ms()).await {
+        let done = lanes.take_finished();
+        if !done.is_empty() {
+            if let Err(e) = self.wiring.outbox.cycle(Arc::new(done), Vec::new(), self.shared.clock.now_ms()).await {
                 tracing::error!(error = %e, "recording the last results failed; those attempts are made again");
             }
         }
         if let Err(e) = self.wiring.outbox.release_claims().await {
             tracing::error!(error = %e, "releasing claims failed; the next start releases them");
         }
-        tracing::info!(abandoned = turn.running, "delivery loop stopped");
+        tracing::info!(abandoned = lanes.running(), "delivery loop stopped");
     }
 }

@@ -3,6 +3,7 @@
 
 mod config_env;
 mod delivery;
+mod fanout;
 mod ingest;
 mod ops;
 mod ordering;

@@ -1,0 +1,409 @@
+//! A randomized model test of the delivery loop's decisions ([`Lanes`]) and the [`Slots`],
+//! on the real outbox (a SQLite file in a temporary directory, the real writer and syncer).
+//! Each case draws subscribers, limits and a claim batch, then random steps: arrivals of
+//! call statuses, attempts finishing (delivered, retry later, dead), time passing, and
+//! restarts. After every step, with the loop settled as the real one would (every round trip
+//! it finds due is made), it checks against a simple reference model of every delivery:
+//! - slots are never leaked: each subscriber's used slots are exactly its claims in memory;
+//! - the limits are never exceeded (in flight per subscriber and in all, claims held);
+//! - an attempt is only started for a due delivery that heads its call's chain, with no
+//!   other status of that call in flight to that subscriber (per-call order);
+//! - no subscriber with room of its own and due, unblocked, unclaimed work is left unclaimed
+//!   while the total limit has a free slot, nor for more than one claim round trip per
+//!   subscriber (the fairness bound of ARCHITECTURE.md);
+//! - a claimed delivery waiting for the total in-flight limit waits for at most one start
+//!   per subscriber;
+//! - in the end, every delivery is delivered or dead, in the model and in the database.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use tokio::{sync::mpsc, time::Instant};
+
+use super::lanes::Lanes;
+use crate::{
+    config::{Service, Subscriber},
+    outbox::{Claimed, Completion, Handoff, IngestItem, IngestOutcome, NextState, Outbox},
+    schema,
+    slots::Slots,
+    subscribers::Routes,
+};
+
+const STATUSES: [&str; 4] = ["DIALING", "RINGING", "ANSWERED", "HANGUP"];
+
+/// A delivery as the reference model sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    /// Waiting in the database, due at this time (ms).
+    Pending(i64),
+    /// Attempted; the result is not recorded yet (the database still has it pending).
+    Finishing(i64, NextState),
+    Delivered,
+    Dead,
+}
+
+/// The reference model: every delivery by (event id, subscriber), with its call and place.
+#[derive(Default)]
+struct Model {
+    deliveries: HashMap<(String, String), (String, usize, State)>,
+}
+
+impl Model {
+    /// Whether `key` heads its (subscriber, call) chain: no lower sequence is unfinished.
+    fn heads_chain(&self, key: &(String, String)) -> bool {
+        let (call, seq, _) = &self.deliveries[key];
+        !self.deliveries.iter().any(|((_, sub), (c, s, st))| {
+            sub == &key.1 && c == call && s < seq && !matches!(st, State::Delivered | State::Dead)
+        })
+    }
+
+    /// Applies recorded results.
+    fn record(&mut self, results: &[Completion], ids: &HashMap<i64, (String, String)>) {
+        for c in results {
+            let entry = self.deliveries.get_mut(&ids[&c.id]).expect("a known delivery");
+            entry.2 = match c.next {
+                NextState::Delivered => State::Delivered,
+                NextState::Dead => State::Dead,
+                NextState::RetryAt(at) => State::Pending(at),
+            };
+        }
+    }
+}
+
+/// One case: its parameters, the program under test and the model.
+struct Case {
+    seed: u64,
+    rng: StdRng,
+    dir: tempfile::TempDir,
+    subscribers: Vec<String>,
+    max_in_flight: usize,
+    per_subscriber: usize,
+    capacity: usize,
+    now: i64,
+    base: Instant,
+    node: Option<Node>,
+    /// Attempts in flight (started by the lanes, not finished yet).
+    running: Vec<Claimed>,
+    /// Delivery row id → model key, learnt from claims.
+    ids: HashMap<i64, (String, String)>,
+    model: Model,
+    /// Calls not hung up yet, with the sequence of their next status.
+    open_calls: Vec<(String, usize)>,
+    calls: usize,
+    /// Per subscriber: claim round trips it has waited through with room and due work.
+    starving: HashMap<String, usize>,
+    /// Per subscriber: attempts of others started while its ready work waited.
+    overtaken: HashMap<String, usize>,
+}
+
+/// The program under test: the outbox with its writer, the slots and the lanes.
+struct Node {
+    outbox: Outbox,
+    task: tokio::task::JoinHandle<()>,
+    slots: Arc<Slots>,
+    handed: mpsc::UnboundedReceiver<Vec<Claimed>>,
+    lanes: Lanes,
+}
+
+impl Case {
+    async fn new(seed: u64) -> Case {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n = [1, 2, 3, 5, 10, 40][rng.random_range(0..6)];
+        let max_in_flight = [1, 2, 4, 16, 256][rng.random_range(0..5)];
+        let per_subscriber = [1, 2, 4, 32][rng.random_range(0..4)];
+        let batch = [1, 2, 8, 256][rng.random_range(0..4)];
+        let mut case = Case {
+            seed,
+            rng,
+            dir: tempfile::tempdir().unwrap(),
+            subscribers: (0..n).map(|i| format!("s{i}")).collect(),
+            max_in_flight,
+            per_subscriber,
+            capacity: per_subscriber + batch.max(per_subscriber),
+            now: 1_701_388_800_000,
+            base: Instant::now(),
+            node: None,
+            running: Vec::new(),
+            ids: HashMap::new(),
+            model: Model::default(),
+            open_calls: Vec::new(),
+            calls: 0,
+            starving: HashMap::new(),
+            overtaken: HashMap::new(),
+        };
+        case.start().await;
+        case
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "seed {}: {} subscribers, max_in_flight {}, per subscriber {}, claim capacity {}",
+            self.seed,
+            self.subscribers.len(),
+            self.max_in_flight,
+            self.per_subscriber,
+            self.capacity
+        )
+    }
+
+    fn at(&self) -> Instant {
+        self.base + Duration::from_millis((self.now - 1_701_388_800_000) as u64)
+    }
+
+    fn node(&mut self) -> &mut Node {
+        self.node.as_mut().expect("running")
+    }
+
+    /// Starts the program on the case's database (a restart if it ran before).
+    async fn start(&mut self) {
+        let subscribers: Vec<Subscriber> = self
+            .subscribers
+            .iter()
+            .map(|id| Subscriber {
+                id: id.clone(),
+                cdr_url: None,
+                status_url: Some(format!("http://127.0.0.1:9/{id}")),
+                service_types: vec![100, 200],
+                accounts: vec![],
+                secret: None,
+            })
+            .collect();
+        let routes = Routes::new(&subscribers, Service::Status);
+        let total = self.max_in_flight + self.capacity - self.per_subscriber;
+        let slots = Arc::new(Slots::new(total, self.capacity, self.subscribers.iter().map(String::as_str)));
+        let (tx, handed) = mpsc::unbounded_channel();
+        let url = format!("sqlite://{}", self.dir.path().join("status.db").display());
+        let handoff = Handoff { slots: slots.clone(), deliveries: tx };
+        let (outbox, task) = Outbox::open(&url, Service::Status, handoff).await.expect("outbox");
+        let lanes = Lanes::new(&routes, slots.clone(), self.max_in_flight, self.per_subscriber, self.capacity);
+        self.node = Some(Node { outbox, task, slots, handed, lanes });
+    }
+
+    /// Stops the program as a crash would: claims in memory and unrecorded results are lost.
+    async fn restart(&mut self) {
+        let node = self.node.take().expect("running");
+        node.outbox.close_readers().await;
+        drop(node.lanes);
+        drop(node.handed);
+        drop(node.outbox);
+        node.task.await.unwrap();
+        for (_, _, state) in self.model.deliveries.values_mut() {
+            if let State::Finishing(due, _) = *state {
+                *state = State::Pending(due);
+            }
+        }
+        self.running.clear();
+        self.start().await;
+    }
+
+    /// Statuses of new and open calls arrive, in one request.
+    async fn arrive(&mut self) {
+        let (mut events, mut seqs) = (Vec::new(), Vec::new());
+        for _ in 0..self.rng.random_range(1..=8) {
+            if self.open_calls.is_empty() || self.rng.random_bool(0.3) {
+                self.calls += 1;
+                self.open_calls.push((format!("call-{}", self.calls), 0));
+            }
+            let i = self.rng.random_range(0..self.open_calls.len());
+            let (call, next) = self.open_calls[i].clone();
+            events.push(serde_json::json!({"callId": call, "serviceType": 100, "status": STATUSES[next],
+                                           "timestamp": 1_701_388_800_000_i64 + next as i64}));
+            seqs.push(next);
+            match next {
+                3 => drop(self.open_calls.swap_remove(i)),
+                _ => self.open_calls[i].1 += 1,
+            }
+        }
+        let valid = schema::validate_body(Service::Status, &serde_json::Value::Array(events)).expect("valid");
+        let items: Vec<IngestItem> = valid
+            .into_iter()
+            .map(|e| IngestItem {
+                event_id: uuid::Uuid::now_v7().to_string(),
+                subscribers: self.subscribers.clone(),
+                event: e.into_stored(),
+            })
+            .collect();
+        let now = self.now;
+        let outcome = self.node().outbox.ingest(items.clone(), now).await.expect("ingest");
+        assert!(matches!(outcome, IngestOutcome::Accepted { .. }), "{outcome:?}");
+        for (item, seq) in items.into_iter().zip(seqs) {
+            for sub in &self.subscribers {
+                let key = (item.event_id.clone(), sub.clone());
+                self.model.deliveries.insert(key, (item.event.call_id.clone(), seq, State::Pending(now)));
+            }
+        }
+        while let Ok(batch) = self.node().handed.try_recv() {
+            self.node().lanes.enqueue(batch);
+        }
+    }
+
+    /// Some attempts in flight finish with a random result.
+    fn finish_some(&mut self, all: bool) {
+        let mut i = 0;
+        while i < self.running.len() {
+            if !all && self.rng.random_bool(0.5) {
+                i += 1;
+                continue;
+            }
+            let c = self.running.swap_remove(i);
+            let roll = self.rng.random_range(0..100);
+            let next = match roll {
+                _ if all || roll < 70 => NextState::Delivered,
+                70..95 => NextState::RetryAt(self.now + self.rng.random_range(0..300)),
+                _ => NextState::Dead,
+            };
+            let key = self.ids[&c.id].clone();
+            let entry = self.model.deliveries.get_mut(&key).unwrap();
+            let State::Pending(due) = entry.2 else { panic!("{key:?} finished while {:?}", entry.2) };
+            entry.2 = State::Finishing(due, next);
+            let completion = Completion {
+                id: c.id,
+                subscriber: c.subscriber,
+                call_id: c.call_id,
+                attempt: c.attempts + 1,
+                at: self.now,
+                status: Some(200),
+                error: None,
+                latency_ms: 1,
+                next,
+            };
+            let at = self.at();
+            self.node().lanes.finished(completion, at);
+        }
+    }
+
+    /// Takes the attempts the lanes started, checking each against the model.
+    fn take_starts(&mut self) {
+        let starts = self.node().lanes.starts();
+        for (claimed, _) in starts {
+            let key = (claimed.event_id.clone(), claimed.subscriber.clone());
+            self.ids.insert(claimed.id, key.clone());
+            let (call, seq, state) = self.model.deliveries.get(&key).cloned().expect("started a known delivery");
+            assert!(matches!(state, State::Pending(due) if due <= self.now), "{key:?} started while {state:?}");
+            assert!(self.model.heads_chain(&key), "{key:?} (call {call} #{seq}) started before an earlier status");
+            let busy = self.running.iter().any(|r| r.subscriber == claimed.subscriber && r.call_id == call);
+            assert!(!busy, "{key:?}: another status of {call} is in flight to {}", claimed.subscriber);
+            for (sub, n) in self.overtaken.iter_mut() {
+                if *sub != claimed.subscriber {
+                    *n += 1;
+                }
+            }
+            self.running.push(claimed);
+        }
+    }
+
+    /// Runs every round trip the lanes find due, as the loop would; returns how many claimed.
+    async fn settle(&mut self) -> usize {
+        let mut claiming = 0;
+        for _ in 0..200 {
+            self.take_starts();
+            let (now, at) = (self.now, self.at());
+            let node = self.node();
+            if !node.lanes.round_due(now, at) {
+                return claiming;
+            }
+            let Some(round) = node.lanes.begin_round(now) else { return claiming };
+            claiming += usize::from(!round.asked.is_empty());
+            let results = round.results.clone();
+            let outcome = node.outbox.cycle(round.results.clone(), round.asked.clone(), now).await;
+            node.lanes.end_round(round, outcome, at);
+            self.model.record(&results, &self.ids);
+        }
+        panic!("{}: the loop never rests (200 round trips in one turn)", self.describe());
+    }
+
+    /// The checks made after every step.
+    fn check(&mut self, claiming_rounds: usize) {
+        let node = self.node.as_ref().expect("running");
+        let mut in_memory: HashSet<(String, String)> = HashSet::new();
+        let (mut used_total, mut running_total) = (0, 0);
+        for sub in &self.subscribers {
+            let (running, ready) = node.lanes.held(sub);
+            let held = running + ready.len();
+            let mine = self.running.iter().filter(|c| &c.subscriber == sub).count();
+            assert_eq!(running, mine, "{sub}: the lanes count {running} in flight, the test holds {mine}");
+            assert!(running <= self.per_subscriber, "{sub}: {running} in flight, limit {}", self.per_subscriber);
+            assert!(held <= self.capacity, "{sub}: {held} claims held, capacity {}", self.capacity);
+            let used = self.capacity - node.slots.free_own(sub);
+            assert_eq!(used, held, "{sub}: {used} slots used for {held} claims in memory (leak)");
+            used_total += used;
+            running_total += running;
+            in_memory.extend(ready.iter().map(|e| (e.clone(), sub.clone())));
+            in_memory.extend(self.running.iter().filter(|c| &c.subscriber == sub).map(|c| (c.event_id.clone(), sub.clone())));
+            let waits = !ready.is_empty() && running < self.per_subscriber;
+            let overtaken = self.overtaken.entry(sub.clone()).or_default();
+            *overtaken = if waits { *overtaken } else { 0 };
+            assert!(*overtaken <= self.subscribers.len(), "{sub}: its ready work waited through {overtaken} starts");
+        }
+        let total = self.max_in_flight + self.capacity - self.per_subscriber;
+        assert_eq!(total - node.slots.free_total(), used_total, "total slots leaked");
+        assert!(running_total <= self.max_in_flight, "{running_total} in flight, limit {}", self.max_in_flight);
+        for sub in &self.subscribers {
+            let (running, ready) = node.lanes.held(sub);
+            let has_room = running + ready.len() < self.per_subscriber;
+            let due_unclaimed = self.model.deliveries.iter().any(|(key, (_, _, state))| {
+                &key.1 == sub
+                    && matches!(state, State::Pending(due) if *due <= self.now)
+                    && !in_memory.contains(key)
+                    && self.model.heads_chain(key)
+            });
+            let starving = self.starving.entry(sub.clone()).or_default();
+            if !(has_room && due_unclaimed) {
+                *starving = 0;
+                continue;
+            }
+            let free = node.slots.free_total();
+            let case = self.describe();
+            assert_eq!(free, 0, "{case}: {sub} has due work and room, {free} slots are free, and the loop rests");
+            *starving += claiming_rounds;
+            assert!(*starving <= self.subscribers.len(), "{sub} waited through {starving} claim round trips");
+        }
+    }
+
+    /// One random step, then the loop settles and the checks run.
+    async fn step(&mut self) {
+        match self.rng.random_range(0..100) {
+            0..35 => self.arrive().await,
+            35..70 => self.finish_some(false),
+            70..97 => self.now += self.rng.random_range(1..200),
+            _ => self.restart().await,
+        }
+        let rounds = self.settle().await;
+        self.check(rounds);
+    }
+
+    /// Every attempt succeeds from now on until nothing is left; then the database agrees.
+    async fn finish(&mut self) {
+        for _ in 0..10_000 {
+            let open = self.model.deliveries.values().filter(|(_, _, s)| !matches!(s, State::Delivered | State::Dead));
+            if open.count() == 0 {
+                break;
+            }
+            self.finish_some(true);
+            self.now += 50;
+            let rounds = self.settle().await;
+            self.check(rounds);
+        }
+        let left: Vec<_> = self.model.deliveries.iter().filter(|(_, v)| !matches!(v.2, State::Delivered | State::Dead)).collect();
+        assert!(left.is_empty(), "{}: never finished: {:?}", self.describe(), &left[..left.len().min(5)]);
+        let pending = self.node().outbox.pending_counts().await.unwrap();
+        assert!(pending.iter().all(|(_, n)| *n == 0), "the database still has pending deliveries: {pending:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_loop_serves_every_subscriber_within_its_limits_under_random_steps() {
+    for seed in 0..48 {
+        let mut case = Case::new(seed).await;
+        for _ in 0..150 {
+            case.step().await;
+        }
+        case.finish().await;
+        let node = case.node.take().unwrap();
+        node.outbox.close_readers().await;
+    }
+}
