@@ -5,13 +5,18 @@
 //! `max_in_flight_per_subscriber`, the program at most that of `max_in_flight`; how many of
 //! them run at once is the delivery loop's business.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+};
 
 /// Free claim slots, per subscriber and in total, and which subscribers have a backlog.
 #[derive(Debug)]
 pub struct Slots {
     total: AtomicUsize,
     subscribers: Vec<Own>,
+    /// Subscriber id → its place in `subscribers` (the writer looks one up per delivery).
+    index: HashMap<String, usize>,
 }
 
 /// One subscriber's free slots, and whether the database may hold claimable deliveries of
@@ -19,9 +24,11 @@ pub struct Slots {
 /// instead of being handed over, so they cannot overtake it (and starve it) under load.
 #[derive(Debug)]
 struct Own {
-    id: String,
     free: AtomicUsize,
     backlog: AtomicBool,
+    /// How many times the backlog was marked: the delivery loop compares it with what it saw
+    /// when it last claimed, to know that work may have become claimable since.
+    marks: AtomicU64,
 }
 
 /// Takes up to `n` from `counter`; returns how many it got.
@@ -34,16 +41,24 @@ impl Slots {
     /// All slots free; every subscriber may have a backlog (from a previous run) until a
     /// claim finds none.
     pub fn new<'a>(total: usize, per_subscriber: usize, subscribers: impl IntoIterator<Item = &'a str>) -> Self {
-        let own = |id: &str| Own {
-            id: id.to_string(),
+        let index: HashMap<String, usize> =
+            subscribers.into_iter().enumerate().map(|(i, id)| (id.to_string(), i)).collect();
+        let own = |_| Own {
             free: AtomicUsize::new(per_subscriber),
             backlog: AtomicBool::new(true),
+            marks: AtomicU64::new(0),
         };
-        Slots { total: AtomicUsize::new(total), subscribers: subscribers.into_iter().map(own).collect() }
+        Slots { total: AtomicUsize::new(total), subscribers: (0..index.len()).map(own).collect(), index }
     }
 
     fn own(&self, subscriber: &str) -> Option<&Own> {
-        self.subscribers.iter().find(|o| o.id == subscriber)
+        self.index.get(subscriber).map(|&i| &self.subscribers[i])
+    }
+
+    /// Sets the backlog mark and counts it.
+    fn mark(own: &Own) {
+        own.backlog.store(true, Ordering::Release);
+        own.marks.fetch_add(1, Ordering::AcqRel);
     }
 
     fn counter(&self, subscriber: &str) -> Option<&AtomicUsize> {
@@ -58,7 +73,7 @@ impl Slots {
         if !own.backlog.load(Ordering::Acquire) && self.take(subscriber, 1) == 1 {
             return true;
         }
-        own.backlog.store(true, Ordering::Release);
+        Self::mark(own);
         false
     }
 
@@ -66,13 +81,23 @@ impl Slots {
     /// after the one before it, a redelivery).
     pub fn mark_backlog(&self, subscriber: &str) {
         if let Some(own) = self.own(subscriber) {
-            own.backlog.store(true, Ordering::Release);
+            Self::mark(own);
         }
     }
 
     /// As [`Slots::mark_backlog`], for every subscriber.
     pub fn mark_all_backlogged(&self) {
-        self.subscribers.iter().for_each(|o| o.backlog.store(true, Ordering::Release));
+        self.subscribers.iter().for_each(Self::mark);
+    }
+
+    /// Whether the database may hold claimable deliveries of `subscriber`.
+    pub fn has_backlog(&self, subscriber: &str) -> bool {
+        self.own(subscriber).is_some_and(|o| o.backlog.load(Ordering::Acquire))
+    }
+
+    /// How many times `subscriber`'s backlog was marked so far (see [`Slots::mark_backlog`]).
+    pub fn marks(&self, subscriber: &str) -> u64 {
+        self.own(subscriber).map_or(0, |o| o.marks.load(Ordering::Acquire))
     }
 
     /// A claim found nothing more of `subscriber` pending in the database.

@@ -15,6 +15,10 @@ use tokio::time::Instant;
 #[cfg(doc)]
 use super::claim_capacity;
 use super::{RECORD_BATCH_PER_SLOT, RECORD_DELAY};
+
+/// The longest the loop sleeps without an event: a safety net for slots given back without
+/// waking it (a failed commit's hand-over); a turn that finds nothing to claim costs nothing.
+const MAX_IDLE: Duration = Duration::from_secs(1);
 use crate::{
     outbox::{ClaimBatch, Claimed, Completion, NextState},
     slots::Slots,
@@ -30,6 +34,22 @@ struct Lane {
     /// Its claimed deliveries waiting for an attempt to finish, so a freed attempt starts
     /// the next one at once, without a round trip to the database.
     ready: VecDeque<Claimed>,
+    /// What its last claim said about its claimable work in the database.
+    known: Known,
+    /// Its backlog marks when its claim under way was planned.
+    asking_marks: u64,
+}
+
+/// What the loop knows of one subscriber's claimable deliveries in the database.
+#[derive(Debug, Clone, Copy)]
+enum Known {
+    /// Some may be due now: at start, and after a claim that was filled.
+    Maybe,
+    /// Its last claim, planned when the subscriber's backlog marks (see [`Slots::marks`])
+    /// stood at `marks`, took everything due; the rest falls due at `at` (never: `None`).
+    /// A new mark since (a retry recorded, a status let go, a delivery stored without a
+    /// hand-over, a redelivery) makes it [`Known::Maybe`] again.
+    Until { at: Option<i64>, marks: u64 },
 }
 
 /// An outbox round trip as planned: results to record and claims to make, the slots for
@@ -59,10 +79,10 @@ pub struct Lanes {
     oldest_finished: Option<Instant>,
     /// Attempts to start, taken by [`Lanes::starts`].
     starts: Vec<(Claimed, Arc<Route>)>,
-    /// Work may be claimable.
-    dirty: bool,
-    /// When the next claimable delivery falls due.
-    next_due: Option<i64>,
+    /// The lane a claim round serves first: the one after the last served (round robin).
+    claim_cursor: usize,
+    /// The lane the next freed place under the total limit goes to first (round robin).
+    pump_cursor: usize,
 }
 
 impl Lanes {
@@ -74,8 +94,14 @@ impl Lanes {
         per_subscriber: usize,
         capacity: usize,
     ) -> Self {
-        let lanes: Vec<Lane> =
-            routes.all().iter().map(|r| Lane { route: r.clone(), running: 0, ready: VecDeque::new() }).collect();
+        let lane = |r: &Arc<Route>| Lane {
+            route: r.clone(),
+            running: 0,
+            ready: VecDeque::new(),
+            known: Known::Maybe,
+            asking_marks: 0,
+        };
+        let lanes: Vec<Lane> = routes.all().iter().map(lane).collect();
         let index = lanes.iter().enumerate().map(|(i, l)| (l.route.id.clone(), i)).collect();
         Lanes {
             lanes,
@@ -88,8 +114,8 @@ impl Lanes {
             finished: Vec::new(),
             oldest_finished: None,
             starts: Vec::new(),
-            dirty: true,
-            next_due: None,
+            claim_cursor: 0,
+            pump_cursor: 0,
         }
     }
 
@@ -102,11 +128,6 @@ impl Lanes {
     /// as running).
     pub fn starts(&mut self) -> Vec<(Claimed, Arc<Route>)> {
         std::mem::take(&mut self.starts)
-    }
-
-    /// New work may be claimable (a commit woke the loop, or a retry fell due).
-    pub fn wake(&mut self) {
-        self.dirty = true;
     }
 
     /// Queues deliveries the writer handed over (or a claim returned) and starts what may.
@@ -132,39 +153,49 @@ impl Lanes {
             self.lanes[i].running -= 1;
         }
         match (total_was_full, lane) {
-            (false, Some(i)) => self.pump(i),
+            (false, Some(i)) => drop(self.pump(i)),
             _ => self.pump_all(),
         }
         self.oldest_finished.get_or_insert(at);
         self.finished.push(completion);
     }
 
-    /// Starts ready deliveries of lane `i` while the in-flight limits allow.
-    fn pump(&mut self, i: usize) {
+    /// Starts ready deliveries of lane `i` while the in-flight limits allow; returns how many.
+    fn pump(&mut self, i: usize) -> usize {
         let lane = &mut self.lanes[i];
+        let before = self.running;
         while self.running < self.max_in_flight && lane.running < self.per_subscriber {
             let Some(claimed) = lane.ready.pop_front() else { break };
             lane.running += 1;
             self.running += 1;
             self.starts.push((claimed, lane.route.clone()));
         }
+        self.running - before
     }
 
-    /// Pumps every lane: a freed attempt may let another subscriber go under the total limit.
+    /// Pumps every lane, from the one after the last that started something: places freed
+    /// under the total limit go round the subscribers instead of to the first ones listed.
     fn pump_all(&mut self) {
-        for i in 0..self.lanes.len() {
-            self.pump(i);
+        let (n, first) = (self.lanes.len(), self.pump_cursor);
+        for k in 0..n {
+            if self.running >= self.max_in_flight {
+                break;
+            }
+            let i = (first + k) % n;
+            if self.pump(i) > 0 {
+                self.pump_cursor = (i + 1) % n;
+            }
         }
     }
 
-    /// Whether to make an outbox round trip now: to claim, when work may be claimable and a
-    /// subscriber's ready queue has run low; to record results, once
+    /// Whether to make an outbox round trip now: to claim, when a subscriber may have
+    /// claimable work, its ready queue has run low and a slot is free; to record results, once
     /// [`RECORD_BATCH_PER_SLOT`] slots' worth have finished, or nothing runs any more, or the
     /// oldest has waited [`RECORD_DELAY`]. Batching both keeps the writer's transactions few
     /// and large: each commit writes the pages it touched once, however many results they
     /// hold (BENCHMARKS.md has the A/B of 5, 10, 20 and 40 ms).
-    pub fn round_due(&self, _now: i64, at: Instant) -> bool {
-        let claim = self.dirty && self.lanes.iter().any(|lane| self.room(lane) > 0);
+    pub fn round_due(&self, now: i64, at: Instant) -> bool {
+        let claim = self.slots.free_total() > 0 && (0..self.lanes.len()).any(|i| self.wants(i, now) > 0);
         let record = !self.finished.is_empty()
             && (self.finished.len() >= self.per_subscriber * RECORD_BATCH_PER_SLOT
                 || self.running == 0
@@ -172,12 +203,20 @@ impl Lanes {
         claim || record
     }
 
-    /// How long the loop may sleep: until the next due retry, or until the oldest
-    /// unrecorded result must be recorded.
+    /// How long the loop may sleep: until a subscriber's next delivery falls due, or until
+    /// the oldest unrecorded result must be recorded, and at most [`MAX_IDLE`].
     pub fn wait(&self, now: i64, at: Instant) -> Duration {
-        let due = match self.next_due {
-            Some(due) => Duration::from_millis((due - now).clamp(0, 3_600_000) as u64),
-            None => Duration::from_secs(3600),
+        let next_due = self
+            .lanes
+            .iter()
+            .filter_map(|lane| match lane.known {
+                Known::Until { at: Some(t), .. } if t > now => Some(t),
+                _ => None,
+            })
+            .min();
+        let due = match next_due {
+            Some(due) => Duration::from_millis((due - now) as u64).min(MAX_IDLE),
+            None => MAX_IDLE,
         };
         match self.oldest_finished {
             Some(t) => due.min((t + RECORD_DELAY).saturating_duration_since(at)),
@@ -185,26 +224,46 @@ impl Lanes {
         }
     }
 
-    /// Plans one outbox round trip: record finished attempts, claim what fits (taking the
-    /// slots for it first). `None` when there is nothing to do.
-    pub fn begin_round(&mut self, _now: i64) -> Option<Round> {
-        let asked: Vec<(String, usize)> = self
-            .lanes
-            .iter()
-            .map(|lane| (lane.route.id.clone(), self.room(lane)))
-            .filter(|(_, n)| *n > 0)
-            .map(|(subscriber, n)| {
-                let got = self.slots.take(&subscriber, n);
-                (subscriber, got)
-            })
-            .filter(|(_, n)| *n > 0)
+    /// Plans one outbox round trip: record finished attempts, and claim for the subscribers
+    /// that want work, taking the slots for it first. The free total is shared: every
+    /// subscriber that wants work gets up to an equal share, starting with the one after the
+    /// last served (so when the total cannot give each one a slot, the next round trip
+    /// serves the next ones), then what the shares left goes to those that want more.
+    /// `None` when there is nothing to do.
+    pub fn begin_round(&mut self, now: i64) -> Option<Round> {
+        let n = self.lanes.len();
+        let wanting: Vec<(usize, usize)> = (0..n)
+            .map(|k| (self.claim_cursor + k) % n)
+            .filter_map(|i| Some((i, self.wants(i, now))).filter(|(_, w)| *w > 0))
             .collect();
+        let mut asked: Vec<(usize, usize, usize)> = Vec::new();
+        let free = self.slots.free_total();
+        if !wanting.is_empty() && free > 0 {
+            let share = free.div_ceil(wanting.len());
+            for &(i, want) in &wanting {
+                if self.slots.free_total() == 0 {
+                    break;
+                }
+                let got = self.slots.take(&self.lanes[i].route.id, want.min(share));
+                if got > 0 {
+                    asked.push((i, want, got));
+                }
+            }
+            if let Some(&(last, _, _)) = asked.last() {
+                self.claim_cursor = (last + 1) % n;
+            }
+            for (i, want, got) in asked.iter_mut() {
+                *got += self.slots.take(&self.lanes[*i].route.id, *want - *got);
+            }
+        }
         if self.finished.is_empty() && asked.is_empty() {
             return None;
         }
-        // A round trip that claims nothing leaves `dirty` for when a queue runs low.
-        self.dirty &= asked.is_empty();
+        for &(i, _, _) in &asked {
+            self.lanes[i].asking_marks = self.slots.marks(&self.lanes[i].route.id);
+        }
         self.oldest_finished = None;
+        let asked = asked.into_iter().map(|(i, _, got)| (self.lanes[i].route.id.clone(), got)).collect();
         Some(Round { results: Arc::new(std::mem::take(&mut self.finished)), asked })
     }
 
@@ -213,21 +272,16 @@ impl Lanes {
     /// (`false`).
     pub fn end_round(&mut self, round: Round, outcome: anyhow::Result<ClaimBatch>, at: Instant) -> bool {
         let Round { results, asked } = round;
-        let total: usize = asked.iter().map(|(_, n)| n).sum();
         match outcome {
             Ok(batch) => {
                 self.give_back_unclaimed(&asked, &batch.items);
+                self.learn(&asked, &batch.unfilled);
                 for c in results.iter().filter(|c| !matches!(c.next, NextState::RetryAt(_))) {
                     if let Some(&i) = self.index.get(&c.subscriber) {
                         self.lanes[i].route.metrics.queue_depth.decrement(1.0);
                     }
                 }
-                let filled = total > 0 && batch.items.len() >= total;
-                if total > 0 {
-                    self.next_due = batch.next_due;
-                }
                 self.enqueue(batch.items);
-                self.dirty |= filled || !results.is_empty();
                 true
             }
             Err(e) => {
@@ -248,18 +302,48 @@ impl Lanes {
         std::mem::take(&mut self.finished)
     }
 
-    /// Gives back the slots taken for a claim that came back with fewer deliveries.
+    /// Gives back at once the slots taken for a claim that came back with fewer deliveries.
     fn give_back_unclaimed(&self, asked: &[(String, usize)], claimed: &[Claimed]) {
+        let mut got: HashMap<&str, usize> = HashMap::with_capacity(asked.len());
+        for c in claimed {
+            *got.entry(c.subscriber.as_str()).or_default() += 1;
+        }
         for (subscriber, n) in asked {
-            let got = claimed.iter().filter(|c| &c.subscriber == subscriber).count();
-            self.slots.give_back(subscriber, n.saturating_sub(got));
+            self.slots.give_back(subscriber, n.saturating_sub(got.get(subscriber.as_str()).copied().unwrap_or(0)));
         }
     }
 
-    /// How many deliveries one subscriber would claim now: none while its ready queue holds
-    /// at least a slot's worth; otherwise up to its [`claim_capacity`].
-    fn room(&self, lane: &Lane) -> usize {
-        if lane.ready.len() >= self.per_subscriber {
+    /// Takes in what a claim said about each asked subscriber's work in the database.
+    fn learn(&mut self, asked: &[(String, usize)], unfilled: &[(String, Option<i64>)]) {
+        for (subscriber, _) in asked {
+            if let Some(&i) = self.index.get(subscriber) {
+                self.lanes[i].known = Known::Maybe;
+            }
+        }
+        for (subscriber, at) in unfilled {
+            if let Some(&i) = self.index.get(subscriber) {
+                let lane = &mut self.lanes[i];
+                lane.known = Known::Until { at: *at, marks: lane.asking_marks };
+            }
+        }
+    }
+
+    /// Whether lane `i` may have claimable work in the database now.
+    fn claimable(&self, i: usize, now: i64) -> bool {
+        let id = &self.lanes[i].route.id;
+        self.slots.has_backlog(id)
+            && match self.lanes[i].known {
+                Known::Maybe => true,
+                Known::Until { at, marks } => self.slots.marks(id) != marks || at.is_some_and(|t| t <= now),
+            }
+    }
+
+    /// How many deliveries lane `i` would claim now: none if it has nothing claimable, or
+    /// while its ready queue holds at least a slot's worth; otherwise up to its
+    /// [`claim_capacity`].
+    fn wants(&self, i: usize, now: i64) -> usize {
+        let lane = &self.lanes[i];
+        if lane.ready.len() >= self.per_subscriber || !self.claimable(i, now) {
             return 0;
         }
         self.capacity.saturating_sub(lane.running + lane.ready.len())

@@ -141,10 +141,11 @@ impl Dispatcher {
                         false => Some(Instant::now() + STORAGE_BACKOFF),
                     };
                 }
-                _ = self.wiring.wake.notified() => lanes.wake(),
+                // A commit's new work shows in the slots' backlog marks; the turn claims it.
+                _ = self.wiring.wake.notified() => {}
                 Some(c) = done_rx.recv() => lanes.finished(c, Instant::now()),
                 Some(batch) = self.wiring.handed.recv() => lanes.enqueue(batch),
-                _ = tokio::time::sleep(wait) => { lanes.wake(); backoff = None; }
+                _ = tokio::time::sleep(wait) => backoff = None,
                 _ = shutdown.cancelled() => {}
             }
         }

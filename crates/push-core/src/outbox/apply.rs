@@ -210,7 +210,7 @@ fn run_command(conn: &Connection, command: Command, ordered: bool, slots: &Slots
                     slots.mark_backlog(&c.subscriber);
                 }
                 let mut batch = deliveries::claim(conn, &wants, now)?;
-                batch.drained.iter().for_each(|s| slots.clear_backlog(s));
+                batch.unfilled.iter().filter(|(_, due)| due.is_none()).for_each(|(s, _)| slots.clear_backlog(s));
                 batch.items.splice(0..0, chained);
                 Ok(batch)
             })();

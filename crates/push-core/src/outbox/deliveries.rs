@@ -101,13 +101,7 @@ pub(super) fn claim(tx: &Connection, wants: &[(String, usize)], now: i64) -> any
             0 => tx.prepare_cached(NEXT_DUE)?.query_row([subscriber], |r| r.get(0))?,
             _ => later,
         };
-        if due.is_none() {
-            batch.drained.push(subscriber.clone());
-        }
-        batch.next_due = match (batch.next_due, due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        batch.unfilled.push((subscriber.clone(), due));
     }
     Ok(batch)
 }

@@ -104,15 +104,17 @@ pub struct Claimed {
     pub round_start: u32,
 }
 
-/// A claim's answer: deliveries to attempt now, and when the next one falls due.
+/// A claim's answer: deliveries to attempt now, and for each subscriber whose claim was not
+/// filled, when its next delivery falls due.
 #[derive(Debug, Default)]
 pub struct ClaimBatch {
     /// Claimed deliveries.
     pub items: Vec<Claimed>,
-    /// Earliest `next_attempt_at` (ms) still waiting among subscribers that had room.
-    pub next_due: Option<i64>,
-    /// Subscribers the claim left nothing pending for (see [`crate::slots::Slots`]).
-    pub drained: Vec<String>,
+    /// Subscribers that got fewer than they asked for: everything due of theirs was claimed,
+    /// and the rest falls due at this time (ms), or never (`None`: nothing pending is left,
+    /// see [`crate::slots::Slots`]). A subscriber whose claim was filled is not listed: more
+    /// of its deliveries may be due already.
+    pub unfilled: Vec<(String, Option<i64>)>,
 }
 
 /// Where a delivery goes after an attempt.

@@ -71,30 +71,27 @@ async fn claims_take_the_oldest_due_first_and_tell_when_the_rest_falls_due() {
 
     let batch = deliveries::claim(&conn, &[("a".into(), 3)], 5).expect("claim");
     assert!(batch.items.is_empty(), "nothing is due yet");
-    assert_eq!(batch.next_due, Some(10));
-    assert!(batch.drained.is_empty());
+    assert_eq!(batch.unfilled, [("a".to_string(), Some(10))]);
 
     let batch = deliveries::claim(&conn, &[("a".into(), 3)], 60).expect("claim");
     let ids: Vec<i64> = batch.items.iter().map(|c| c.id).collect();
     assert_eq!(ids, [5, 4, 2], "oldest due first, blocked and other subscribers' left alone");
     assert_eq!(batch.items[0].event_id, "ev-5");
     assert_eq!(batch.items[0].payload, "{\"n\":5}");
-    assert!(batch.drained.is_empty());
+    assert!(batch.unfilled.is_empty(), "filled: more may be due");
 
     let batch = deliveries::claim(&conn, &[("a".into(), 3)], 60).expect("claim");
     let ids: Vec<i64> = batch.items.iter().map(|c| c.id).collect();
     assert_eq!(ids, [3, 1], "claimed ones are not claimed again");
-    assert_eq!(batch.next_due, Some(100), "the one not yet due");
-    assert!(batch.drained.is_empty(), "something is still pending");
+    assert_eq!(batch.unfilled, [("a".to_string(), Some(100))], "the one not yet due");
 
     let batch = deliveries::claim(&conn, &[("a".into(), 3)], 100).expect("claim");
     assert_eq!(batch.items.iter().map(|c| c.id).collect::<Vec<_>>(), [6]);
-    assert_eq!(batch.drained, ["a"], "nothing claimable is left");
-    assert_eq!(batch.next_due, None);
+    assert_eq!(batch.unfilled, [("a".to_string(), None)], "nothing claimable is left");
 
     let batch = deliveries::claim(&conn, &[("a".into(), 3)], 200).expect("claim");
     assert!(batch.items.is_empty());
-    assert_eq!(batch.drained, ["a"]);
+    assert_eq!(batch.unfilled, [("a".to_string(), None)]);
 }
 
 /// Stores `statuses` deliveries of call `call_id` to subscriber "a" from id `first` on, the
