@@ -107,6 +107,14 @@ pub mod metrics {
         ::metrics::counter!("voice_push_events_duplicate_total").increment(duplicates);
     }
 
+    /// Sets `voice_push_oldest_due_age_seconds{subscriber}`: how long the subscriber's oldest
+    /// due delivery has waited for a claim, 0 when nothing due waits (a gauge has no null).
+    /// Set by each scrape of `/metrics`, so it also covers a subscriber that is no longer
+    /// configured (no handle of its own) but still has deliveries in the outbox.
+    pub fn oldest_due_age(subscriber: &str, seconds: f64) {
+        ::metrics::gauge!("voice_push_oldest_due_age_seconds", "subscriber" => subscriber.to_string()).set(seconds);
+    }
+
     /// One subscriber's metric handles, registered once so the delivery path only touches
     /// atomics (no label allocation or registry lookup per attempt).
     #[derive(Clone)]

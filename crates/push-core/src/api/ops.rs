@@ -1,5 +1,7 @@
 //! The operations API of SPEC §5: deliveries, attempt logs, redelivery, stats, metrics.
 
+use std::collections::BTreeMap;
+
 use axum::{
     extract::{Path, Query, State},
     http::{header, StatusCode},
@@ -10,7 +12,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{error::ApiError, AppState};
-use crate::outbox::{DeliveryDetail, DeliveryFilter, Page, RedeliverFilter};
+use crate::{
+    outbox::{DeliveryDetail, DeliveryFilter, Page, RedeliverFilter},
+    telemetry,
+};
 
 const STATES: [&str; 3] = ["pending", "delivered", "dead"];
 const DEFAULT_LIMIT: u32 = 50;
@@ -135,17 +140,25 @@ fn after_redeliver(state: &AppState, counts: &[(String, u64)]) {
     state.wake.notify_one();
 }
 
-/// `GET /v1/stats`: counts by state, per subscriber.
+/// A subscriber's entry of `/v1/stats` before anything is filled in.
+fn blank_stats() -> Value {
+    json!({"pending": 0, "delivered": 0, "dead": 0, "oldestDueAt": null, "oldestDueAgeMs": null})
+}
+
+/// `GET /v1/stats`: counts by state per subscriber, and how long its oldest due delivery
+/// has waited for a claim (`null`: nothing due waits), which shows a starved subscriber.
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let rows = state.outbox.stats().await.map_err(storage)?;
+    let (now, oldest) = oldest_due(&state).await.map_err(storage)?;
     let mut subscribers = serde_json::Map::new();
-    for route in state.routes.all() {
-        subscribers.insert(route.id.clone(), json!({"pending": 0, "delivered": 0, "dead": 0}));
-    }
     for row in rows {
-        let entry =
-            subscribers.entry(row.subscriber).or_insert_with(|| json!({"pending": 0, "delivered": 0, "dead": 0}));
+        let entry = subscribers.entry(row.subscriber).or_insert_with(blank_stats);
         entry[row.state.as_str()] = json!(row.count);
+    }
+    for (subscriber, due_at) in oldest {
+        let entry = subscribers.entry(subscriber).or_insert_with(blank_stats);
+        entry["oldestDueAt"] = json!(due_at);
+        entry["oldestDueAgeMs"] = json!(due_at.map(|at| now - at));
     }
     let w = state.outbox.writer_stats();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
@@ -157,7 +170,28 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     Ok(Json(json!({"subscribers": subscribers, "outbox": outbox})))
 }
 
-/// `GET /metrics`: Prometheus text.
+/// Now, and when the oldest due delivery waiting for a claim fell due, for every configured
+/// subscriber (`None`: nothing due waits) and any other one the outbox holds such deliveries
+/// of (a subscriber taken out of the configuration: nobody claims them any more).
+async fn oldest_due(state: &AppState) -> anyhow::Result<(i64, BTreeMap<String, Option<i64>>)> {
+    let now = state.clock.now_ms();
+    let mut oldest: BTreeMap<_, _> = state.routes.all().iter().map(|r| (r.id.clone(), None)).collect();
+    oldest.extend(state.outbox.oldest_due(now).await?);
+    Ok((now, oldest))
+}
+
+/// `GET /metrics`: Prometheus text. `voice_push_oldest_due_age_seconds` is read from the
+/// outbox here (one indexed query), so it is as fresh as the scrape; if the outbox does not
+/// answer, the rest is still rendered.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    match oldest_due(&state).await {
+        Ok((now, oldest)) => {
+            for (subscriber, due_at) in oldest {
+                let age_ms = due_at.map_or(0, |at| now - at);
+                telemetry::metrics::oldest_due_age(&subscriber, age_ms as f64 / 1000.0);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "oldest due deliveries not read; their gauge is stale"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

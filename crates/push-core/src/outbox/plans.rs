@@ -58,3 +58,8 @@ async fn pending_and_dead_deliveries_are_listed_and_counted_through_the_unfinish
     }
     assert_deliveries_by(read::PENDING_COUNTS, "deliveries_unfinished").await;
 }
+
+#[tokio::test]
+async fn the_oldest_due_deliveries_are_found_in_the_due_index() {
+    assert_deliveries_by(read::OLDEST_DUE, "deliveries_due").await;
+}

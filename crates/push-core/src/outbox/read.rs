@@ -149,6 +149,14 @@ impl Outbox {
             .collect()
     }
 
+    /// For each subscriber with deliveries waiting for a claim, when the oldest of them that
+    /// is due at `now` fell due (`None`: none is due yet). A subscriber whose value stays put
+    /// while `now` moves on is not being served: `/v1/stats` and `/metrics` show its age.
+    pub async fn oldest_due(&self, now: i64) -> anyhow::Result<Vec<(String, Option<i64>)>> {
+        let rows = sqlx::query(OLDEST_DUE).bind(now).fetch_all(&self.readers).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
     /// Pending deliveries per subscriber (the queue depth), read at start for the gauge.
     pub async fn pending_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         let rows = sqlx::query(PENDING_COUNTS).fetch_all(&self.readers).await?;
@@ -160,6 +168,21 @@ impl Outbox {
 /// SQLite use that partial index).
 pub(super) const PENDING_COUNTS: &str =
     "SELECT subscriber, COUNT(*) FROM deliveries WHERE state = 'pending' AND state != 'delivered' GROUP BY subscriber";
+
+/// [`Outbox::oldest_due`] at `?1`, in a few index lookups per subscriber whatever the backlog:
+/// `subs` hops from one subscriber of `deliveries_due` to the next (each `MIN` reads one
+/// index entry), and each subscriber's oldest due delivery is the first entry of its part of
+/// the index. The literal terms let SQLite use that partial index.
+pub(super) const OLDEST_DUE: &str = "WITH RECURSIVE subs(s) AS (
+         SELECT MIN(subscriber) FROM deliveries WHERE state = 'pending' AND blocked = 0 AND claimed = 0
+         UNION ALL
+         SELECT (SELECT MIN(subscriber) FROM deliveries
+                 WHERE state = 'pending' AND blocked = 0 AND claimed = 0 AND subscriber > subs.s)
+         FROM subs WHERE subs.s IS NOT NULL)
+     SELECT s, (SELECT MIN(next_attempt_at) FROM deliveries
+                WHERE subscriber = subs.s AND state = 'pending' AND blocked = 0 AND claimed = 0
+                  AND next_attempt_at <= ?1)
+     FROM subs WHERE s IS NOT NULL";
 
 /// The listing's query. A state other than `delivered` also gets the literal term that lets
 /// SQLite use the partial index `deliveries_unfinished` (it cannot know a bound value).

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection};
 use sqlx::Connection as _;
 
-use super::{bulk, deliveries, Completion, NextState, MIGRATOR};
+use super::{bulk, deliveries, read, Completion, NextState, MIGRATOR};
 
 /// A migrated database file (migrated by sqlx, as `Outbox::open` does) and a direct
 /// connection to it, like the writer's.
@@ -164,4 +164,28 @@ async fn a_claim_set_aside_for_a_finished_call_goes_back_to_the_claim() {
     let claimed = deliveries::release_chains(&conn, &done, &mut wants).expect("release");
     assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), [2], "call z has nothing left; x is there once");
     assert_eq!(wants, [("a".to_string(), 4), ("b".to_string(), 2)]);
+}
+
+#[tokio::test]
+async fn the_oldest_due_is_the_earliest_claimable_delivery_that_is_due() {
+    let (_dir, conn) = migrated().await;
+    for (id, subscriber, due) in [(1, "a", 5), (2, "a", 5), (3, "a", 20), (4, "a", 10), (5, "a", 100), (6, "b", 80)] {
+        delivery(&conn, id, subscriber, due, id == 2);
+    }
+    delivery(&conn, 7, "c", 0, false);
+    conn.execute_batch(
+        "UPDATE deliveries SET claimed = 1 WHERE id = 1;
+         UPDATE deliveries SET state = 'delivered' WHERE id IN (4, 7);",
+    )
+    .unwrap();
+    let oldest: Vec<(String, Option<i64>)> = conn
+        .prepare(read::OLDEST_DUE)
+        .unwrap()
+        .query_map([50], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // a: claimed (1), blocked (2) and delivered (4) ones do not count; b: nothing due yet;
+    // c: nothing left to claim.
+    assert_eq!(oldest, [("a".to_string(), Some(20)), ("b".to_string(), None)]);
 }

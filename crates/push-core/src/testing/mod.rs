@@ -5,7 +5,10 @@
 use std::{
     future::Future,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -24,7 +27,7 @@ mod program;
 
 pub use self::program::{write_config, Program};
 use crate::{
-    clock::SystemClock,
+    clock::{Clock, SystemClock},
     config::{Service, Settings, Subscriber},
     Application,
 };
@@ -42,6 +45,30 @@ where
         }
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A clock that stands still until a test moves it, so stored times and the ages computed
+/// from them are exact. The delivery loop's sleeps still run on real time: moving this clock
+/// past a delivery's due time does not wake the loop.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock showing `now_ms`.
+    pub fn at(now_ms: i64) -> Arc<Self> {
+        Arc::new(ManualClock(AtomicI64::new(now_ms)))
+    }
+
+    /// Moves the clock to `now_ms`.
+    pub fn set(&self, now_ms: i64) {
+        self.0.store(now_ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -234,9 +261,14 @@ pub struct TestApp {
 impl TestApp {
     /// Builds and starts `service` with `settings` (see [`test_settings`]).
     pub async fn spawn(service: Service, settings: Settings) -> TestApp {
+        Self::spawn_with_clock(service, settings, Arc::new(SystemClock)).await
+    }
+
+    /// The same on `clock` (e.g. a [`ManualClock`]), for tests that need exact times.
+    pub async fn spawn_with_clock(service: Service, settings: Settings, clock: Arc<dyn Clock>) -> TestApp {
         settings.validate().expect("test settings are valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
-        let app = Application::build_with(settings, service, listener, Arc::new(SystemClock)).await.expect("build app");
+        let app = Application::build_with(settings, service, listener, clock).await.expect("build app");
         let url = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));

@@ -1,10 +1,10 @@
 //! The operations API (SPEC §5) and `/metrics`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use push_core::{
-    testing::{eventually, seed_cdr, subscriber, test_settings, TestApp, TestReceiver},
-    Service,
+    testing::{eventually, seed_cdr, subscriber, test_settings, ManualClock, TestApp, TestReceiver},
+    Service, Settings,
 };
 use serde_json::{json, Value};
 
@@ -110,7 +110,10 @@ async fn redelivery_one_and_in_bulk_brings_dead_deliveries_back() {
     assert_eq!((status, body["redelivered"].as_u64()), (202, Some(4)));
     wait_state(&app, "state=delivered", 5).await;
     let (_, stats) = app.get_json("/v1/stats").await;
-    assert_eq!(stats["subscribers"]["demo"], json!({"pending": 0, "delivered": 5, "dead": 0}));
+    assert_eq!(
+        stats["subscribers"]["demo"],
+        json!({"pending": 0, "delivered": 5, "dead": 0, "oldestDueAt": null, "oldestDueAgeMs": null})
+    );
 
     let (status, _) = post_json(&app, "/v1/deliveries/redeliver", &json!({"subscriber": "nobody"})).await;
     assert_eq!(status, 400);
@@ -190,5 +193,70 @@ async fn redelivering_a_delivered_one_keeps_its_first_success_in_the_log() {
     let pushes = receiver.wait_for_successes(2, WAIT).await;
     assert_eq!(pushes[1].header("x-push-attempt"), Some("2"));
     assert_eq!(pushes[0].header("webhook-id"), pushes[1].header("webhook-id"));
+    app.stop().await.unwrap();
+}
+
+const T0: i64 = 1_800_000_000_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// `GET /v1/stats`'s entry of `subscriber`.
+async fn stats_of(app: &TestApp, subscriber: &str) -> Value {
+    let (status, stats) = app.get_json("/v1/stats").await;
+    assert_eq!(status, 200);
+    stats["subscribers"][subscriber].clone()
+}
+
+/// Runs subscriber `starved` (of `settings`) against a receiver answering 503, with the next
+/// attempt an hour away on a clock standing at T0: two deliveries, attempted once, and
+/// nothing due. Returns the time the earlier one falls due.
+async fn two_retries_an_hour_away(settings: &Settings, clock: &Arc<ManualClock>) -> i64 {
+    let app = TestApp::spawn_with_clock(Service::Cdr, settings.clone(), clock.clone()).await;
+    let blank = json!({"pending": 0, "delivered": 0, "dead": 0, "oldestDueAt": null, "oldestDueAgeMs": null});
+    assert_eq!(stats_of(&app, "starved").await, blank);
+    let batch: Vec<Value> = (0..2).map(|i| seed_cdr(&format!("oldest-{i}"))).collect();
+    assert_eq!(app.ingest(&Value::Array(batch)).await.status(), 202);
+    // The retry is due an hour (plus the attempt's latency, in real milliseconds) after T0.
+    let due = eventually(WAIT, "both answered 503 and rescheduled an hour later", || async {
+        let (_, page) = app.get_json("/v1/deliveries?state=pending").await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let next: Vec<i64> =
+            items.iter().filter(|d| d["attempts"] == 1).filter_map(|d| d["nextAttemptAt"].as_i64()).collect();
+        (next.len() == 2).then(|| next.into_iter().min()).flatten()
+    })
+    .await;
+    assert!((T0 + HOUR_MS..T0 + HOUR_MS + 10_000).contains(&due), "{due}");
+    let nothing_due = json!({"pending": 2, "delivered": 0, "dead": 0, "oldestDueAt": null, "oldestDueAgeMs": null});
+    assert_eq!(stats_of(&app, "starved").await, nothing_due, "the next attempt is an hour away");
+    app.stop().await.unwrap();
+    due
+}
+
+#[tokio::test]
+async fn the_oldest_due_age_is_null_until_a_delivery_is_due_and_grows_while_nobody_claims_it() {
+    let receiver = TestReceiver::start().await;
+    receiver.answer(503);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(T0);
+    let mut settings = test_settings(dir.path(), &receiver.url());
+    settings.retry.schedule = vec![Duration::from_secs(3600)];
+    settings.subscribers = vec![subscriber("starved", &receiver.url())];
+    let due = two_retries_an_hour_away(&settings, &clock).await;
+
+    // Taken out of the configuration, the subscriber keeps its pending deliveries and
+    // nobody claims them any more: once due, their age grows with the clock.
+    settings.subscribers = vec![subscriber("fed", &receiver.url())];
+    let app = TestApp::spawn_with_clock(Service::Cdr, settings, clock.clone()).await;
+    for waited in [HOUR_MS, HOUR_MS + 1_500] {
+        clock.set(due + waited);
+        let starved = stats_of(&app, "starved").await;
+        assert_eq!((starved["pending"].as_i64(), starved["oldestDueAt"].as_i64()), (Some(2), Some(due)));
+        assert_eq!(starved["oldestDueAgeMs"].as_i64(), Some(waited));
+        assert_eq!(stats_of(&app, "fed").await["oldestDueAgeMs"], Value::Null, "nothing of fed is due");
+    }
+    let r = app.client.get(format!("{}/metrics", app.url)).send().await.unwrap();
+    let text = r.text().await.unwrap();
+    let gauge = "voice_push_oldest_due_age_seconds";
+    assert_eq!(metric(&text, gauge, Some("starved")), 3601.5, "{text}");
+    assert!(text.lines().any(|l| l.starts_with(&format!("{gauge}{{subscriber=\"fed\"}} 0"))), "{text}");
     app.stop().await.unwrap();
 }
