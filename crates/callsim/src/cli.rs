@@ -228,6 +228,13 @@ pub struct BenchArgs {
     /// Events queued while the receiver is down [default: 1000000; with --smoke 5000].
     #[arg(long)]
     pub queued: Option<u64>,
+    /// Events queued in the many-subscribers phase, each delivered to every subscriber
+    /// [default: 10000; with --smoke 100].
+    #[arg(long)]
+    pub many_events: Option<u64>,
+    /// Subscribers of the many-subscribers phase [default: 100; at least 2].
+    #[arg(long)]
+    pub subscribers: Option<usize>,
     /// Concurrent clients of the sink and ingest loads.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -259,6 +266,8 @@ impl BenchArgs {
             bin_dir: self.bin_dir.clone(),
             events: self.events,
             queued: self.queued,
+            many_events: self.many_events,
+            subscribers: self.subscribers,
             concurrency: self.concurrency,
             smoke: self.smoke,
             only: self.only.clone(),

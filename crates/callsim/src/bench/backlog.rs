@@ -2,6 +2,7 @@
 //! every second; --queued events posted as arrays of 1000 as fast as possible; then the
 //! receiver comes up on that port and the queue drains.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::load::{self, LoadResult};
@@ -19,16 +20,21 @@ const CONCURRENCY: usize = 8;
 const RETRIES: usize = 50;
 
 /// A port on 127.0.0.1 that was free a moment ago; nothing listens on it afterwards.
-async fn free_port() -> anyhow::Result<u16> {
+pub(super) async fn free_port() -> anyhow::Result<u16> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     Ok(listener.local_addr()?.port())
 }
 
-/// Binds the receiver on `port`, retrying for a while in case the port is briefly busy.
-async fn receiver_on(port: u16, expected: usize) -> anyhow::Result<BenchReceiver> {
+/// Starts a receiver with `start` (which binds the port a subscriber pointed at), retrying
+/// for a while in case the port is briefly busy.
+pub(super) async fn receiver_on<F, Fut>(start: F) -> anyhow::Result<BenchReceiver>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<BenchReceiver>>,
+{
     let mut tries = 0;
     loop {
-        match BenchReceiver::start(port, expected).await {
+        match start().await {
             Ok(r) => return Ok(r),
             Err(e) if tries >= 50 => return Err(e),
             Err(_) => {
@@ -40,7 +46,7 @@ async fn receiver_on(port: u16, expected: usize) -> anyhow::Result<BenchReceiver
 }
 
 /// The sum of a Prometheus metric's samples (all label sets) from the pusher's `/metrics`.
-async fn metric_sum(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
+pub(super) async fn metric_sum(client: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
     let text = client.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
     let values: Vec<f64> = text
         .lines()
@@ -64,8 +70,11 @@ struct Measured {
 pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let phase = Phase::Backlog;
     let port = free_port().await?;
-    let setup =
-        Setup { subscriber: Some(format!("http://127.0.0.1:{port}")), retry: Some(vec!["1s".to_string(); RETRIES]) };
+    let setup = Setup {
+        subscriber: Some(format!("http://127.0.0.1:{port}")),
+        retry: Some(vec!["1s".to_string(); RETRIES]),
+        ..Setup::default()
+    };
     let (_dir, pusher) = ctx.pusher(phase, Program::Cdr, &setup)?;
     let m = measure(ctx, &pusher, port).await;
     pusher.stop()?;
@@ -112,7 +121,7 @@ async fn measure(ctx: &Ctx, pusher: &Pusher, port: u16) -> anyhow::Result<Measur
         figures.push(Figure::new(p, "backlog.failed", "failed attempts during ingest (receiver down)", n, "attempts"));
     }
 
-    let receiver = receiver_on(port, posted.ids.len()).await?;
+    let receiver = receiver_on(|| BenchReceiver::start(port, posted.ids.len())).await?;
     let cpu = CpuMeter::start(pusher.pid());
     let drain_started = Instant::now();
     receiver.wait_for(posted.ids.len() as u64, ctx.sizes.stall, ctx.sizes.wait_limit).await;

@@ -38,7 +38,7 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let phase = Phase::Latency;
     let capacity = RATES.iter().sum::<f64>() * ctx.sizes.step.as_secs_f64();
     let receiver = BenchReceiver::start(0, capacity as usize).await?;
-    let setup = Setup { subscriber: Some(receiver.url()), retry: None };
+    let setup = Setup { subscriber: Some(receiver.url()), ..Setup::default() };
     let (_dir, pusher) = ctx.pusher(phase, Program::Cdr, &setup)?;
     let url = format!("{}{}", pusher.url, Program::Cdr.ingest_path());
     let client = load::client(64)?;

@@ -3,13 +3,15 @@
 //! figure also reads as a share of the raw loopback HTTP limit.
 //!
 //! Phases (each starts its own pusher with a fresh database in a temporary directory and
-//! stops it at the end): `sink`, `ingest`, `e2e-cdr`, `e2e-status`, `latency`, `backlog`.
+//! stops it at the end): `sink`, `ingest`, `e2e-cdr`, `e2e-status`, `latency`, `backlog`,
+//! `many-subscribers`.
 //! See the crate README for what each figure means.
 
 mod backlog;
 pub mod compare;
 mod latency;
 pub mod load;
+mod many;
 pub mod paced;
 mod phases;
 pub mod pusher;
@@ -42,12 +44,21 @@ pub enum Phase {
     Latency,
     /// A queue built up while the receiver is down, then drained.
     Backlog,
+    /// The same with many subscribers: the drain's rate, and how evenly they are served.
+    ManySubscribers,
 }
 
 impl Phase {
     /// All phases, in running order.
-    pub const ALL: [Phase; 6] =
-        [Phase::Sink, Phase::Ingest, Phase::E2eCdr, Phase::E2eStatus, Phase::Latency, Phase::Backlog];
+    pub const ALL: [Phase; 7] = [
+        Phase::Sink,
+        Phase::Ingest,
+        Phase::E2eCdr,
+        Phase::E2eStatus,
+        Phase::Latency,
+        Phase::Backlog,
+        Phase::ManySubscribers,
+    ];
 
     /// The phase's name on the command line and in the report.
     pub fn name(self) -> &'static str {
@@ -58,6 +69,7 @@ impl Phase {
             Phase::E2eStatus => "e2e-status",
             Phase::Latency => "latency",
             Phase::Backlog => "backlog",
+            Phase::ManySubscribers => "many-subscribers",
         }
     }
 }
@@ -71,6 +83,11 @@ pub struct BenchOptions {
     pub events: Option<u64>,
     /// Events queued in the backlog phase (default 1,000,000; smoke 5,000).
     pub queued: Option<u64>,
+    /// Events queued in the many-subscribers phase, each for every subscriber (default
+    /// 10,000; smoke 100).
+    pub many_events: Option<u64>,
+    /// Subscribers of the many-subscribers phase (default 100, at least 2).
+    pub subscribers: Option<usize>,
     /// Concurrent clients of the closed-loop loads.
     pub concurrency: usize,
     /// Shrink everything to a few thousand events and short phases.
@@ -88,6 +105,13 @@ pub struct Sizes {
     pub events: u64,
     /// Events queued in the backlog phase.
     pub queued: u64,
+    /// Events queued in the many-subscribers phase, each for every subscriber.
+    pub many_events: u64,
+    /// Subscribers of the many-subscribers phase.
+    pub subscribers: usize,
+    /// Longest the many-subscribers drain may take before the phase gives up on the
+    /// subscribers still missing events (it also gives up after `stall` without progress).
+    pub many_limit: Duration,
     /// Concurrent clients of the closed-loop loads.
     pub concurrency: usize,
     /// Longest a closed-loop load may run.
@@ -105,10 +129,15 @@ pub struct Sizes {
 impl Sizes {
     /// Resolves the options.
     pub fn from_options(o: &BenchOptions) -> Sizes {
-        let (events, queued) = if o.smoke { (2_000, 5_000) } else { (100_000, 1_000_000) };
+        let (events, queued, many) = if o.smoke { (2_000, 5_000, 100) } else { (100_000, 1_000_000, 10_000) };
+        let many_events = o.many_events.unwrap_or(many).max(100);
+        let subscribers = o.subscribers.unwrap_or(DEFAULT_SUBSCRIBERS).max(2);
         Sizes {
             events: o.events.unwrap_or(events).max(100),
             queued: o.queued.unwrap_or(queued).max(1_000),
+            many_events,
+            subscribers,
+            many_limit: many_limit(many_events * subscribers as u64, o.smoke),
             concurrency: o.concurrency.max(1),
             load_limit: Duration::from_secs(if o.smoke { 20 } else { 300 }),
             sink_window: Duration::from_secs(if o.smoke { 1 } else { 5 }),
@@ -117,6 +146,17 @@ impl Sizes {
             wait_limit: Duration::from_secs(if o.smoke { 60 } else { 1_800 }),
         }
     }
+}
+
+/// Subscribers of the many-subscribers phase unless `--subscribers` says otherwise.
+pub const DEFAULT_SUBSCRIBERS: usize = 100;
+
+/// The many-subscribers drain's time limit for `deliveries`: a fixed margin plus the time
+/// they take at 5,000 per second (release drains run at 18-30k/s on the bench machine), so
+/// that hitting the limit means subscribers were left unserved rather than a slow machine.
+fn many_limit(deliveries: u64, smoke: bool) -> Duration {
+    let margin = if smoke { 20 } else { 60 };
+    Duration::from_secs(margin + deliveries / 5_000)
 }
 
 /// What the phases share: options, sizes and the report being filled.
@@ -180,6 +220,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         machine: Machine::detect(&probe),
         options: json!({
             "binDir": options.bin_dir, "events": sizes.events, "queued": sizes.queued,
+            "manyEvents": sizes.many_events, "subscribers": sizes.subscribers,
             "concurrency": sizes.concurrency, "smoke": options.smoke,
             "stepSecs": sizes.step.as_secs_f64(), "workDir": probe,
         }),

@@ -11,7 +11,7 @@ use super::pusher::{cpu_secs, Program, Setup};
 use super::receiver::{BenchReceiver, Tally};
 use super::report::{Figure, SINK_ARRAYS, SINK_DELIVERY, SINK_SINGLE};
 use super::sink::{delivery_sink, ingest_sink, Server};
-use super::{backlog, latency, Ctx, Phase};
+use super::{backlog, latency, many, Ctx, Phase};
 use crate::calls::now_ms;
 
 /// Events per array in the ingest and end-to-end phases.
@@ -33,6 +33,7 @@ pub(super) async fn run(ctx: &mut Ctx, phase: Phase) -> anyhow::Result<()> {
         Phase::E2eStatus => e2e(ctx, phase, Program::Status).await,
         Phase::Latency => latency::run(ctx).await,
         Phase::Backlog => backlog::run(ctx).await,
+        Phase::ManySubscribers => many::run(ctx).await,
     }
 }
 
@@ -196,7 +197,7 @@ fn e2e_load(ctx: &Ctx, phase: Phase, program: Program, base: &str) -> Load {
 /// `e2e-cdr` / `e2e-status`: post everything, wait until the receiver answered all of it.
 async fn e2e(ctx: &mut Ctx, phase: Phase, program: Program) -> anyhow::Result<()> {
     let receiver = BenchReceiver::start(0, ctx.sizes.events as usize).await?;
-    let setup = Setup { subscriber: Some(receiver.url()), retry: None };
+    let setup = Setup { subscriber: Some(receiver.url()), ..Setup::default() };
     let (_dir, pusher) = ctx.pusher(phase, program, &setup)?;
     let client = load::client(E2E_CONCURRENCY)?;
     let load = e2e_load(ctx, phase, program, &pusher.url);

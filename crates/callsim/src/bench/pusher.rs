@@ -56,13 +56,37 @@ impl Program {
 }
 
 /// What the bench configures.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Setup {
-    /// Base URL of the `bench` subscriber (`/cdr` and `/status` are appended); none = no
-    /// subscribers at all.
+    /// Base URL of the `bench` subscriber (`/cdr` and `/status` are appended), or of all
+    /// of them (see `subscribers`); none = no subscribers at all.
     pub subscriber: Option<String>,
     /// Retry schedule; none = the default one.
     pub retry: Option<Vec<String>>,
+    /// How many subscribers point at `subscriber`: 1 is the one subscriber `bench`; more
+    /// are [`subscriber_id`]s `s0`, `s1`... each at its own path under the base URL
+    /// (`<base>/s17/cdr`), so that one receiver can tell their pushes apart.
+    pub subscribers: usize,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup { subscriber: None, retry: None, subscribers: 1 }
+    }
+}
+
+/// The id of subscriber `i` of a setup with several, which is also the first segment of its
+/// URLs' path: the bench receiver attributes pushes to subscribers by it.
+pub fn subscriber_id(i: usize) -> String {
+    format!("s{i}")
+}
+
+/// The `subscribers:` list entry of subscriber `id` posting to `base` + `/cdr` or `/status`.
+fn subscriber_yaml(id: &str, base: &str) -> String {
+    format!(
+        "  - id: {id}\n    cdr_url: \"{base}/cdr\"\n    status_url: \"{base}/status\"\n    \
+         service_types: [100, 200]\n    accounts: []\n    secret: null\n"
+    )
 }
 
 /// The YAML config of a bench run of `program` with its database in `dir`.
@@ -78,12 +102,17 @@ pub fn config_yaml(program: Program, dir: &Path, setup: &Setup) -> String {
     if let Some(schedule) = &setup.retry {
         yaml.push_str(&format!("retry: {{schedule: [{}]}}\n", schedule.join(", ")));
     }
-    match &setup.subscriber {
-        None => yaml.push_str("subscribers: []\n"),
-        Some(url) => yaml.push_str(&format!(
-            "subscribers:\n  - id: bench\n    cdr_url: \"{url}/cdr\"\n    status_url: \"{url}/status\"\n    \
-             service_types: [100, 200]\n    accounts: []\n    secret: null\n"
-        )),
+    let Some(url) = &setup.subscriber else {
+        yaml.push_str("subscribers: []\n");
+        return yaml;
+    };
+    yaml.push_str("subscribers:\n");
+    if setup.subscribers <= 1 {
+        yaml.push_str(&subscriber_yaml("bench", url));
+        return yaml;
+    }
+    for id in (0..setup.subscribers).map(subscriber_id) {
+        yaml.push_str(&subscriber_yaml(&id, &format!("{url}/{id}")));
     }
     yaml
 }
@@ -239,10 +268,37 @@ mod tests {
         let yaml = config_yaml(Program::Cdr, dir, &Setup::default());
         assert!(yaml.contains("subscribers: []"), "{yaml}");
         assert!(yaml.contains("cdr: {listen: \"127.0.0.1:0\", database: \"sqlite:///tmp/b/cdr.db\"}"));
-        let setup = Setup { subscriber: Some("http://127.0.0.1:9".into()), retry: Some(vec!["1s".into(); 2]) };
+        let setup = Setup {
+            subscriber: Some("http://127.0.0.1:9".into()),
+            retry: Some(vec!["1s".into(); 2]),
+            ..Setup::default()
+        };
         let yaml = config_yaml(Program::Status, dir, &setup);
         assert!(yaml.contains("status_url: \"http://127.0.0.1:9/status\""), "{yaml}");
         assert!(yaml.contains("retry: {schedule: [1s, 1s]}"), "{yaml}");
+        assert_eq!(yaml.matches("- id: ").count(), 1, "{yaml}");
+        assert!(yaml.contains("  - id: bench\n    cdr_url: \"http://127.0.0.1:9/cdr\"\n"), "{yaml}");
+    }
+
+    #[test]
+    fn config_with_many_subscribers_gives_each_its_own_path() {
+        let setup = Setup { subscriber: Some("http://127.0.0.1:9".into()), subscribers: 100, ..Setup::default() };
+        let yaml = config_yaml(Program::Cdr, Path::new("/tmp/b"), &setup);
+        assert_eq!(yaml.matches("- id: ").count(), 100, "{yaml}");
+        assert!(!yaml.contains("id: bench"), "{yaml}");
+        assert!(yaml.contains("  - id: s0\n    cdr_url: \"http://127.0.0.1:9/s0/cdr\"\n"), "{yaml}");
+        assert!(yaml.contains("  - id: s99\n    cdr_url: \"http://127.0.0.1:9/s99/cdr\"\n"), "{yaml}");
+        assert!(yaml.contains("status_url: \"http://127.0.0.1:9/s17/status\""), "{yaml}");
+        assert!(!yaml.contains("s100"), "{yaml}");
+    }
+
+    #[test]
+    fn one_subscriber_config_is_what_it_was() {
+        let setup = Setup { subscriber: Some("http://127.0.0.1:9".into()), ..Setup::default() };
+        let yaml = config_yaml(Program::Cdr, Path::new("/tmp/b"), &setup);
+        let expected = "subscribers:\n  - id: bench\n    cdr_url: \"http://127.0.0.1:9/cdr\"\n    status_url: \
+                        \"http://127.0.0.1:9/status\"\n    service_types: [100, 200]\n    accounts: []\n    secret: null\n";
+        assert!(yaml.ends_with(expected), "{yaml}");
     }
 
     #[test]
