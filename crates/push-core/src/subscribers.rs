@@ -1,6 +1,6 @@
 //! Who gets which event (SPEC §4), resolved once from the configuration.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     config::{signing_key, Service, Subscriber},
@@ -24,30 +24,31 @@ pub struct Route {
     accounts: Vec<String>,
 }
 
-/// The subscribers of one program.
+/// The subscribers of one program, in configuration order, indexed by id (ingest looks up
+/// every subscriber of every request, and there may be a thousand).
 #[derive(Debug, Clone, Default)]
-pub struct Routes(Vec<Arc<Route>>);
+pub struct Routes(Vec<Arc<Route>>, Arc<HashMap<String, usize>>);
 
 impl Routes {
     /// Keeps the subscribers that have a URL for `service`.
     pub fn new(subscribers: &[Subscriber], service: Service) -> Self {
-        Routes(
-            subscribers
-                .iter()
-                .filter_map(|s| {
-                    // Normalized by the URL parser config validation uses.
-                    let url = reqwest::Url::parse(s.url_for(service)?).ok()?;
-                    Some(Arc::new(Route {
-                        id: s.id.clone(),
-                        uri: url.as_str().parse().ok()?,
-                        key: s.secret.as_ref().and_then(signing_key),
-                        metrics: SubscriberMetrics::new(&s.id),
-                        service_types: s.service_types.clone(),
-                        accounts: s.accounts.clone(),
-                    }))
-                })
-                .collect(),
-        )
+        let routes: Vec<Arc<Route>> = subscribers
+            .iter()
+            .filter_map(|s| {
+                // Normalized by the URL parser config validation uses.
+                let url = reqwest::Url::parse(s.url_for(service)?).ok()?;
+                Some(Arc::new(Route {
+                    id: s.id.clone(),
+                    uri: url.as_str().parse().ok()?,
+                    key: s.secret.as_ref().and_then(signing_key),
+                    metrics: SubscriberMetrics::new(&s.id),
+                    service_types: s.service_types.clone(),
+                    accounts: s.accounts.clone(),
+                }))
+            })
+            .collect();
+        let index = routes.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+        Routes(routes, Arc::new(index))
     }
 
     /// Ids of the subscribers that receive `event`: its serviceType is theirs, and their
@@ -68,7 +69,7 @@ impl Routes {
 
     /// One route by subscriber id.
     pub fn get(&self, id: &str) -> Option<&Arc<Route>> {
-        self.0.iter().find(|r| r.id == id)
+        self.1.get(id).map(|&i| &self.0[i])
     }
 
     /// Moves the queue-depth gauge of `subscriber` (a no-op for an unknown one).

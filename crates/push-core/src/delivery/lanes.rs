@@ -2,7 +2,7 @@
 //! an outbox round trip, and how many deliveries each subscriber claims in it. The
 //! [`Dispatcher`](super::Dispatcher) only carries them out (spawns attempts, runs the round
 //! trip, sleeps), so a test can drive every decision step by step against the real outbox
-//! (`model_tests.rs`).
+//! (`model_tests/`).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -15,15 +15,15 @@ use tokio::time::Instant;
 #[cfg(doc)]
 use super::claim_capacity;
 use super::{RECORD_BATCH_PER_SLOT, RECORD_DELAY};
-
-/// The longest the loop sleeps without an event: a safety net for slots given back without
-/// waking it (a failed commit's hand-over); a turn that finds nothing to claim costs nothing.
-const MAX_IDLE: Duration = Duration::from_secs(1);
 use crate::{
     outbox::{ClaimBatch, Claimed, Completion, NextState},
     slots::Slots,
     subscribers::{Route, Routes},
 };
+
+/// The longest the loop sleeps without an event: a safety net for slots given back without
+/// waking it (a failed commit's hand-over); a turn that finds nothing to claim costs nothing.
+const MAX_IDLE: Duration = Duration::from_secs(1);
 
 /// One subscriber's share of the loop.
 struct Lane {

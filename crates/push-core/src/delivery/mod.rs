@@ -15,6 +15,8 @@
 mod attempt;
 mod lanes;
 #[cfg(test)]
+mod lanes_tests;
+#[cfg(test)]
 mod model_tests;
 mod webhook;
 

@@ -17,7 +17,7 @@
 //! - in the end, every delivery is delivered or dead, in the model and in the database.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -25,6 +25,7 @@ use std::{
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tokio::{sync::mpsc, time::Instant};
 
+use self::model::{Model, State};
 use super::lanes::Lanes;
 use crate::{
     config::{Service, Subscriber},
@@ -34,73 +35,12 @@ use crate::{
     subscribers::Routes,
 };
 
+mod model;
+
 const STATUSES: [&str; 4] = ["DIALING", "RINGING", "ANSWERED", "HANGUP"];
 /// Deliveries a case stores at most (arrivals stop there), so that a case with one attempt
 /// in flight at a time still ends in a few thousand steps.
 const MAX_DELIVERIES: usize = 2_000;
-
-/// A delivery as the reference model sees it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum State {
-    /// Waiting in the database, due at this time (ms).
-    Pending(i64),
-    /// Attempted; the result is not recorded yet (the database still has it pending).
-    Finishing(i64, NextState),
-    Delivered,
-    Dead,
-}
-
-/// The reference model: every delivery by (event id, subscriber), with its call and place;
-/// which are not delivered or dead yet; and per subscriber and call the sequences not
-/// finished yet.
-#[derive(Default)]
-struct Model {
-    deliveries: HashMap<(String, String), (String, usize, State)>,
-    open: HashSet<(String, String)>,
-    unfinished: HashMap<String, HashMap<String, BTreeSet<usize>>>,
-}
-
-impl Model {
-    /// A new delivery, due at `now`.
-    fn add(&mut self, key: (String, String), call: String, seq: usize, now: i64) {
-        self.unfinished.entry(key.1.clone()).or_default().entry(call.clone()).or_default().insert(seq);
-        self.open.insert(key.clone());
-        self.deliveries.insert(key, (call, seq, State::Pending(now)));
-    }
-
-    /// Whether `key` heads its (subscriber, call) chain: no lower sequence is unfinished.
-    fn heads_chain(&self, key: &(String, String)) -> bool {
-        let (call, seq, _) = &self.deliveries[key];
-        self.unfinished[&key.1][call].first() == Some(seq)
-    }
-
-    /// Applies recorded results.
-    fn record(&mut self, results: &[Completion], ids: &HashMap<i64, (String, String)>) {
-        for c in results {
-            let key = &ids[&c.id];
-            let entry = self.deliveries.get_mut(key).expect("a known delivery");
-            entry.2 = match c.next {
-                NextState::Delivered => State::Delivered,
-                NextState::Dead => State::Dead,
-                NextState::RetryAt(at) => State::Pending(at),
-            };
-            if !matches!(c.next, NextState::RetryAt(_)) {
-                self.unfinished.get_mut(&key.1).and_then(|m| m.get_mut(&entry.0)).expect("a chain").remove(&entry.1);
-                self.open.remove(key);
-            }
-        }
-    }
-
-    /// Subscribers that have a due delivery heading its chain and not in `in_memory`.
-    fn due_unclaimed(&self, now: i64, in_memory: &HashSet<(String, String)>) -> HashSet<String> {
-        self.open
-            .iter()
-            .filter(|key| matches!(self.deliveries[*key].2, State::Pending(due) if due <= now))
-            .filter(|key| !in_memory.contains(*key) && self.heads_chain(key))
-            .map(|key| key.1.clone())
-            .collect()
-    }
-}
 
 /// One case: its parameters, the program under test and the model.
 struct Case {
