@@ -11,6 +11,7 @@ use crate::{
     clock::{Clock, SystemClock},
     config::{Service, Settings},
     delivery::{Dispatcher, Wiring},
+    intake::Intake,
     outbox::{Handoff, Outbox},
     slots::Slots,
     subscribers::Routes,
@@ -33,6 +34,8 @@ pub struct Application {
     state: AppState,
     dispatcher: Dispatcher,
     writer: JoinHandle<()>,
+    /// Cancelled when the program stops taking events (the intake then refuses them).
+    stopping: CancellationToken,
 }
 
 impl Application {
@@ -78,17 +81,11 @@ impl Application {
             handed,
         };
         let dispatcher = Dispatcher::new(&settings, wiring)?;
-        let state = AppState {
-            service,
-            settings: Arc::new(settings),
-            routes: Arc::new(routes),
-            outbox,
-            wake,
-            shutdown: CancellationToken::new(),
-            clock,
-            metrics,
-        };
-        Ok(Application { listener, state, dispatcher, writer })
+        let routes = Arc::new(routes);
+        let stopping = CancellationToken::new();
+        let intake = Intake::new(routes.clone(), outbox.clone(), wake, clock.clone(), stopping.clone());
+        let state = AppState { service, settings: Arc::new(settings), routes, outbox, intake, clock, metrics };
+        Ok(Application { listener, state, dispatcher, writer, stopping })
     }
 
     /// The bound address (useful with port 0).
@@ -99,17 +96,16 @@ impl Application {
     /// Serves until `shutdown` is cancelled; then stops intake, lets in-flight attempts finish
     /// within the grace period, and closes the outbox.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state, dispatcher, writer } = self;
+        let Application { listener, state, dispatcher, writer, stopping } = self;
         let program = state.service.program();
         let addr = listener.local_addr()?;
         let tls = state.settings.service(state.service).tls.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, "{program} listening on {scheme}://{addr}");
-        let intake = state.shutdown.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
             stop.cancelled().await;
-            intake.cancel();
+            stopping.cancel();
         });
         let outbox = state.outbox.clone();
         let delivery = tokio::spawn(dispatcher.run(shutdown.clone()));

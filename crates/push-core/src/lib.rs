@@ -6,6 +6,7 @@
 //! - [`retry`]: the retry policy, a pure function of config and attempt number.
 //! - [`outbox`]: the SQLite outbox and its single group-committing writer; the only SQL.
 //! - [`delivery`]: the delivery loop and the webhook client; the only outbound HTTP.
+//! - [`intake`]: the one way in for events from every source (ids, routing, store, wake).
 //! - [`api`]: ingest and operations HTTP API.
 //! - [`subscribers`]: who receives which event.
 //! - [`signature`]: Standard Webhooks signing.
@@ -19,6 +20,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod intake;
 pub mod outbox;
 pub mod retry;
 pub mod schema;

@@ -12,7 +12,7 @@ pub async fn healthz() -> Json<Value> {
 
 /// 200 when the outbox is reachable and the program accepts events, else 503.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    if state.shutdown.is_cancelled() {
+    if state.intake.is_stopping() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting down"})));
     }
     if !state.outbox.is_ready().await {

@@ -10,11 +10,7 @@ use axum::{
 use serde::Serialize;
 
 use super::{error::ApiError, AppState};
-use crate::{
-    outbox::{Accepted, IngestItem, IngestOutcome},
-    schema,
-    telemetry::metrics as m,
-};
+use crate::{intake::IntakeError, outbox::IngestItem, schema};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,26 +31,17 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    if state.shutdown.is_cancelled() {
-        return Err(ApiError::Unavailable("shutting down; nothing was stored".into()));
-    }
     require_json(&headers)?;
     let items = parse(&state, body).await?;
-    let outcome = state.outbox.ingest(items, state.clock.now_ms()).await.map_err(|e| {
-        tracing::error!(error = %e, "ingest could not be committed");
-        ApiError::Unavailable("the outbox is unavailable; nothing was stored".into())
+    let accepted = state.intake.accept(items).await.map_err(|e| match e {
+        IntakeError::AfterHangup { index, call_id } => ApiError::AfterHangup { index, call_id },
+        e => ApiError::Unavailable(e.to_string()),
     })?;
-    match outcome {
-        IngestOutcome::Accepted { items, new_deliveries } => {
-            note_accepted(&state, &items, &new_deliveries);
-            let accepted = items
-                .into_iter()
-                .map(|a| AcceptedItem { call_id: a.call_id, event_id: a.event_id, duplicate: a.duplicate })
-                .collect();
-            Ok((StatusCode::ACCEPTED, Json(AcceptedBody { accepted })))
-        }
-        IngestOutcome::AfterHangup { index, call_id } => Err(ApiError::AfterHangup { index, call_id }),
-    }
+    let accepted = accepted
+        .into_iter()
+        .map(|a| AcceptedItem { call_id: a.call_id, event_id: a.event_id, duplicate: a.duplicate })
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(AcceptedBody { accepted })))
 }
 
 /// Reads, parses and validates the body. The body is validated straight from its bytes (no
@@ -63,12 +50,7 @@ pub async fn ingest(
 async fn parse(state: &AppState, body: Body) -> Result<Vec<IngestItem>, ApiError> {
     let limit = state.settings.ingest.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
-    schema::validate_bytes_with(state.service, &bytes, |event| IngestItem {
-        subscribers: state.routes.matching(&event),
-        event_id: uuid::Uuid::now_v7().to_string(),
-        event: event.into_stored(),
-    })
-    .map_err(|e| match e {
+    schema::validate_bytes_with(state.service, &bytes, |event| state.intake.item(event)).map_err(|e| match e {
         schema::BodyError::Malformed(e) => ApiError::MalformedJson(e.to_string()),
         schema::BodyError::Invalid(errors) => ApiError::Validation(errors),
     })
@@ -81,17 +63,5 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType)
-    }
-}
-
-/// Metrics and the delivery loop's wake-up, after a commit.
-fn note_accepted(state: &AppState, accepted: &[Accepted], new_deliveries: &[(String, u64)]) {
-    let new = accepted.iter().filter(|a| !a.duplicate).count() as u64;
-    for (subscriber, n) in new_deliveries {
-        state.routes.queue_depth_add(subscriber, *n as f64);
-    }
-    m::ingested(new, accepted.len() as u64 - new);
-    if new > 0 {
-        state.wake.notify_one();
     }
 }

@@ -9,21 +9,19 @@ mod security;
 
 use std::sync::Arc;
 
+use crate::{
+    clock::Clock,
+    config::{Service, Settings},
+    intake::Intake,
+    outbox::Outbox,
+    subscribers::Routes,
+};
 use axum::{
     middleware,
     routing::{get, post},
     Router,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-
-use crate::{
-    clock::Clock,
-    config::{Service, Settings},
-    outbox::Outbox,
-    subscribers::Routes,
-};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -34,12 +32,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Subscribers of this program.
     pub routes: Arc<Routes>,
-    /// The outbox.
+    /// The outbox, for the operations API's reads.
     pub outbox: Outbox,
-    /// Wakes the delivery loop after a commit.
-    pub wake: Arc<Notify>,
-    /// Cancelled at shutdown: ingest then answers 503.
-    pub shutdown: CancellationToken,
+    /// Where ingest and redelivery put events and work (stores, counts, wakes the loop).
+    pub intake: Intake,
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// Renders `/metrics`.

@@ -88,9 +88,8 @@ pub async fn redeliver_one(
     let Some(detail) = state.outbox.delivery(id).await.map_err(storage)? else {
         return Err(ApiError::NotFound(format!("delivery {id}")));
     };
-    let filter = RedeliverFilter { id: Some(id), ..Default::default() };
-    let count = state.outbox.redeliver(filter, state.clock.now_ms()).await.map_err(storage)?;
-    after_redeliver(&state, &[(detail.delivery.subscriber, count)]);
+    let filter = RedeliverFilter { id: Some(id), state: None, subscriber: Some(detail.delivery.subscriber) };
+    let count = state.intake.redeliver(vec![filter]).await.map_err(storage)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"redelivered": count}))))
 }
 
@@ -121,23 +120,12 @@ pub async fn redeliver_bulk(
         Some(s) => vec![s.clone()],
         None => state.routes.all().iter().map(|r| r.id.clone()).collect(),
     };
-    let mut total = 0;
-    let mut per_sub = Vec::new();
-    for sub in subs {
-        let filter = RedeliverFilter { id: None, state: Some(wanted.clone()), subscriber: Some(sub.clone()) };
-        let n = state.outbox.redeliver(filter, state.clock.now_ms()).await.map_err(storage)?;
-        total += n;
-        per_sub.push((sub, n));
-    }
-    after_redeliver(&state, &per_sub);
+    let filters = subs
+        .into_iter()
+        .map(|sub| RedeliverFilter { id: None, state: Some(wanted.clone()), subscriber: Some(sub) })
+        .collect();
+    let total = state.intake.redeliver(filters).await.map_err(storage)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"redelivered": total}))))
-}
-
-fn after_redeliver(state: &AppState, counts: &[(String, u64)]) {
-    for (sub, n) in counts {
-        state.routes.queue_depth_add(sub, *n as f64);
-    }
-    state.wake.notify_one();
 }
 
 /// A subscriber's entry of `/v1/stats` before anything is filled in.

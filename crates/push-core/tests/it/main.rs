@@ -5,6 +5,7 @@ mod config_env;
 mod delivery;
 mod fanout;
 mod ingest;
+mod intake;
 mod ops;
 mod ordering;
 mod security;
