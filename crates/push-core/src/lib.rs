@@ -30,6 +30,9 @@ pub mod signature;
 pub mod slots;
 pub mod subscribers;
 pub mod telemetry;
+
+#[cfg(test)]
+mod module_graph_tests;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_appender::{non_blocking::WorkerGuard, rolling};
 use tracing_subscriber::{fmt, layer::SubscriberExt as _, util::SubscriberInitExt as _, EnvFilter, Layer as _};
 
-use crate::{config::LogSettings, delivery::Sent, outbox::NextState, subscribers::Route};
+use crate::config::LogSettings;
 
 /// Keeps the log file writer alive; dropping it flushes the file.
 pub struct LogGuard {
@@ -39,32 +39,6 @@ pub fn init(program: &str, log: &LogSettings) -> anyhow::Result<LogGuard> {
     };
     tracing_subscriber::registry().with(stdout).with(file).try_init().context("installing the log subscriber")?;
     Ok(LogGuard { _file: guard })
-}
-
-/// Logs one attempt: info when delivered, warn when it will be retried, error when dead.
-pub fn log_attempt(event_id: &str, call_id: &str, route: &Route, attempt: u32, sent: &Sent, next: NextState) {
-    let latency_ms = sent.latency.as_millis() as u64;
-    let status = sent.status.map(i64::from).unwrap_or(-1);
-    let error = sent.error.as_deref().unwrap_or("");
-    let subscriber = route.id.as_str();
-    metrics::attempt(&route.metrics, sent, next);
-    match next {
-        NextState::Delivered => {
-            tracing::info!(target: "attempt", event_id, call_id, subscriber, attempt, status, latency_ms, "delivered")
-        }
-        NextState::RetryAt(at) => tracing::warn!(
-            target: "attempt", event_id, call_id, subscriber, attempt, status, error, latency_ms, retry_at = at,
-            "attempt failed; will retry"
-        ),
-        NextState::Dead if sent.status == Some(410) => tracing::error!(
-            target: "attempt", event_id, call_id, subscriber, attempt, status, error, latency_ms,
-            "subscriber answered 410 Gone: delivery is dead, check the subscriber's URL"
-        ),
-        NextState::Dead => tracing::error!(
-            target: "attempt", event_id, call_id, subscriber, attempt, status, error, latency_ms,
-            "attempt failed; no retries left: delivery is dead"
-        ),
-    }
 }
 
 /// Prometheus metrics of both programs, labelled by subscriber where it applies.
@@ -134,6 +108,19 @@ pub mod metrics {
     }
 
     impl SubscriberMetrics {
+        /// Counts one finished attempt: its latency, and delivered, failed or (failed and) dead.
+        pub fn attempt(&self, latency: std::time::Duration, delivered: bool, dead: bool) {
+            self.latency.record(latency.as_secs_f64());
+            match (delivered, dead) {
+                (true, _) => self.delivered.increment(1),
+                (false, false) => self.failed.increment(1),
+                (false, true) => {
+                    self.failed.increment(1);
+                    self.dead.increment(1);
+                }
+            }
+        }
+
         /// Registers (or finds) the series labelled `subscriber`.
         pub fn new(subscriber: &str) -> Self {
             handle();
@@ -144,18 +131,6 @@ pub mod metrics {
                 failed: ::metrics::counter!("voice_push_attempts_failed_total", &label()),
                 dead: ::metrics::counter!("voice_push_dead_total", &label()),
                 latency: ::metrics::histogram!("voice_push_attempt_latency_seconds", &label()),
-            }
-        }
-    }
-
-    pub(super) fn attempt(m: &SubscriberMetrics, sent: &Sent, next: NextState) {
-        m.latency.record(sent.latency.as_secs_f64());
-        match next {
-            NextState::Delivered => m.delivered.increment(1),
-            NextState::RetryAt(_) => m.failed.increment(1),
-            NextState::Dead => {
-                m.failed.increment(1);
-                m.dead.increment(1);
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::webhook::WebhookClient;
+use super::webhook::{Sent, WebhookClient};
 use crate::{
     clock::Clock,
     outbox::{Claimed, Completion, NextState},
@@ -30,7 +30,7 @@ pub(super) async fn attempt(shared: &Shared, route: &Route, claimed: Claimed) ->
         Decision::RetryIn(wait) => NextState::RetryAt(at + latency_ms + wait.as_millis() as i64),
         Decision::Dead => NextState::Dead,
     };
-    crate::telemetry::log_attempt(&claimed.event_id, &claimed.call_id, route, number, &sent, next);
+    log_attempt(&claimed.event_id, &claimed.call_id, route, number, &sent, next);
     Completion {
         id: claimed.id,
         subscriber: claimed.subscriber,
@@ -41,5 +41,31 @@ pub(super) async fn attempt(shared: &Shared, route: &Route, claimed: Claimed) ->
         error: sent.error,
         latency_ms,
         next,
+    }
+}
+
+/// Logs one attempt: info when delivered, warn when it will be retried, error when dead.
+fn log_attempt(event_id: &str, call_id: &str, route: &Route, attempt: u32, sent: &Sent, next: NextState) {
+    let latency_ms = sent.latency.as_millis() as u64;
+    let status = sent.status.map(i64::from).unwrap_or(-1);
+    let error = sent.error.as_deref().unwrap_or("");
+    let subscriber = route.id.as_str();
+    route.metrics.attempt(sent.latency, next == NextState::Delivered, next == NextState::Dead);
+    match next {
+        NextState::Delivered => {
+            tracing::info!(target: "attempt", event_id, call_id, subscriber, attempt, status, latency_ms, "delivered")
+        }
+        NextState::RetryAt(at) => tracing::warn!(
+            target: "attempt", event_id, call_id, subscriber, attempt, status, error, latency_ms, retry_at = at,
+            "attempt failed; will retry"
+        ),
+        NextState::Dead if sent.status == Some(410) => tracing::error!(
+            target: "attempt", event_id, call_id, subscriber, attempt, status, error, latency_ms,
+            "subscriber answered 410 Gone: delivery is dead, check the subscriber's URL"
+        ),
+        NextState::Dead => tracing::error!(
+            target: "attempt", event_id, call_id, subscriber, attempt, status, error, latency_ms,
+            "attempt failed; no retries left: delivery is dead"
+        ),
     }
 }
