@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     clock::Clock,
-    outbox::{Accepted, IngestItem, IngestOutcome, Outbox, RedeliverFilter},
+    outbox::{Accepted, IngestItem, IngestOutcome, Outbox, RedeliverFilter, StoreError},
     schema::ValidEvent,
     subscribers::Routes,
     telemetry::metrics as m,
@@ -37,7 +37,7 @@ pub enum IntakeError {
     },
     /// The outbox could not commit or sync them.
     #[error("the outbox is unavailable; nothing was stored")]
-    Unavailable(#[source] anyhow::Error),
+    Unavailable(#[source] StoreError),
 }
 
 /// The intake of one program: cheap to clone, shared by every source.
@@ -112,7 +112,7 @@ impl Intake {
     /// Puts matching deliveries back to pending with a fresh schedule (SPEC §5), per
     /// subscriber listed (all when `subscribers` is empty is the caller's choice); returns
     /// how many, and wakes the loop for them.
-    pub async fn redeliver(&self, filters: Vec<RedeliverFilter>) -> anyhow::Result<u64> {
+    pub async fn redeliver(&self, filters: Vec<RedeliverFilter>) -> Result<u64, StoreError> {
         let mut total = 0;
         for filter in filters {
             let subscriber = filter.subscriber.clone();

@@ -32,7 +32,7 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-fn storage(e: anyhow::Error) -> ApiError {
+fn storage(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "outbox query failed");
     ApiError::Unavailable("the outbox is unavailable".into())
 }

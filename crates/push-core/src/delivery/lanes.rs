@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::claim_capacity;
 use super::{RECORD_BATCH_PER_SLOT, RECORD_DELAY};
 use crate::{
-    outbox::{ClaimBatch, Claimed, Completion, NextState},
+    outbox::{ClaimBatch, Claimed, Completion, NextState, StoreError},
     slots::Slots,
     subscribers::{Route, Routes},
 };
@@ -270,7 +270,7 @@ impl Lanes {
     /// Takes a round trip's answer: claimed deliveries join the ready queues, slots asked
     /// for and not filled go back. On an error the results are kept for the next round
     /// (`false`).
-    pub fn end_round(&mut self, round: Round, outcome: anyhow::Result<ClaimBatch>, at: Instant) -> bool {
+    pub fn end_round(&mut self, round: Round, outcome: Result<ClaimBatch, StoreError>, at: Instant) -> bool {
         let Round { results, asked } = round;
         match outcome {
             Ok(batch) => {

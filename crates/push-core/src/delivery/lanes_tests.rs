@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::lanes::{Lanes, Round};
 use crate::{
     config::{Service, Subscriber},
-    outbox::{ClaimBatch, Claimed},
+    outbox::{ClaimBatch, Claimed, StoreError},
     slots::Slots,
     subscribers::Routes,
 };
@@ -74,7 +74,7 @@ fn when_the_total_cannot_serve_everyone_the_next_round_starts_after_the_last_ser
     let round = lanes.begin_round(0).expect("a claim round");
     assert_eq!(asked(&round), [("s0", 1), ("s1", 1)]);
     // The round trip failed: its slots come back, and nothing was learnt.
-    assert!(!lanes.end_round(round, Err(anyhow::anyhow!("disk full")), Instant::now()));
+    assert!(!lanes.end_round(round, Err(StoreError::Stopped), Instant::now()));
     assert_eq!(slots.free_total(), 2);
     let round = lanes.begin_round(0).expect("a claim round");
     assert_eq!(asked(&round), [("s2", 1), ("s3", 1)], "s2 and s3 before s0 and s1 again");

@@ -34,7 +34,7 @@ pub use self::webhook::{Sent, WebhookClient};
 use crate::{
     clock::Clock,
     config::Settings,
-    outbox::{ClaimBatch, Claimed, Completion, Outbox},
+    outbox::{ClaimBatch, Claimed, Completion, Outbox, StoreError},
     retry::RetryPolicy,
     slots::Slots,
     subscribers::{Route, Routes},
@@ -86,10 +86,10 @@ pub struct Dispatcher {
 }
 
 /// An outbox round trip under way.
-type RoundFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Round, anyhow::Result<ClaimBatch>)> + Send>>;
+type RoundFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (Round, Result<ClaimBatch, StoreError>)> + Send>>;
 
 /// Awaits the round trip under way, if any (never completes otherwise).
-async fn running(round: Option<&mut RoundFuture>) -> (Round, anyhow::Result<ClaimBatch>) {
+async fn running(round: Option<&mut RoundFuture>) -> (Round, Result<ClaimBatch, StoreError>) {
     match round {
         Some(f) => f.await,
         None => std::future::pending().await,

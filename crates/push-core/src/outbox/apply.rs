@@ -1,16 +1,17 @@
 //! One writer group applied in one transaction: bulk ingest, then the delivery loop's and the
 //! operations API's commands, each as a unit that either stays whole or leaves no trace.
 
-use rusqlite::Connection;
+use std::sync::Arc;
 
-use crate::slots::Slots;
+use rusqlite::Connection;
 
 use super::{
     deliveries,
     ingest::{self, Plan, Request},
     writer::{finish, Command, Finish, Reply},
-    ClaimBatch, Claimed, IngestOutcome, NextState,
+    ClaimBatch, Claimed, Completion, IngestItem, IngestOutcome, NextState, RedeliverFilter, StoreError,
 };
+use crate::slots::Slots;
 
 /// The savepoint a unit runs in when the transaction holds more than one: begun, kept, undone.
 const BEGIN_UNIT: &str = "SAVEPOINT unit";
@@ -27,13 +28,22 @@ pub(super) fn apply_group(
     conn: &Connection,
     group: Vec<Command>,
     ctx: Plan<'_>,
-) -> (Vec<Finish>, Result<(), String>, Vec<Claimed>) {
+) -> (Vec<Finish>, Result<(), StoreError>, Vec<Claimed>) {
     let (ordered, slots) = (ctx.ordered, ctx.slots);
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let finishes = group.into_iter().map(|c| fail(c, &e.to_string())).collect();
-        return (finishes, Err(e.to_string()), Vec::new());
+        let e = StoreError::transaction(e);
+        let finishes = group.into_iter().map(|c| fail(c, &e)).collect();
+        return (finishes, Err(e), Vec::new());
     }
-    let (ingests, others): (Vec<_>, Vec<_>) = group.into_iter().partition(|c| matches!(c, Command::Ingest { .. }));
+    let (mut ingests, mut others) = (Vec::new(), Vec::new());
+    for command in group {
+        match command {
+            Command::Ingest { items, now, reply } => ingests.push((items, now, reply)),
+            Command::Cycle { done, wants, now, reply } => others.push(LoopCommand::Cycle { done, wants, now, reply }),
+            Command::Redeliver { filter, now, reply } => others.push(LoopCommand::Redeliver { filter, now, reply }),
+            Command::ReleaseClaims { reply } => others.push(LoopCommand::ReleaseClaims { reply }),
+        }
+    }
     let savepoints = usize::from(!ingests.is_empty()) + others.len() > 1;
     let (mut finishes, handed, mut keep) = apply_ingests(conn, ingests, ctx, savepoints);
     for command in others {
@@ -52,23 +62,31 @@ pub(super) fn apply_group(
         tracing::error!(error = %e, "outbox commit failed");
         // A failed COMMIT may leave the transaction open; nothing of it may stay.
         let _ = conn.execute_batch("ROLLBACK");
-        e.to_string()
+        StoreError::transaction(e)
     });
     (finishes, commit, handed)
 }
 
 /// A command that could not run: its caller gets the storage error.
-fn fail(command: Command, msg: &str) -> Finish {
-    fn err<T>(msg: &str) -> anyhow::Result<T> {
-        Err(anyhow::anyhow!("outbox unavailable: {msg}"))
-    }
+fn fail(command: Command, e: &StoreError) -> Finish {
     match command {
-        Command::Ingest { reply, .. } => finish(reply, err(msg)),
-        Command::Cycle { reply, .. } => finish(reply, err(msg)),
-        Command::Redeliver { reply, .. } => finish(reply, err(msg)),
-        Command::ReleaseClaims { reply } => finish(reply, err(msg)),
+        Command::Ingest { reply, .. } => finish(reply, Err(e.clone())),
+        Command::Cycle { reply, .. } => finish(reply, Err(e.clone())),
+        Command::Redeliver { reply, .. } => finish(reply, Err(e.clone())),
+        Command::ReleaseClaims { reply } => finish(reply, Err(e.clone())),
     }
 }
+
+/// The commands that are not ingest, each applied as a unit of its own: ingest is applied
+/// in bulk ([`apply_ingests`]), so it is not one of them.
+enum LoopCommand {
+    Cycle { done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64, reply: Reply<ClaimBatch> },
+    Redeliver { filter: RedeliverFilter, now: i64, reply: Reply<u64> },
+    ReleaseClaims { reply: Reply<()> },
+}
+
+/// An ingest request taken from its command.
+type IngestRequest = (Vec<IngestItem>, i64, Reply<IngestOutcome>);
 
 /// Ends a unit's savepoint, if it has one: keeps its changes, or undoes them.
 fn end_unit(conn: &Connection, savepoint: bool, ok: bool) -> rusqlite::Result<()> {
@@ -84,17 +102,10 @@ fn end_unit(conn: &Connection, savepoint: bool, ok: bool) -> rusqlite::Result<()
 /// savepoint).
 fn apply_ingests(
     conn: &Connection,
-    ingests: Vec<Command>,
+    requests: Vec<IngestRequest>,
     ctx: Plan<'_>,
     savepoint: bool,
 ) -> (Vec<Finish>, Vec<Claimed>, bool) {
-    let requests: Vec<_> = ingests
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::Ingest { items, now, reply } => Some((items, now, reply)),
-            _ => None,
-        })
-        .collect();
     if requests.is_empty() {
         return (Vec::new(), Vec::new(), true);
     }
@@ -108,9 +119,8 @@ fn apply_ingests(
         }
         Err(e) => {
             tracing::error!(error = %e, "bulk ingest failed");
-            let msg = e.to_string();
-            let finishes =
-                requests.into_iter().map(|(_, _, reply)| finish(reply, Err(anyhow::anyhow!("{msg}")))).collect();
+            let e = StoreError::statement(e);
+            let finishes = requests.into_iter().map(|(_, _, reply)| finish(reply, Err(e.clone()))).collect();
             (finishes, Vec::new(), savepoint)
         }
     }
@@ -151,7 +161,6 @@ enum Ran {
     Cycle(Reply<ClaimBatch>, anyhow::Result<ClaimBatch>),
     Redeliver(Reply<u64>, anyhow::Result<u64>),
     ReleaseClaims(Reply<()>, anyhow::Result<()>),
-    Refused(Finish),
 }
 
 impl Ran {
@@ -160,30 +169,34 @@ impl Ran {
             Ran::Cycle(_, r) => r.is_ok(),
             Ran::Redeliver(_, r) => r.is_ok(),
             Ran::ReleaseClaims(_, r) => r.is_ok(),
-            Ran::Refused(_) => false,
         }
     }
 
     /// The answer, given how keeping (or undoing) the command's changes went.
     fn finish(self, kept: rusqlite::Result<()>) -> Finish {
-        fn with<T>(kept: rusqlite::Result<()>, r: anyhow::Result<T>) -> anyhow::Result<T> {
-            kept.map_err(anyhow::Error::from).and(r)
+        fn with<T>(kept: rusqlite::Result<()>, r: anyhow::Result<T>) -> Result<T, StoreError> {
+            kept.map_err(StoreError::transaction).and(r.map_err(StoreError::statement))
         }
         match self {
             Ran::Cycle(reply, r) => finish(reply, with(kept, r)),
             Ran::Redeliver(reply, r) => finish(reply, with(kept, r)),
             Ran::ReleaseClaims(reply, r) => finish(reply, with(kept, r)),
-            Ran::Refused(f) => f,
         }
     }
 }
 
 /// Applies one non-ingest command as one unit (see [`apply_group`]); also returns whether the
 /// transaction may be committed (false: it failed without a savepoint).
-fn apply_one(conn: &Connection, command: Command, ordered: bool, slots: &Slots, savepoint: bool) -> (Finish, bool) {
+fn apply_one(conn: &Connection, command: LoopCommand, ordered: bool, slots: &Slots, savepoint: bool) -> (Finish, bool) {
     if savepoint {
         if let Err(e) = conn.execute_batch(BEGIN_UNIT) {
-            return (fail(command, &e.to_string()), true);
+            let e = StoreError::transaction(e);
+            let failed = match command {
+                LoopCommand::Cycle { reply, .. } => finish(reply, Err(e)),
+                LoopCommand::Redeliver { reply, .. } => finish(reply, Err(e)),
+                LoopCommand::ReleaseClaims { reply } => finish(reply, Err(e)),
+            };
+            return (failed, true);
         }
     }
     let ran = run_command(conn, command, ordered, slots);
@@ -194,9 +207,9 @@ fn apply_one(conn: &Connection, command: Command, ordered: bool, slots: &Slots, 
 
 /// Runs one non-ingest command. Keeps the subscribers' backlog marks (see [`Slots`]) in step
 /// with what it leaves claimable in the database.
-fn run_command(conn: &Connection, command: Command, ordered: bool, slots: &Slots) -> Ran {
+fn run_command(conn: &Connection, command: LoopCommand, ordered: bool, slots: &Slots) -> Ran {
     match command {
-        Command::Cycle { done, mut wants, now, reply } => {
+        LoopCommand::Cycle { done, mut wants, now, reply } => {
             let result = (|| {
                 deliveries::complete(conn, &done)?;
                 // A status let go after the one before it is claimed with it while the loop
@@ -216,16 +229,13 @@ fn run_command(conn: &Connection, command: Command, ordered: bool, slots: &Slots
             })();
             Ran::Cycle(reply, result)
         }
-        Command::Redeliver { filter, now, reply } => {
+        LoopCommand::Redeliver { filter, now, reply } => {
             slots.mark_all_backlogged();
             Ran::Redeliver(reply, deliveries::redeliver(conn, &filter, now, ordered))
         }
-        Command::ReleaseClaims { reply } => {
+        LoopCommand::ReleaseClaims { reply } => {
             slots.mark_all_backlogged();
             Ran::ReleaseClaims(reply, deliveries::release_claims(conn))
-        }
-        Command::Ingest { reply, .. } => {
-            Ran::Refused(fail(Command::Ingest { items: vec![], now: 0, reply }, "ingest is applied in bulk"))
         }
     }
 }
@@ -271,7 +281,7 @@ mod tests {
         let plan = Plan { ids: &mut ids, ordered: false, slots: &slots };
 
         let (finishes, commit, _handed) = apply_group(&conn, vec![cycle, ingest], plan);
-        assert_eq!(commit, Ok(()), "the group commits");
+        assert!(commit.is_ok(), "the group commits: {commit:?}");
         finishes.into_iter().for_each(|f| f(commit.clone()));
         let accepted = ingest_answer.await.expect("answered").expect("the ingest is kept");
         assert!(matches!(accepted, IngestOutcome::Accepted { .. }), "{accepted:?}");

@@ -11,6 +11,7 @@
 mod apply;
 mod bulk;
 mod deliveries;
+mod error;
 mod ingest;
 mod read;
 mod syncer;
@@ -30,6 +31,7 @@ use sqlx::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::error::StoreError;
 pub use self::read::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, StatsRow};
 use self::writer::Command;
 pub use self::writer::WriterStats;
@@ -227,7 +229,7 @@ impl Outbox {
     }
 
     /// Stores events; returns only after the commit.
-    pub async fn ingest(&self, items: Vec<IngestItem>, now: i64) -> anyhow::Result<IngestOutcome> {
+    pub async fn ingest(&self, items: Vec<IngestItem>, now: i64) -> Result<IngestOutcome, StoreError> {
         self.call(|reply| Command::Ingest { items, now, reply }).await
     }
 
@@ -240,24 +242,24 @@ impl Outbox {
         done: Arc<Vec<Completion>>,
         wants: Vec<(String, usize)>,
         now: i64,
-    ) -> anyhow::Result<ClaimBatch> {
+    ) -> Result<ClaimBatch, StoreError> {
         self.call(|reply| Command::Cycle { done, wants, now, reply }).await
     }
 
     /// Puts matching deliveries back to pending with a fresh schedule; returns how many.
-    pub async fn redeliver(&self, filter: RedeliverFilter, now: i64) -> anyhow::Result<u64> {
+    pub async fn redeliver(&self, filter: RedeliverFilter, now: i64) -> Result<u64, StoreError> {
         self.call(|reply| Command::Redeliver { filter, now, reply }).await
     }
 
     /// Lets unfinished claims go, so the next start attempts them again at once.
-    pub async fn release_claims(&self) -> anyhow::Result<()> {
+    pub async fn release_claims(&self) -> Result<(), StoreError> {
         self.call(|reply| Command::ReleaseClaims { reply }).await
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<anyhow::Result<T>>) -> Command) -> anyhow::Result<T> {
+    async fn call<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Command) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).await.map_err(|_| anyhow::anyhow!("the outbox writer has stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the outbox writer has stopped"))?
+        self.commands.send(make(tx)).await.map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// The writer's counters (transactions, ingests, claims).

@@ -13,14 +13,14 @@ use std::{fs::File, path::PathBuf, sync::Arc};
 
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::{ingest, writer::Finish, Claimed, Handoff};
+use super::{ingest, writer::Finish, Claimed, Handoff, StoreError};
 
 /// A committed group waiting for its fsync.
 pub(super) struct Committed {
     /// Answers to the group's callers.
     pub finishes: Vec<Finish>,
     /// The commit's result.
-    pub commit: Result<(), String>,
+    pub commit: Result<(), StoreError>,
     /// Deliveries stored as claimed, for the delivery loop.
     pub handed: Vec<Claimed>,
 }
@@ -50,12 +50,16 @@ async fn run(wal: PathBuf, mut rx: mpsc::UnboundedReceiver<Committed>, handoff: 
     }
 }
 
-async fn sync(wal: &PathBuf, file: &mut Option<Arc<File>>) -> Result<(), String> {
+async fn sync(wal: &PathBuf, file: &mut Option<Arc<File>>) -> Result<(), StoreError> {
+    let failed = |e: std::io::Error| StoreError::Sync(Arc::new(e));
     if file.is_none() {
-        *file = Some(Arc::new(File::open(wal).map_err(|e| format!("opening {}: {e}", wal.display()))?));
+        let opened =
+            File::open(wal).map_err(|e| std::io::Error::new(e.kind(), format!("opening {}: {e}", wal.display())));
+        *file = Some(Arc::new(opened.map_err(failed)?));
     }
     let handle = file.clone().expect("opened above");
-    tokio::task::spawn_blocking(move || handle.sync_data()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+    let joined = tokio::task::spawn_blocking(move || handle.sync_data()).await;
+    joined.map_err(|e| failed(std::io::Error::other(e)))?.map_err(failed)
 }
 
 /// Sends deliveries stored as claimed to the delivery loop, once they are committed (and, for

@@ -15,10 +15,10 @@ use super::{
     apply::apply_group,
     ingest::{Plan, RowIds},
     syncer::{self, Committed},
-    ClaimBatch, Completion, Handoff, IngestItem, IngestOutcome, RedeliverFilter,
+    ClaimBatch, Completion, Handoff, IngestItem, IngestOutcome, RedeliverFilter, StoreError,
 };
 
-pub(super) type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// Commands taken from the queue at once.
 const MAX_GROUP: usize = 512;
@@ -56,15 +56,11 @@ pub(super) enum Command {
 }
 
 /// Sends a command's result once the commit's fate is known.
-pub(super) type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+pub(super) type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-pub(super) fn finish<T: Send + 'static>(reply: Reply<T>, result: anyhow::Result<T>) -> Finish {
+pub(super) fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Finish {
     Box::new(move |commit| {
-        let result = match commit {
-            Ok(()) => result,
-            Err(e) => Err(anyhow::anyhow!("outbox commit failed: {e}")),
-        };
-        let _ = reply.send(result);
+        let _ = reply.send(commit.and(result));
     })
 }
 
