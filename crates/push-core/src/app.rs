@@ -12,7 +12,7 @@ use crate::{
     config::{Service, Settings},
     delivery::{Dispatcher, Wiring},
     intake::Intake,
-    outbox::{Handoff, Outbox},
+    outbox::{Handoff, Outbox, Store},
     slots::Slots,
     subscribers::Routes,
     telemetry::metrics as m,
@@ -65,6 +65,7 @@ impl Application {
         let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
         let handoff = Handoff { slots: slots.clone(), deliveries: handed_tx };
         let (outbox, writer) = Outbox::open(&section.database, service, handoff).await?;
+        let outbox: Arc<dyn Store> = Arc::new(outbox);
         for route in routes.all() {
             route.metrics.queue_depth.set(0.0);
         }
@@ -112,7 +113,7 @@ impl Application {
         let router = api::router(state);
         crate::server::serve(listener, router, tls, shutdown).await?;
         delivery.await.context("delivery loop panicked")?;
-        outbox.close_readers().await;
+        outbox.close().await;
         drop(outbox);
         writer.await.context("outbox writer panicked")?;
         tracing::info!("{program} stopped");

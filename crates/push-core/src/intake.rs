@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     clock::Clock,
-    outbox::{Accepted, IngestItem, IngestOutcome, Outbox, RedeliverFilter, StoreError},
+    outbox::{Accepted, IngestItem, IngestOutcome, RedeliverFilter, Store, StoreError},
     schema::ValidEvent,
     subscribers::Routes,
     telemetry::metrics as m,
@@ -44,7 +44,7 @@ pub enum IntakeError {
 #[derive(Clone)]
 pub struct Intake {
     routes: Arc<Routes>,
-    outbox: Outbox,
+    outbox: Arc<dyn Store>,
     wake: Arc<Notify>,
     clock: Arc<dyn Clock>,
     stopping: CancellationToken,
@@ -55,7 +55,7 @@ impl Intake {
     /// delivery loop's, `stopping` is cancelled when the program stops taking events.
     pub fn new(
         routes: Arc<Routes>,
-        outbox: Outbox,
+        outbox: Arc<dyn Store>,
         wake: Arc<Notify>,
         clock: Arc<dyn Clock>,
         stopping: CancellationToken,

@@ -13,7 +13,7 @@ use crate::{
     clock::Clock,
     config::{Service, Settings},
     intake::Intake,
-    outbox::Outbox,
+    outbox::Store,
     subscribers::Routes,
 };
 use axum::{
@@ -33,7 +33,7 @@ pub struct AppState {
     /// Subscribers of this program.
     pub routes: Arc<Routes>,
     /// The outbox, for the operations API's reads.
-    pub outbox: Outbox,
+    pub outbox: Arc<dyn Store>,
     /// Where ingest and redelivery put events and work (stores, counts, wakes the loop).
     pub intake: Intake,
     /// Time source.

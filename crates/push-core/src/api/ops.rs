@@ -148,13 +148,8 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         entry["oldestDueAt"] = json!(due_at);
         entry["oldestDueAgeMs"] = json!(due_at.map(|at| now - at));
     }
-    let w = state.outbox.writer_stats();
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    let outbox = json!({
-        "transactions": load(&w.transactions),
-        "ingestRequests": load(&w.ingests),
-        "claims": load(&w.claims),
-    });
+    let c = state.outbox.counters();
+    let outbox = json!({"transactions": c.transactions, "ingestRequests": c.ingests, "claims": c.claims});
     Ok(Json(json!({"subscribers": subscribers, "outbox": outbox})))
 }
 

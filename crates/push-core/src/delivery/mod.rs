@@ -34,7 +34,7 @@ pub use self::webhook::{Sent, WebhookClient};
 use crate::{
     clock::Clock,
     config::Settings,
-    outbox::{ClaimBatch, Claimed, Completion, Outbox, StoreError},
+    outbox::{ClaimBatch, Claimed, Completion, Store, StoreError},
     retry::RetryPolicy,
     slots::Slots,
     subscribers::{Route, Routes},
@@ -65,7 +65,7 @@ pub struct Wiring {
     /// Subscribers of this program.
     pub routes: Routes,
     /// The outbox.
-    pub outbox: Outbox,
+    pub outbox: Arc<dyn Store>,
     /// Notified after commits that may have made work claimable.
     pub wake: Arc<Notify>,
     /// Time source.

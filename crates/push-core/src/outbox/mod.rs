@@ -14,6 +14,7 @@ mod deliveries;
 mod error;
 mod ingest;
 mod read;
+mod store;
 mod syncer;
 mod writer;
 
@@ -32,6 +33,7 @@ use sqlx::{
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::error::StoreError;
+pub use self::store::{Store, StoreCounters, StoreFuture};
 pub use self::read::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, StatsRow};
 use self::writer::Command;
 pub use self::writer::WriterStats;

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use push_core::{
     clock::SystemClock,
     intake::{Intake, IntakeError},
-    outbox::{Handoff, Outbox, RedeliverFilter},
+    outbox::{Handoff, Outbox, RedeliverFilter, Store},
     schema,
     slots::Slots,
     subscribers::Routes,
@@ -30,7 +30,8 @@ async fn intake(dir: &std::path::Path) -> (Intake, Outbox, Arc<Notify>, Cancella
     let url = format!("sqlite://{}", dir.join("status.db").display());
     let (outbox, _writer) = Outbox::open(&url, Service::Status, Handoff { slots, deliveries }).await.unwrap();
     let (wake, stopping) = (Arc::new(Notify::new()), CancellationToken::new());
-    let intake = Intake::new(routes, outbox.clone(), wake.clone(), Arc::new(SystemClock), stopping.clone());
+    let store: Arc<dyn Store> = Arc::new(outbox.clone());
+    let intake = Intake::new(routes, store, wake.clone(), Arc::new(SystemClock), stopping.clone());
     (intake, outbox, wake, stopping)
 }
 

@@ -1,0 +1,103 @@
+//! The storage seam: everything the intake, the delivery loop and the operations API ask of
+//! an outbox, as one interface a second backend (PostgreSQL, issue 15) can implement. The
+//! SQLite [`Outbox`] is the first implementation; its machinery (the single writer thread,
+//! group commit, the WAL syncer, hand-over slots, row ids, `INDEXED BY` hints) stays behind
+//! it. Every answer is typed ([`StoreError`]): a caller maps a failure to a 503 without
+//! reading its text.
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use super::{
+    ClaimBatch, Completion, DeliveryDetail, DeliveryFilter, IngestItem, IngestOutcome, Outbox, Page,
+    RedeliverFilter, StatsRow, StoreError,
+};
+
+/// A boxed future of a store's answer (the trait is used as `dyn Store`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Counters of a store's own work, for `/v1/stats` (what they count is the backend's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounters {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Ingest requests stored.
+    pub ingests: u64,
+    /// Claims made by the delivery loop.
+    pub claims: u64,
+}
+
+/// One program's outbox, whatever keeps it.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a batch, all or nothing (SPEC §3: duplicates, sequences, 409 after HANGUP);
+    /// answers only once it is durable.
+    fn ingest(&self, items: Vec<IngestItem>, now: i64) -> StoreFuture<'_, IngestOutcome>;
+    /// One round trip of the delivery loop: records finished attempts, then claims up to the
+    /// asked number of due, unblocked deliveries per subscriber (see [`ClaimBatch`]).
+    fn cycle(&self, done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64) -> StoreFuture<'_, ClaimBatch>;
+    /// Puts matching deliveries back to pending with a fresh schedule; answers how many.
+    fn redeliver(&self, filter: RedeliverFilter, now: i64) -> StoreFuture<'_, u64>;
+    /// Lets this program's claims go, so they are attempted again.
+    fn release_claims(&self) -> StoreFuture<'_, ()>;
+    /// A page of deliveries, newest first.
+    fn list_deliveries<'a>(&'a self, filter: &'a DeliveryFilter) -> StoreFuture<'a, Page>;
+    /// One delivery with its attempt log.
+    fn delivery(&self, id: i64) -> StoreFuture<'_, Option<DeliveryDetail>>;
+    /// Counts by subscriber and state.
+    fn stats(&self) -> StoreFuture<'_, Vec<StatsRow>>;
+    /// Per subscriber with due deliveries waiting for a claim, when the oldest fell due.
+    fn oldest_due(&self, now: i64) -> StoreFuture<'_, Vec<(String, Option<i64>)>>;
+    /// Pending deliveries per subscriber (the queue-depth gauges at start).
+    fn pending_counts(&self) -> StoreFuture<'_, Vec<(String, i64)>>;
+    /// Whether it answers now (`/readyz`).
+    fn is_ready(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+    /// Its counters.
+    fn counters(&self) -> StoreCounters;
+    /// Closes what it holds open besides its writer (which stops when the last handle goes).
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// A read's error, as the store's.
+fn read<T>(r: anyhow::Result<T>) -> Result<T, StoreError> {
+    r.map_err(StoreError::statement)
+}
+
+impl Store for Outbox {
+    fn ingest(&self, items: Vec<IngestItem>, now: i64) -> StoreFuture<'_, IngestOutcome> {
+        Box::pin(Outbox::ingest(self, items, now))
+    }
+    fn cycle(&self, done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64) -> StoreFuture<'_, ClaimBatch> {
+        Box::pin(Outbox::cycle(self, done, wants, now))
+    }
+    fn redeliver(&self, filter: RedeliverFilter, now: i64) -> StoreFuture<'_, u64> {
+        Box::pin(Outbox::redeliver(self, filter, now))
+    }
+    fn release_claims(&self) -> StoreFuture<'_, ()> {
+        Box::pin(Outbox::release_claims(self))
+    }
+    fn list_deliveries<'a>(&'a self, filter: &'a DeliveryFilter) -> StoreFuture<'a, Page> {
+        Box::pin(async move { read(Outbox::list_deliveries(self, filter).await) })
+    }
+    fn delivery(&self, id: i64) -> StoreFuture<'_, Option<DeliveryDetail>> {
+        Box::pin(async move { read(Outbox::delivery(self, id).await) })
+    }
+    fn stats(&self) -> StoreFuture<'_, Vec<StatsRow>> {
+        Box::pin(async move { read(Outbox::stats(self).await) })
+    }
+    fn oldest_due(&self, now: i64) -> StoreFuture<'_, Vec<(String, Option<i64>)>> {
+        Box::pin(async move { read(Outbox::oldest_due(self, now).await) })
+    }
+    fn pending_counts(&self) -> StoreFuture<'_, Vec<(String, i64)>> {
+        Box::pin(async move { read(Outbox::pending_counts(self).await) })
+    }
+    fn is_ready(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(Outbox::is_ready(self))
+    }
+    fn counters(&self) -> StoreCounters {
+        let w = self.writer_stats();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        StoreCounters { transactions: load(&w.transactions), ingests: load(&w.ingests), claims: load(&w.claims) }
+    }
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(Outbox::close_readers(self))
+    }
+}
