@@ -4,6 +4,7 @@
 mod config_env;
 mod delivery;
 mod fanout;
+mod hardening;
 mod ingest;
 mod ops;
 mod ordering;
