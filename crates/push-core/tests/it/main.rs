@@ -8,4 +8,5 @@ mod hardening;
 mod ingest;
 mod ops;
 mod ordering;
+mod readiness;
 mod security;
