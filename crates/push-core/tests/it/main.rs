@@ -2,6 +2,7 @@
 //! SQLite file in a temporary directory. One test binary (see STYLE.md).
 
 mod config_env;
+mod connections;
 mod delivery;
 mod fanout;
 mod hardening;
