@@ -119,7 +119,9 @@ impl Open {
     fn evict_oldest_idle(&self) {
         let open = self.0.lock().expect("not poisoned");
         let idle = open.values().filter(|c| !c.evict.is_cancelled());
-        if let Some(oldest) = idle.filter_map(|c| c.idle_since().map(|since| (since, c))).min_by_key(|(since, _)| *since) {
+        if let Some(oldest) =
+            idle.filter_map(|c| c.idle_since().map(|since| (since, c))).min_by_key(|(since, _)| *since)
+        {
             tracing::debug!("at server.max_connections: closing the connection idle longest");
             oldest.1.evict.cancel();
         }

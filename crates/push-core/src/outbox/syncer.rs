@@ -44,12 +44,7 @@ pub(super) fn spawn(
     (tx, tokio::spawn(run(PathBuf::from(wal), rx, handoff, stats)))
 }
 
-async fn run(
-    wal: PathBuf,
-    mut rx: mpsc::UnboundedReceiver<Committed>,
-    handoff: Arc<Handoff>,
-    stats: Arc<WriterStats>,
-) {
+async fn run(wal: PathBuf, mut rx: mpsc::UnboundedReceiver<Committed>, handoff: Arc<Handoff>, stats: Arc<WriterStats>) {
     let mut file: Option<Arc<File>> = None;
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, usize::MAX).await > 0 {

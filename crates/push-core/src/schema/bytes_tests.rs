@@ -132,7 +132,9 @@ fn an_object_named_as_serde_jsons_raw_value_is_an_ordinary_object() {
     let quoted = serde_json::to_string(SEED_CDR).unwrap();
     let call_id = SEED_CDR.replace(r#""202312010001""#, &format!(r#"{{{token}:"\"c1\""}}"#));
     let errors = |body: &str| match validate_bytes_with(Cdr, body.as_bytes(), |e| e) {
-        Err(BodyError::Invalid(errors)) => errors.into_iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<String>>(),
+        Err(BodyError::Invalid(errors)) => {
+            errors.into_iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<String>>()
+        }
         other => panic!("{body}: {other:?}"),
     };
     assert_eq!(errors(&call_id), vec!["callId must be a string".to_string()]);

@@ -149,7 +149,8 @@ impl<'r, 'de, T, F: FnMut(ValidEvent) -> T> Visitor<'de> for Level<'r, 'de, T, F
 /// for it, and the rule is judged on the depth kept with the text.
 fn extra(text: &str) -> Result<(Value, RawText<'_>), serde_json::Error> {
     let depth = plain::depth(text);
-    let value = if depth > MAX_EXTRA_DEPTH { Value::Object(Map::new()) } else { serde_json::from_str::<Plain>(text)?.0 };
+    let value =
+        if depth > MAX_EXTRA_DEPTH { Value::Object(Map::new()) } else { serde_json::from_str::<Plain>(text)?.0 };
     Ok((value, RawText { text, depth }))
 }
 

@@ -36,7 +36,8 @@ fn cdr_with(call_id: &str, members: &str) -> String {
 
 /// POSTs `body` as JSON; answers the status and the reply.
 async fn post(app: &TestApp, body: String) -> (u16, Value) {
-    let response = app.client.post(format!("{}/v1/cdrs", app.url)).header("content-type", "application/json").body(body);
+    let response =
+        app.client.post(format!("{}/v1/cdrs", app.url)).header("content-type", "application/json").body(body);
     let response = response.send().await.expect("ingest request");
     (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
 }
@@ -97,7 +98,8 @@ async fn extra_is_pushed_byte_for_byte_and_nested_at_most_32_levels() {
 #[tokio::test]
 async fn a_malformed_chunked_body_is_400_and_closes_the_connection() {
     let (_dir, _receiver, app) = spawn(|_| {}).await;
-    let head = "POST /v1/cdrs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+    let head =
+        "POST /v1/cdrs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
     let (reply, closed) = exchange(&app, format!("{head}5\r\n{{\"a\":\r\nzz\r\n1}}\r\n0\r\n\r\n").as_bytes()).await;
     assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
     assert!(reply.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{reply}");
@@ -108,7 +110,8 @@ async fn a_malformed_chunked_body_is_400_and_closes_the_connection() {
 #[tokio::test]
 async fn a_content_length_over_the_limit_is_413_before_the_body_is_read() {
     let (_dir, _receiver, app) = spawn(|s| s.ingest.max_body_bytes = 2048).await;
-    let head = "POST /v1/cdrs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n";
+    let head =
+        "POST /v1/cdrs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n";
     // A few bytes of the billion announced; the answer comes without any more.
     let (reply, closed) = exchange(&app, format!("{head}{{\"callId\":").as_bytes()).await;
     assert!(reply.starts_with("HTTP/1.1 413 "), "{reply}");
