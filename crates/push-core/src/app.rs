@@ -23,6 +23,10 @@ use crate::{
 pub async fn run_program(service: Service, config_path: Option<&std::path::Path>) -> anyhow::Result<()> {
     let settings = crate::config::load(config_path)?;
     let _logs = crate::telemetry::init(service.program(), &settings.log)?;
+    match crate::server::raise_open_files_limit() {
+        Ok(limit) => tracing::info!(limit, max_connections = settings.server.max_connections, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     let shutdown = crate::shutdown::signal_token();
     let app = Application::build(settings, service).await?;
     app.run_until_stopped(shutdown).await
@@ -101,6 +105,7 @@ impl Application {
         let program = state.service.program();
         let addr = listener.local_addr()?;
         let tls = state.settings.service(state.service).tls.clone();
+        let limits = state.settings.server.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, "{program} listening on {scheme}://{addr}");
         let stop = shutdown.clone();
@@ -111,7 +116,7 @@ impl Application {
         let outbox = state.outbox.clone();
         let delivery = tokio::spawn(dispatcher.run(shutdown.clone()));
         let router = api::router(state);
-        crate::server::serve(listener, router, tls, shutdown).await?;
+        crate::server::serve(listener, router, tls, limits, shutdown).await?;
         delivery.await.context("delivery loop panicked")?;
         outbox.close().await;
         drop(outbox);

@@ -82,6 +82,8 @@ pub struct Settings {
     pub ingest: IngestSettings,
     /// The operations API.
     pub admin: AdminSettings,
+    /// Connection limits of the listener.
+    pub server: ServerSettings,
     /// cdr-pusher's listener and database.
     pub cdr: ServiceSettings,
     /// status-pusher's listener and database.
@@ -141,6 +143,21 @@ pub struct IngestSettings {
     pub rate_limit_per_second: u32,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+}
+
+/// `server:` section: what one client's connections may hold, so that slow or idle clients
+/// cannot exhaust the server (see `server`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// A request head must arrive whole within this time of its first byte.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and nothing received is closed after this.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 /// `admin:` section.
@@ -308,6 +325,14 @@ impl Settings {
         }
         if self.ingest.max_body_bytes < 1024 {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
+        }
+        let server = &self.server;
+        if server.header_read_timeout.is_zero() || server.idle_timeout.is_zero() {
+            let key = if server.idle_timeout.is_zero() { "server.idle_timeout" } else { "server.header_read_timeout" };
+            return Err(invalid(key, "must be greater than 0s"));
+        }
+        if server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return Err(invalid("log.level", "must be one of error, warn, info, debug, trace"));

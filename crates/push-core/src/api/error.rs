@@ -17,6 +17,10 @@ pub enum ApiError {
     /// The body is not JSON.
     #[error("the body is not valid JSON: {0}")]
     MalformedJson(String),
+    /// The body could not be read as HTTP framed it (a malformed chunk, a connection cut
+    /// short): nothing of it is judged.
+    #[error("the body could not be read: {0}")]
+    MalformedBody(String),
     /// Not `application/json`.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
@@ -74,6 +78,7 @@ impl ApiError {
     fn status_and_kind(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
             ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
@@ -85,6 +90,15 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
+    }
+}
+
+impl ApiError {
+    /// Whether the answer leaves the request body unread (too large, or broken framing), so
+    /// the connection cannot carry another request: such a response says `Connection: close`
+    /// and the server closes the connection after it.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ApiError::PayloadTooLarge(_) | ApiError::MalformedBody(_))
     }
 }
 
@@ -103,6 +117,9 @@ impl IntoResponse for ApiError {
         };
         let body = Body { error: kind, message: self.to_string(), details: &details };
         let mut response = (status, Json(body)).into_response();
+        if self.closes_connection() {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let ApiError::RateLimited(wait) = &self {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

@@ -1,4 +1,5 @@
-//! `/healthz` (the process runs) and `/readyz` (it accepts events and its outbox answers).
+//! `/healthz` (the process runs) and `/readyz` (it accepts events, its outbox answers, and
+//! the outbox's last write succeeded: a full disk or a read-only file fails writes only).
 
 use axum::{extract::State, http::StatusCode, Json};
 use serde_json::{json, Value};
@@ -10,10 +11,13 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 200 when the outbox is reachable and the program accepts events, else 503.
+/// 200 when the outbox is reachable, takes writes, and the program accepts events, else 503.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.intake.is_stopping() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting down"})));
+    }
+    if state.outbox.write_failing() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "outbox cannot take writes"})));
     }
     if !state.outbox.is_ready().await {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "outbox unavailable"})));

@@ -49,7 +49,7 @@ pub async fn ingest(
 /// so a request holds only its validated events meanwhile.
 async fn parse(state: &AppState, body: Body) -> Result<Vec<IngestItem>, ApiError> {
     let limit = state.settings.ingest.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let bytes = super::body::read_limited(body, limit).await?;
     schema::validate_bytes_with(state.service, &bytes, |event| state.intake.item(event)).map_err(|e| match e {
         schema::BodyError::Malformed(e) => ApiError::MalformedJson(e.to_string()),
         schema::BodyError::Invalid(errors) => ApiError::Validation(errors),

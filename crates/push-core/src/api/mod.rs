@@ -1,6 +1,7 @@
 //! The HTTP API: ingest (SPEC §3) and operations (SPEC §5). Ingest never makes outbound HTTP;
 //! a 202 means the outbox committed the events.
 
+mod body;
 pub mod error;
 mod health;
 mod ingest;

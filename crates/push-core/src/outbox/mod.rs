@@ -12,6 +12,7 @@ mod apply;
 mod bulk;
 mod deliveries;
 mod error;
+mod health;
 mod ingest;
 mod read;
 mod store;
@@ -33,10 +34,10 @@ use sqlx::{
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::error::StoreError;
-pub use self::store::{Store, StoreCounters, StoreFuture};
 pub use self::read::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, StatsRow};
+pub use self::store::{Store, StoreCounters, StoreFuture};
 use self::writer::Command;
-pub use self::writer::WriterStats;
+pub use self::{health::WriteHealth, writer::WriterStats};
 use crate::{config::Service, schema::StoredEvent, slots::Slots};
 
 /// The schema, embedded from `migrations/`.
@@ -219,7 +220,7 @@ impl Outbox {
         let (commands, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
         let handoff = Arc::new(handoff);
-        let (durable_tx, syncer) = syncer::spawn(path, handoff.clone());
+        let (durable_tx, syncer) = syncer::spawn(path, handoff.clone(), stats.clone());
         let setup =
             writer::WriterSetup { ordered: service == Service::Status, stats: stats.clone(), ids, handoff, durable_tx };
         let writer = tokio::task::spawn_blocking(move || writer::run(writer, rx, setup));
@@ -269,9 +270,12 @@ impl Outbox {
         &self.stats
     }
 
-    /// True while the writer runs and a reader can query the file.
+    /// True while the writer runs, its last write that changed rows succeeded (see
+    /// [`health`]), and a reader can query the file.
     pub async fn is_ready(&self) -> bool {
-        !self.commands.is_closed() && sqlx::query("SELECT 1").execute(&self.readers).await.is_ok()
+        !self.commands.is_closed()
+            && !self.stats.health.failing()
+            && sqlx::query("SELECT 1").execute(&self.readers).await.is_ok()
     }
 
     /// Closes the reader pool (the writer stops when every handle is dropped).

@@ -8,8 +8,8 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use super::{
-    ClaimBatch, Completion, DeliveryDetail, DeliveryFilter, IngestItem, IngestOutcome, Outbox, Page,
-    RedeliverFilter, StatsRow, StoreError,
+    ClaimBatch, Completion, DeliveryDetail, DeliveryFilter, IngestItem, IngestOutcome, Outbox, Page, RedeliverFilter,
+    StatsRow, StoreError,
 };
 
 /// A boxed future of a store's answer (the trait is used as `dyn Store`).
@@ -50,6 +50,9 @@ pub trait Store: Send + Sync + 'static {
     fn pending_counts(&self) -> StoreFuture<'_, Vec<(String, i64)>>;
     /// Whether it answers now (`/readyz`).
     fn is_ready(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+    /// Whether its last write that changed rows failed (a full disk, a read-only file):
+    /// `/readyz` is 503 meanwhile.
+    fn write_failing(&self) -> bool;
     /// Its counters.
     fn counters(&self) -> StoreCounters;
     /// Closes what it holds open besides its writer (which stops when the last handle goes).
@@ -91,6 +94,9 @@ impl Store for Outbox {
     }
     fn is_ready(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(Outbox::is_ready(self))
+    }
+    fn write_failing(&self) -> bool {
+        self.writer_stats().health.failing()
     }
     fn counters(&self) -> StoreCounters {
         let w = self.writer_stats();

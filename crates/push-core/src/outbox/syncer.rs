@@ -13,7 +13,11 @@ use std::{fs::File, path::PathBuf, sync::Arc};
 
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::{ingest, writer::Finish, Claimed, Handoff, StoreError};
+use super::{
+    ingest,
+    writer::{Finish, WriterStats},
+    Claimed, Handoff, StoreError,
+};
 
 /// A committed group waiting for its fsync.
 pub(super) struct Committed {
@@ -23,17 +27,24 @@ pub(super) struct Committed {
     pub commit: Result<(), StoreError>,
     /// Deliveries stored as claimed, for the delivery loop.
     pub handed: Vec<Claimed>,
+    /// Whether the group changed rows (see [`super::health`]).
+    pub wrote: bool,
 }
 
 /// Starts the sync task for the database file `db_path`.
-pub(super) fn spawn(db_path: PathBuf, handoff: Arc<Handoff>) -> (mpsc::UnboundedSender<Committed>, JoinHandle<()>) {
+/// Each group's outcome, fsync included, is recorded in `stats.health`.
+pub(super) fn spawn(
+    db_path: PathBuf,
+    handoff: Arc<Handoff>,
+    stats: Arc<WriterStats>,
+) -> (mpsc::UnboundedSender<Committed>, JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut wal = db_path.into_os_string();
     wal.push("-wal");
-    (tx, tokio::spawn(run(PathBuf::from(wal), rx, handoff)))
+    (tx, tokio::spawn(run(PathBuf::from(wal), rx, handoff, stats)))
 }
 
-async fn run(wal: PathBuf, mut rx: mpsc::UnboundedReceiver<Committed>, handoff: Arc<Handoff>) {
+async fn run(wal: PathBuf, mut rx: mpsc::UnboundedReceiver<Committed>, handoff: Arc<Handoff>, stats: Arc<WriterStats>) {
     let mut file: Option<Arc<File>> = None;
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, usize::MAX).await > 0 {
@@ -45,6 +56,7 @@ async fn run(wal: PathBuf, mut rx: mpsc::UnboundedReceiver<Committed>, handoff: 
             let committed = group.commit.is_ok();
             hand_over(&handoff, group.handed, committed);
             let result = group.commit.and(synced.clone());
+            stats.health.record(&result, group.wrote);
             group.finishes.into_iter().for_each(|f| f(result.clone()));
         }
     }

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     apply::apply_group,
+    health::WriteHealth,
     ingest::{Plan, RowIds},
     syncer::{self, Committed},
     ClaimBatch, Completion, Handoff, IngestItem, IngestOutcome, RedeliverFilter, StoreError,
@@ -35,6 +36,8 @@ pub struct WriterStats {
     pub ingests: AtomicU64,
     /// Claims made by the delivery loop.
     pub claims: AtomicU64,
+    /// Whether the last writes succeeded (read by `/readyz`).
+    pub health: WriteHealth,
 }
 
 impl WriterStats {
@@ -97,10 +100,13 @@ pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Command>, setup: Writ
             }
             stats.transactions.fetch_add(1, Ordering::Relaxed);
             let ctx = Plan { ids: &mut ids, ordered, slots };
+            let before = conn.total_changes();
             let (finishes, commit, handed) = apply_group(&conn, commands, ctx);
+            let wrote = conn.total_changes() > before;
             if must_sync {
-                let _ = durable_tx.send(Committed { finishes, commit, handed });
+                let _ = durable_tx.send(Committed { finishes, commit, handed, wrote });
             } else {
+                stats.health.record(&commit, wrote);
                 if commit.is_err() {
                     // Whatever it claimed or scheduled is back in the database.
                     slots.mark_all_backlogged();

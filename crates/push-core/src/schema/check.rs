@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::{
     event::ValidEvent,
     fields::{self, FieldSpec, Need, View},
-    members::Members,
+    members::{Members, EXTRA},
     FieldError,
 };
 use crate::config::Service;
@@ -30,8 +30,11 @@ pub(super) fn object(
         }
     }
     let mut errors = Vec::new();
+    let raw_extra = members.raw_extra();
     for (spec, value) in specs.iter().zip(values) {
-        if let Err(msg) = field(spec, value) {
+        let raw = raw_extra.filter(|_| spec.name == EXTRA && value.is_some());
+        let own = field(spec, value).and_then(|()| raw.map_or(Ok(()), |raw| spec.rule.check_depth(raw.depth)));
+        if let Err(msg) = own {
             errors.push(FieldError::new(index, spec.name, msg));
         }
     }
@@ -45,7 +48,8 @@ pub(super) fn object(
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(ValidEvent::build(View::new(service, &values, &[]), scratch))
+    let raw_extra = raw_extra.map(|raw| raw.text);
+    Ok(ValidEvent::build(View::new(service, &values, &[]), raw_extra, scratch))
 }
 
 /// The presence rule and the own rule of one field (`value` is `None` when absent or null).

@@ -5,7 +5,10 @@ use std::{borrow::Cow, fmt::Write as _};
 
 use serde_json::{Map, Value};
 
-use super::fields::{Need, View};
+use super::{
+    fields::{Need, View},
+    members::EXTRA,
+};
 use crate::config::Service;
 
 /// A validated event: what the outbox needs to route, deduplicate and order it.
@@ -26,9 +29,10 @@ pub struct ValidEvent {
 
 impl ValidEvent {
     /// Builds the event once its object passed every rule. The body is its fields in table
-    /// order, `null` dropped, split at the output-only `sequence` slot. `scratch` is a buffer
-    /// reused across events, so that the body is allocated once, at its exact size.
-    pub(super) fn build(fields: View<'_>, scratch: &mut String) -> Self {
+    /// order, `null` dropped, split at the output-only `sequence` slot; `extra` is written as
+    /// `raw_extra`, its text as sent, when the object was read from its bytes. `scratch` is a
+    /// buffer reused across events, so that the body is allocated once, at its exact size.
+    pub(super) fn build(fields: View<'_>, raw_extra: Option<&str>, scratch: &mut String) -> Self {
         let text = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_string);
         scratch.clear();
         scratch.push('{');
@@ -41,7 +45,10 @@ impl ValidEvent {
                 if scratch.len() > 1 || at_slot.is_some() {
                     scratch.push(',');
                 }
-                write_member(scratch, spec.name, value);
+                match raw_extra.filter(|_| spec.name == EXTRA) {
+                    Some(raw) => write_raw_member(scratch, spec.name, raw),
+                    None => write_member(scratch, spec.name, value),
+                }
             }
         }
         scratch.push('}');
@@ -84,7 +91,11 @@ impl ValidEvent {
     /// holds 0), for tests and tools that look at single fields; ingest never builds it.
     pub fn body(&self) -> Map<String, Value> {
         let json = self.body_json(self.status.is_some().then_some(0));
-        serde_json::from_str(&json).expect("the normalized body is a JSON object")
+        // Read as ingest reads it: serde_json's raw-value marker is an ordinary name.
+        match serde_json::from_str::<super::plain::Plain>(&json) {
+            Ok(super::plain::Plain(Value::Object(body))) => body,
+            _ => unreachable!("the normalized body is a JSON object"),
+        }
     }
 }
 
@@ -103,6 +114,14 @@ fn write_member(out: &mut String, name: &str, value: &Value) {
         }
         _ => write!(out, "{value}").expect("writing to a String cannot fail"),
     }
+}
+
+/// Writes `"name":raw`, `raw` being JSON text copied as it was sent.
+fn write_raw_member(out: &mut String, name: &str, raw: &str) {
+    out.push('"');
+    out.push_str(name);
+    out.push_str("\":");
+    out.push_str(raw);
 }
 
 /// The bytes serde_json escapes in a string: `"`, `\` and the control characters.

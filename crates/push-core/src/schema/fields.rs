@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{
     members::tag,
-    rules::{int, Rule},
+    rules::{int, Rule, MAX_EXTRA_DEPTH},
     FieldError,
 };
 use crate::config::Service;
@@ -85,7 +85,7 @@ const CDR: [FieldSpec; 29] = [
     f("hangupCause", CAUSE, Optional),
     f("sipCode", SIP, Optional),
     f("recordUrl", Rule::Url, Optional),
-    f("extra", Rule::Object { max_bytes: 4096 }, Optional),
+    f("extra", Rule::Object { max_bytes: 4096, max_depth: MAX_EXTRA_DEPTH }, Optional),
     PRIVACY[0],
     PRIVACY[1],
     PRIVACY[2],

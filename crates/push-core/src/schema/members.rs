@@ -5,6 +5,19 @@ use std::{borrow::Cow, collections::HashMap};
 
 use serde_json::{Map, Value};
 
+/// The one member kept as the JSON text that was sent, besides its parsed value: subscribers
+/// receive `extra` exactly as sent (SPEC §2.1, "passed through unchanged").
+pub(super) const EXTRA: &str = "extra";
+
+/// A member's JSON text as it was sent, with how deeply it nests (see [`super::plain::depth`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RawText<'a> {
+    /// The text, as it stands in the request body.
+    pub(super) text: &'a str,
+    /// Its nesting depth.
+    pub(super) depth: usize,
+}
+
 /// Up to this many members a name is found by a linear search; a longer object (never a
 /// valid one: the field tables have at most 29 names) gets a hash index so that a body of
 /// many thousand names cannot make reading it quadratic.
@@ -18,6 +31,7 @@ pub(super) struct Members<'a> {
     tags: Vec<u64>,
     entries: Vec<(Cow<'a, str>, Value)>,
     index: Option<HashMap<String, usize>>,
+    raw_extra: Option<RawText<'a>>,
 }
 
 impl<'a> Members<'a> {
@@ -35,11 +49,17 @@ impl<'a> Members<'a> {
         self.tags.clear();
         self.entries.clear();
         self.index = None;
+        self.raw_extra = None;
     }
 
-    /// Whether no member was read yet.
-    pub(super) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// Records the text of the last `extra` read (a repeated name takes the last value).
+    pub(super) fn set_raw_extra(&mut self, raw: RawText<'a>) {
+        self.raw_extra = Some(raw);
+    }
+
+    /// The text of `extra` as sent, when the object was read from its bytes.
+    pub(super) fn raw_extra(&self) -> Option<RawText<'a>> {
+        self.raw_extra
     }
 
     /// How many distinct names there are.

@@ -14,6 +14,7 @@ mod check;
 mod event;
 mod fields;
 mod members;
+mod plain;
 mod read;
 pub mod rules;
 
@@ -59,7 +60,10 @@ pub enum BodyError {
 /// Validates a request body given as its bytes, the way ingest receives it: one object or an
 /// array of 1..=[`MAX_BATCH`] objects, all valid, each turned into `T` as soon as it is
 /// validated. It answers what `serde_json::from_slice` followed by [`validate_body_with`]
-/// answers, without building the JSON tree of the body.
+/// answers, without building the JSON tree of the body, with two differences that make it
+/// safer: serde_json's private raw-value marker is an ordinary object name here (serde_json's
+/// `Value` would read such an object as the text it holds), and `extra` is pushed as the JSON
+/// text that was sent, its nesting judged on that text.
 pub fn validate_bytes_with<T>(
     service: Service,
     bytes: &[u8],
@@ -154,10 +158,6 @@ impl<T, F: FnMut(ValidEvent) -> T> Batch<T, F> {
         } else {
             Err(self.errors)
         }
-    }
-
-    fn into_parts(self) -> (Service, F) {
-        (self.service, self.convert)
     }
 }
 

@@ -2,39 +2,36 @@
 //! a time into a buffer reused across items, judged, and written out as the normalized body,
 //! so a request never holds a JSON tree of the whole batch (nor an object map per event).
 //!
-//! Every value, and every item past the limit, is still parsed by serde_json as
-//! `serde_json::Value` parses it, in the same order, so the body is malformed exactly when
-//! `serde_json::from_slice::<Value>` says so, with its message.
+//! Every value, and every item past the limit, is parsed by serde_json into the tree
+//! `serde_json::Value` would build, in the same order, so the body is malformed exactly when
+//! `serde_json::from_slice::<Value>` says so, with its message; but every object name is an
+//! ordinary name (see [`super::plain`]: serde_json's private raw-value marker is not
+//! honoured). `extra` is kept as the JSON text that was sent, which is what subscribers
+//! receive, and its nesting is measured on that text before it is parsed.
 
 use std::{borrow::Cow, fmt};
 
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde_json::{value::RawValue, Map, Value};
 
-use super::{members::Members, Batch, BodyError, ValidEvent, MAX_BATCH};
-
-/// The first name of an object that makes serde_json's `Value` read the object as the JSON
-/// text held in its value (serde_json's private raw-value marker, honoured because axum turns
-/// serde_json's `raw_value` feature on). A body using it is read by the `Value` path, so it
-/// is answered as before.
-const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+use super::{
+    members::{Members, RawText, EXTRA},
+    plain::{self, Plain},
+    rules::MAX_EXTRA_DEPTH,
+    Batch, BodyError, ValidEvent, MAX_BATCH,
+};
 
 /// Validates the body in `bytes` (see [`super::validate_bytes_with`]).
 pub(super) fn read<T, F>(batch: Batch<T, F>, bytes: &[u8]) -> Result<Vec<T>, BodyError>
 where
     F: FnMut(ValidEvent) -> T,
 {
-    let mut reader = Reader { batch, members: Members::default(), raw_value_token: false };
+    let mut reader = Reader { batch, members: Members::default() };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let shape = Level { reader: &mut reader, index: None }.deserialize(&mut de).and_then(|s| de.end().map(|()| s));
     match shape {
         Ok(Shape::Array(len)) => super::batch_size(len).map_err(BodyError::Invalid)?,
         Ok(Shape::One) => {}
-        Err(_) if reader.raw_value_token => {
-            let value: Value = serde_json::from_slice(bytes).map_err(BodyError::Malformed)?;
-            let (service, convert) = reader.batch.into_parts();
-            return super::validate_body_with(service, &value, convert).map_err(BodyError::Invalid);
-        }
         Err(e) => return Err(BodyError::Malformed(e)),
     }
     reader.batch.finish().map_err(BodyError::Invalid)
@@ -51,7 +48,6 @@ enum Shape {
 struct Reader<'de, T, F> {
     batch: Batch<T, F>,
     members: Members<'de>,
-    raw_value_token: bool,
 }
 
 /// The top level (`index` `None`) or one item of an array: an object is judged, anything
@@ -75,7 +71,7 @@ impl<'r, 'de, T, F: FnMut(ValidEvent) -> T> Level<'r, 'de, T, F> {
                 None => return Ok(Shape::Array(len)),
             }
         }
-        while seq.next_element::<Value>()?.is_some() {
+        while seq.next_element::<Plain>()?.is_some() {
             len += 1;
         }
         Ok(Shape::Array(len))
@@ -101,12 +97,15 @@ impl<'r, 'de, T, F: FnMut(ValidEvent) -> T> Visitor<'de> for Level<'r, 'de, T, F
         let reader = self.reader;
         reader.members.clear();
         while let Some(Name(name)) = map.next_key()? {
-            if reader.members.is_empty() && name == RAW_VALUE_TOKEN {
-                reader.raw_value_token = true;
-                return Err(A::Error::custom("serde_json's raw-value marker as a field name"));
+            if name == EXTRA {
+                let raw: &'de RawValue = map.next_value()?;
+                let (value, raw) = extra(raw.get()).map_err(A::Error::custom)?;
+                reader.members.insert(name, value);
+                reader.members.set_raw_extra(raw);
+            } else {
+                let Plain(value) = map.next_value()?;
+                reader.members.insert(name, value);
             }
-            let value: Value = map.next_value()?;
-            reader.members.insert(name, value);
         }
         reader.batch.object(self.index.unwrap_or(0), &reader.members);
         Ok(Shape::One)
@@ -116,7 +115,7 @@ impl<'r, 'de, T, F: FnMut(ValidEvent) -> T> Visitor<'de> for Level<'r, 'de, T, F
         if self.index.is_none() {
             return self.items(seq);
         }
-        while seq.next_element::<Value>()?.is_some() {}
+        while seq.next_element::<Plain>()?.is_some() {}
         Ok(self.not_object())
     }
 
@@ -143,6 +142,16 @@ impl<'r, 'de, T, F: FnMut(ValidEvent) -> T> Visitor<'de> for Level<'r, 'de, T, F
     fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
         Ok(self.not_object())
     }
+}
+
+/// `extra`'s value from its JSON text as sent. Text nested deeper than its rule allows is
+/// not parsed (it may be deeper than serde_json's recursion limit): an empty object stands in
+/// for it, and the rule is judged on the depth kept with the text.
+fn extra(text: &str) -> Result<(Value, RawText<'_>), serde_json::Error> {
+    let depth = plain::depth(text);
+    let value =
+        if depth > MAX_EXTRA_DEPTH { Value::Object(Map::new()) } else { serde_json::from_str::<Plain>(text)?.0 };
+    Ok((value, RawText { text, depth }))
 }
 
 /// A member name, borrowed from the body unless it holds escapes.

@@ -9,6 +9,10 @@ pub const MAX_MILLIS: i64 = 4_102_444_800_000;
 /// Below this a "millisecond" time is really seconds (1e11 ms is 1973, 1e11 s is year 5138).
 const SECONDS_LOOKALIKE: i64 = 100_000_000_000;
 
+/// How deeply `extra` may nest: the object itself is level 1, each object or array in it one
+/// more. Deeper is refused (422) so that a subscriber's parser never meets a bomb of brackets.
+pub const MAX_EXTRA_DEPTH: usize = 32;
+
 /// What a field's value must look like.
 #[derive(Debug, Clone, Copy)]
 pub enum Rule {
@@ -26,8 +30,9 @@ pub enum Rule {
     Code(&'static [i64]),
     /// An http(s) URL of at most 2048 characters.
     Url,
-    /// A JSON object whose serialized form fits in `max_bytes`.
-    Object { max_bytes: usize },
+    /// A JSON object whose serialized form fits in `max_bytes`, nested at most `max_depth`
+    /// levels deep (the object itself is level 1).
+    Object { max_bytes: usize, max_depth: usize },
 }
 
 impl Rule {
@@ -42,7 +47,16 @@ impl Rule {
             Rule::Code(codes) => int(value)
                 .and_then(|n| codes.contains(&n).then_some(()).ok_or_else(|| format!("must be one of {codes:?}"))),
             Rule::Url => url(value),
-            Rule::Object { max_bytes } => object(value, max_bytes),
+            Rule::Object { max_bytes, max_depth } => object(value, max_bytes, max_depth),
+        }
+    }
+
+    /// Checks how deeply a value nests, measured on its JSON text (the bytes path, where
+    /// text too deep for its rule is never parsed); rules without a depth bound pass.
+    pub fn check_depth(self, depth: usize) -> Result<(), String> {
+        match self {
+            Rule::Object { max_depth, .. } if depth > max_depth => Err(too_deep(max_depth, depth)),
+            _ => Ok(()),
         }
     }
 }
@@ -111,15 +125,33 @@ fn url(value: &Value) -> Result<(), String> {
     }
 }
 
-fn object(value: &Value, max_bytes: usize) -> Result<(), String> {
+fn object(value: &Value, max_bytes: usize, max_depth: usize) -> Result<(), String> {
     if !value.is_object() {
         return Err("must be a JSON object".into());
+    }
+    let depth = depth(value);
+    if depth > max_depth {
+        return Err(too_deep(max_depth, depth));
     }
     let size = serde_json::to_string(value).map(|s| s.len()).unwrap_or(usize::MAX);
     if size > max_bytes {
         return Err(format!("must serialize to at most {max_bytes} bytes (got {size})"));
     }
     Ok(())
+}
+
+fn too_deep(max_depth: usize, depth: usize) -> String {
+    format!("must be nested at most {max_depth} levels deep (got {depth})")
+}
+
+/// How deeply a value nests: 0 for a scalar, 1 for `{}` or `[1]`, one more per level.
+fn depth(value: &Value) -> usize {
+    let inner = |items: &mut dyn Iterator<Item = &Value>| items.map(depth).max().unwrap_or(0);
+    match value {
+        Value::Array(items) => 1 + inner(&mut items.iter()),
+        Value::Object(members) => 1 + inner(&mut members.values()),
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -160,8 +192,14 @@ mod tests {
     fn url_and_object_rules() {
         assert!(Rule::Url.check(&json!("https://rec.example/1.wav")).is_ok());
         assert!(Rule::Url.check(&json!("ftp://x/1.wav")).is_err());
+        let rule = Rule::Object { max_bytes: 4096, max_depth: 3 };
         let big = json!({"k": "v".repeat(5000)});
-        assert!(Rule::Object { max_bytes: 4096 }.check(&big).is_err());
-        assert!(Rule::Object { max_bytes: 4096 }.check(&json!([1])).is_err());
+        assert!(rule.check(&big).is_err());
+        assert!(rule.check(&json!([1])).is_err());
+        assert!(rule.check(&json!({"a": [{"b": 1}]})).is_ok());
+        let err = rule.check(&json!({"a": [{"b": []}]})).unwrap_err();
+        assert_eq!(err, "must be nested at most 3 levels deep (got 4)");
+        assert_eq!(rule.check_depth(4), Err(err));
+        assert!(rule.check_depth(3).is_ok() && Rule::Url.check_depth(99).is_ok());
     }
 }

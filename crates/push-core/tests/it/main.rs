@@ -2,10 +2,13 @@
 //! SQLite file in a temporary directory. One test binary (see STYLE.md).
 
 mod config_env;
+mod connections;
 mod delivery;
 mod fanout;
+mod hardening;
 mod ingest;
 mod intake;
 mod ops;
 mod ordering;
+mod readiness;
 mod security;
