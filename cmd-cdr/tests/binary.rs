@@ -1,7 +1,11 @@
 //! The compiled `cdr-pusher`: crash safety (SIGKILL), graceful stop (SIGTERM), daily log
-//! files, and configuration errors.
+//! files, configuration errors, and one process per database file.
 
-use std::{collections::HashSet, process::Command, time::Duration};
+use std::{
+    collections::HashSet,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use nix::sys::signal::Signal;
 use push_core::{
@@ -100,6 +104,34 @@ async fn environment_overrides_the_file() {
     post(&reqwest::Client::new(), &program.url, &json!([seed_cdr("env-1")])).await;
     assert!(dir.path().join("other.db").exists(), "the database named by the environment was created");
     assert!(!dir.path().join("cdr.db").exists());
+}
+
+#[tokio::test]
+async fn a_second_program_on_the_same_database_exits_at_once_and_a_kill_9_frees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &dead_url());
+    // The same listen address too, as two starts of one configuration would have: the
+    // refusal names the database, not the port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let env = [("VOICE_PUSH__CDR__LISTEN", listen.as_str())];
+    let first = Program::start(EXE, Service::Cdr, &config, &env);
+
+    let started = Instant::now();
+    let (status, output) = Program::run_to_exit(EXE, &config, &env, Duration::from_secs(10));
+    let took = started.elapsed();
+    assert!(!status.success(), "the second program must fail, got {status}:\n{output}");
+    let db = dir.path().join("cdr.db");
+    let named = format!("cdr-pusher: {} is in use by another process (pid {})", db.display(), first.pid());
+    assert!(output.contains(&named), "`{named}` in:\n{output}");
+    assert!(!output.contains("listening on"), "it never listened:\n{output}");
+    assert!(took < Duration::from_secs(5), "refused at once, not after a wait ({took:?})");
+    post(&reqwest::Client::new(), &first.url, &seed_cdr("still-served")).await;
+
+    first.signal(Signal::SIGKILL);
+    drop(first);
+    let again = Program::start(EXE, Service::Cdr, &config, &env);
+    post(&reqwest::Client::new(), &again.url, &seed_cdr("after-kill")).await;
 }
 
 /// Today's UTC date as YYYY-MM-DD (the daily file's date), from the civil-from-days algorithm.

@@ -45,6 +45,9 @@ pub struct Application {
 impl Application {
     /// Builds `service` from `settings`, binding the configured listen address.
     pub async fn build(settings: Settings, service: Service) -> anyhow::Result<Self> {
+        // A second program on the same configuration would fail on the port first: make the
+        // refusal name what is shared, the database (`build_with` takes the lock for good).
+        crate::outbox::ensure_not_in_use(&settings.service(service).database)?;
         let listen = settings.service(service).listen.clone();
         let listener = TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
         Self::build_with(settings, service, listener, Arc::new(SystemClock)).await

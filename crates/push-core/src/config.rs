@@ -366,7 +366,7 @@ fn validate_subscribers(subscribers: &[Subscriber]) -> Result<(), ConfigError> {
         }
         for (field, url) in [("cdr_url", &sub.cdr_url), ("status_url", &sub.status_url)] {
             if let Some(url) = url {
-                match reqwest::Url::parse(url) {
+                match url::Url::parse(url) {
                     Ok(u) if matches!(u.scheme(), "http" | "https") => {}
                     _ => return Err(invalid(key(field), "must be an http:// or https:// URL")),
                 }

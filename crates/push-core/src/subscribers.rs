@@ -36,7 +36,7 @@ impl Routes {
             .iter()
             .filter_map(|s| {
                 // Normalized by the URL parser config validation uses.
-                let url = reqwest::Url::parse(s.url_for(service)?).ok()?;
+                let url = url::Url::parse(s.url_for(service)?).ok()?;
                 Some(Arc::new(Route {
                     id: s.id.clone(),
                     uri: url.as_str().parse().ok()?,

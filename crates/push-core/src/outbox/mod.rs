@@ -14,6 +14,7 @@ mod deliveries;
 mod error;
 mod health;
 mod ingest;
+mod lock;
 mod read;
 mod store;
 mod syncer;
@@ -34,6 +35,7 @@ use sqlx::{
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::error::StoreError;
+pub use self::lock::DatabaseInUse;
 pub use self::read::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, StatsRow};
 pub use self::store::{Store, StoreCounters, StoreFuture};
 use self::writer::Command;
@@ -187,19 +189,22 @@ pub struct Outbox {
 
 impl Outbox {
     /// Opens (creating and migrating if needed) the database at `url`, resets claims left by
-    /// a previous run, and starts the writer task.
+    /// a previous run, and starts the writer task. Refuses with [`DatabaseInUse`] while
+    /// another process has the file open (one process per database file, see `lock`); the
+    /// lock is held until the returned task ends, after the writer and the syncer.
     pub async fn open(
         url: &str,
         service: Service,
         handoff: Handoff,
     ) -> anyhow::Result<(Outbox, tokio::task::JoinHandle<()>)> {
         let options = connect_options(url)?;
+        let path = db_path(url);
+        let lock = lock::lock(&path)?;
         // Migrations run through sqlx (they are embedded with it); the writer then talks to
         // SQLite directly on a thread of its own (see `writer`).
         let mut conn = options.connect().await.with_context(|| format!("opening {url}"))?;
         MIGRATOR.run(&mut conn).await.context("migrating the outbox")?;
         sqlx::Connection::close(conn).await?;
-        let path = db_path(url);
         // Releasing the claims walks the deliveries table: off the async workers.
         let writer_path = path.clone();
         let (writer, ids) = tokio::task::spawn_blocking(move || {
@@ -227,6 +232,7 @@ impl Outbox {
         let task = tokio::spawn(async move {
             let _ = writer.await;
             let _ = syncer.await;
+            drop(lock);
         });
         Ok((Outbox { commands, readers, stats }, task))
     }
@@ -282,6 +288,17 @@ impl Outbox {
     pub async fn close_readers(&self) {
         self.readers.close().await;
     }
+}
+
+/// Fails with [`DatabaseInUse`] if another process has the database at `url` open; takes
+/// nothing (the lock is taken and let go). Lets a program refuse to start before it binds
+/// its port, so the message names the database rather than the address both would use.
+pub fn ensure_not_in_use(url: &str) -> anyhow::Result<()> {
+    let path = db_path(url);
+    if path.parent().is_some_and(|dir| !dir.as_os_str().is_empty() && !dir.exists()) {
+        return Ok(()); // no directory, no database yet: nobody has it open
+    }
+    lock::lock(&path).map(drop)
 }
 
 /// The database file of a `sqlite://path` URL.

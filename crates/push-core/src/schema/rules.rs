@@ -119,7 +119,7 @@ fn word(value: &Value, words: &[&str]) -> Result<(), String> {
 fn url(value: &Value) -> Result<(), String> {
     text(value, 1, 2048)?;
     let s = value.as_str().unwrap_or_default();
-    match reqwest::Url::parse(s) {
+    match url::Url::parse(s) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
         _ => Err("must be an http:// or https:// URL".into()),
     }

@@ -84,6 +84,38 @@ impl Program {
         }
     }
 
+    /// Its process id (what a refusal message names, for instance).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs `exe --config config` with extra environment, expecting it to stop by itself (a
+    /// refused start): waits up to `timeout` for it to exit, killing it and panicking if it is
+    /// still running then. Returns how it exited and what it printed (stdout, then stderr).
+    pub fn run_to_exit(exe: &str, config: &Path, env: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String) {
+        let mut child = Command::new(exe)
+            .arg("--config")
+            .arg(config)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn program");
+        let deadline = Instant::now() + timeout;
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("output");
+                panic!("program still running after {timeout:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().expect("output");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status, text)
+    }
+
     /// Sends a signal (SIGTERM, SIGINT, SIGKILL).
     pub fn signal(&self, signal: Signal) {
         nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal program");

@@ -1,5 +1,6 @@
 //! Integration tests of push-core: real servers on 127.0.0.1 port 0, a real receiver, a real
-//! SQLite file in a temporary directory. One test binary (see STYLE.md).
+//! SQLite file in a temporary directory. One test binary: each file here is a module of it,
+//! so the suite links once.
 
 mod config_env;
 mod connections;
@@ -12,3 +13,4 @@ mod ops;
 mod ordering;
 mod readiness;
 mod security;
+mod single_process;
