@@ -24,7 +24,7 @@ pub async fn run_program(service: Service, config_path: Option<&std::path::Path>
     let settings = crate::config::load(config_path)?;
     let _logs = crate::telemetry::init(service.program(), &settings.log)?;
     match crate::server::raise_open_files_limit() {
-        Ok(limit) => tracing::info!(limit, max_connections = settings.server.max_connections, "open files limit"),
+        Ok(limit) => tracing::info!(limit, "open files limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
     }
     let shutdown = crate::shutdown::signal_token();
@@ -108,7 +108,11 @@ impl Application {
         let program = state.service.program();
         let addr = listener.local_addr()?;
         let tls = state.settings.service(state.service).tls.clone();
-        let limits = state.settings.server.clone();
+        let mut limits = state.settings.server.clone();
+        if limits.max_connections == 0 {
+            limits.max_connections = crate::server::auto_connection_cap(state.settings.delivery.max_in_flight);
+        }
+        tracing::debug!(max_connections = limits.max_connections, "connection cap");
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, "{program} listening on {scheme}://{addr}");
         let stop = shutdown.clone();

@@ -156,7 +156,8 @@ pub struct ServerSettings {
     /// A connection with no request in flight and nothing received is closed after this.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Open connections at most; more wait in the listen backlog until one closes.
+    /// Open connections at most; more wait in the listen backlog until one closes. 0: from
+    /// the open-files limit (`server::auto_connection_cap`).
     pub max_connections: usize,
 }
 
@@ -330,9 +331,6 @@ impl Settings {
         if server.header_read_timeout.is_zero() || server.idle_timeout.is_zero() {
             let key = if server.idle_timeout.is_zero() { "server.idle_timeout" } else { "server.header_read_timeout" };
             return Err(invalid(key, "must be greater than 0s"));
-        }
-        if server.max_connections == 0 {
-            return Err(invalid("server.max_connections", "must be at least 1"));
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return Err(invalid("log.level", "must be one of error, warn, info, debug, trace"));

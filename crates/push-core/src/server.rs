@@ -199,6 +199,21 @@ async fn serve_tls(
         .context("HTTPS server failed")
 }
 
+/// Open files kept for everything but the listener's connections, besides the outbound
+/// attempts: the outbox's files, the logs, the runtime.
+const RESERVED_FILES: u64 = 64;
+
+/// The connection cap when `server.max_connections` is 0 (the default): the soft limit on
+/// open files less the outbound attempts (`delivery.max_in_flight`) and [`RESERVED_FILES`],
+/// at least 64. A cap far below what the process may open would close kept-alive
+/// connections that clients are about to reuse (their request is then lost to them); this
+/// one only acts when file descriptors would run out.
+pub fn auto_connection_cap(max_in_flight: usize) -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(s, _)| s);
+    let left = soft.saturating_sub(max_in_flight as u64 + RESERVED_FILES).max(64);
+    usize::try_from(left).unwrap_or(usize::MAX).min(1 << 20)
+}
+
 /// Raises the soft limit on open files to the hard limit, so that the connection cap, the
 /// outbox and the outbound attempts are bounded by configuration rather than by a low default
 /// soft limit (often 1024). Answers the soft limit now in force.

@@ -20,7 +20,7 @@ fn defaults_are_the_documented_file() {
     assert_eq!(s.delivery.timeout, Duration::from_secs(3));
     assert_eq!(s.subscribers[0].id, "demo");
     let server = (s.server.header_read_timeout, s.server.idle_timeout, s.server.max_connections);
-    assert_eq!(server, (Duration::from_secs(10), Duration::from_secs(60), 512));
+    assert_eq!(server, (Duration::from_secs(10), Duration::from_secs(60), 0), "0: a cap from the open-files limit");
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn invalid_values_name_their_key() {
         ("VOICE_PUSH__SERVER__HEADER_READ_TIMEOUT", "0s", "server.header_read_timeout"),
         ("VOICE_PUSH__SERVER__IDLE_TIMEOUT", "0s", "server.idle_timeout"),
         ("VOICE_PUSH__SERVER__IDLE_TIMEOUT", "later", "server.idle_timeout"),
-        ("VOICE_PUSH__SERVER__MAX_CONNECTIONS", "0", "server.max_connections"),
+        ("VOICE_PUSH__SERVER__MAX_CONNECTIONS", "lots", "server.max_connections"),
     ] {
         let err = with_env(&[(key, value)]).expect_err(&format!("{key}={value} is invalid"));
         assert!(err.to_string().contains(named), "{key}={value}: `{err}` names {named}");
