@@ -97,6 +97,9 @@ pub(crate) struct Guarded<T> {
     conn: Arc<ConnState>,
     timeouts: Timeouts,
     sleep: Pin<Box<Sleep>>,
+    /// The deadline `sleep` is set to: it is reset only when the deadline moves, not on
+    /// every read that finds nothing (a timer-wheel update per poll otherwise).
+    armed: Option<Instant>,
     /// Since when no request has been in flight (`None` while one is).
     waiting_since: Option<Instant>,
     /// When the first byte of the next request head arrived.
@@ -106,7 +109,7 @@ pub(crate) struct Guarded<T> {
 impl<T> Guarded<T> {
     pub(crate) fn new(io: T, conn: Arc<ConnState>, timeouts: Timeouts) -> Self {
         let sleep = Box::pin(tokio::time::sleep(timeouts.idle));
-        Guarded { io, conn, timeouts, sleep, waiting_since: None, head_since: None }
+        Guarded { io, conn, timeouts, sleep, armed: None, waiting_since: None, head_since: None }
     }
 
     /// The deadline now, or `None` while a request is in flight.
@@ -153,7 +156,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
         if now >= deadline {
             return Poll::Ready(Err(timed_out(what)));
         }
-        this.sleep.as_mut().reset(deadline);
+        if this.armed != Some(deadline) {
+            this.sleep.as_mut().reset(deadline);
+            this.armed = Some(deadline);
+        }
         match this.sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(timed_out(what))),
             Poll::Pending => Poll::Pending,
