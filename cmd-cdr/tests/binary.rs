@@ -16,10 +16,12 @@ use serde_json::{json, Value};
 
 const EXE: &str = env!("CARGO_BIN_EXE_cdr-pusher");
 
-/// A URL where nothing listens: a port bound and released.
-fn dead_url() -> String {
+/// A URL that never answers: its port stays bound (held by the caller) and nothing accepts,
+/// so attempts fail by timeout, and no other test can take the port meanwhile (a port bound
+/// and released was once taken by a concurrent test's server, which answered the pushes).
+fn dead_url() -> (String, std::net::TcpListener) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", listener.local_addr().unwrap())
+    (format!("http://{}", listener.local_addr().unwrap()), listener)
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Vec<String> {
@@ -32,7 +34,8 @@ async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Vec<String> 
 #[tokio::test]
 async fn sigkill_loses_nothing_that_was_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &dead_url());
+    let (dead, _held) = dead_url();
+    let config = write_config(dir.path(), &dead);
     let program = Program::start(EXE, Service::Cdr, &config, &[]);
     let client = reqwest::Client::new();
     let mut acked = HashSet::new();
@@ -109,7 +112,8 @@ async fn environment_overrides_the_file() {
 #[tokio::test]
 async fn a_second_program_on_the_same_database_exits_at_once_and_a_kill_9_frees_it() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &dead_url());
+    let (dead, _held) = dead_url();
+    let config = write_config(dir.path(), &dead);
     // The same listen address too, as two starts of one configuration would have: the
     // refusal names the database, not the port.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
