@@ -90,9 +90,11 @@ impl Slots {
         self.subscribers.iter().for_each(Self::mark);
     }
 
-    /// Whether the database may hold claimable deliveries of `subscriber`.
-    pub fn has_backlog(&self, subscriber: &str) -> bool {
-        self.own(subscriber).is_some_and(|o| o.backlog.load(Ordering::Acquire))
+    /// How many times `subscriber`'s backlog was marked so far (see [`Slots::mark_backlog`]),
+    /// if the database may hold claimable deliveries of it (`None`: a claim found none since).
+    pub fn backlog_marks(&self, subscriber: &str) -> Option<u64> {
+        let own = self.own(subscriber)?;
+        own.backlog.load(Ordering::Acquire).then(|| own.marks.load(Ordering::Acquire))
     }
 
     /// How many times `subscriber`'s backlog was marked so far (see [`Slots::mark_backlog`]).

@@ -330,12 +330,12 @@ impl Lanes {
 
     /// Whether lane `i` may have claimable work in the database now.
     fn claimable(&self, i: usize, now: i64) -> bool {
-        let id = &self.lanes[i].route.id;
-        self.slots.has_backlog(id)
-            && match self.lanes[i].known {
-                Known::Maybe => true,
-                Known::Until { at, marks } => self.slots.marks(id) != marks || at.is_some_and(|t| t <= now),
-            }
+        // One lookup of the subscriber's slots per lane and turn.
+        let Some(now_marks) = self.slots.backlog_marks(&self.lanes[i].route.id) else { return false };
+        match self.lanes[i].known {
+            Known::Maybe => true,
+            Known::Until { at, marks } => now_marks != marks || at.is_some_and(|t| t <= now),
+        }
     }
 
     /// How many deliveries lane `i` would claim now: none if it has nothing claimable, or

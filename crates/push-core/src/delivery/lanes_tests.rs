@@ -18,16 +18,8 @@ const CAPACITY: usize = 288;
 
 /// `n` subscribers `s0…`, `total` free slots in all.
 fn lanes(n: usize, total: usize) -> (Lanes, Arc<Slots>) {
-    let subscribers: Vec<Subscriber> = (0..n)
-        .map(|i| Subscriber {
-            id: format!("s{i}"),
-            cdr_url: None,
-            status_url: Some(format!("http://127.0.0.1:9/s{i}")),
-            service_types: vec![100],
-            accounts: vec![],
-            secret: None,
-        })
-        .collect();
+    let subscribers: Vec<Subscriber> =
+        (0..n).map(|i| crate::testing::subscriber(&format!("s{i}"), "http://127.0.0.1:9")).collect();
     let ids: Vec<String> = subscribers.iter().map(|s| s.id.clone()).collect();
     let slots = Arc::new(Slots::new(total, CAPACITY, ids.iter().map(String::as_str)));
     let routes = Routes::new(&subscribers, Service::Status);

@@ -40,15 +40,7 @@ pub struct Program {
 impl Program {
     /// Starts `exe --config config` with extra environment, and waits for it to listen.
     pub fn start(exe: &str, service: Service, config: &Path, env: &[(&str, &str)]) -> Program {
-        let mut child = Command::new(exe)
-            .arg("--config")
-            .arg(config)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn program");
+        let mut child = spawn(exe, config, env);
         let output = Arc::new(Mutex::new(Vec::new()));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
@@ -93,15 +85,7 @@ impl Program {
     /// refused start): waits up to `timeout` for it to exit, killing it and panicking if it is
     /// still running then. Returns how it exited and what it printed (stdout, then stderr).
     pub fn run_to_exit(exe: &str, config: &Path, env: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String) {
-        let mut child = Command::new(exe)
-            .arg("--config")
-            .arg(config)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn program");
+        let mut child = spawn(exe, config, env);
         let deadline = Instant::now() + timeout;
         while child.try_wait().expect("wait").is_none() {
             if Instant::now() >= deadline {
@@ -144,4 +128,17 @@ impl Drop for Program {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Spawns `exe --config config` with extra environment and its output piped.
+fn spawn(exe: &str, config: &Path, env: &[(&str, &str)]) -> std::process::Child {
+    Command::new(exe)
+        .arg("--config")
+        .arg(config)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn program")
 }

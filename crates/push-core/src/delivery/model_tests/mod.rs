@@ -128,18 +128,8 @@ impl Case {
 
     /// Starts the program on the case's database (a restart if it ran before).
     async fn start(&mut self) {
-        let subscribers: Vec<Subscriber> = self
-            .subscribers
-            .iter()
-            .map(|id| Subscriber {
-                id: id.clone(),
-                cdr_url: None,
-                status_url: Some(format!("http://127.0.0.1:9/{id}")),
-                service_types: vec![100, 200],
-                accounts: vec![],
-                secret: None,
-            })
-            .collect();
+        let subscribers: Vec<Subscriber> =
+            self.subscribers.iter().map(|id| crate::testing::subscriber(id, "http://127.0.0.1:9")).collect();
         let routes = Routes::new(&subscribers, Service::Status);
         let total = self.max_in_flight + self.capacity - self.per_subscriber;
         let slots = Arc::new(Slots::new(total, self.capacity, self.subscribers.iter().map(String::as_str)));
