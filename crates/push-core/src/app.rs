@@ -38,6 +38,8 @@ pub struct Application {
     state: AppState,
     dispatcher: Dispatcher,
     writer: JoinHandle<()>,
+    /// The retention job's policy and clock (it starts with the server).
+    retention: (crate::outbox::RetentionPolicy, Arc<dyn Clock>),
     /// Cancelled when the program stops taking events (the intake then refuses them).
     stopping: CancellationToken,
 }
@@ -92,8 +94,9 @@ impl Application {
         let routes = Arc::new(routes);
         let stopping = CancellationToken::new();
         let intake = Intake::new(routes.clone(), outbox.clone(), wake, clock.clone(), stopping.clone());
+        let retention = (crate::outbox::RetentionPolicy::from_settings(&settings.outbox), clock.clone());
         let state = AppState { service, settings: Arc::new(settings), routes, outbox, intake, clock, metrics };
-        Ok(Application { listener, state, dispatcher, writer, stopping })
+        Ok(Application { listener, state, dispatcher, writer, retention, stopping })
     }
 
     /// The bound address (useful with port 0).
@@ -104,7 +107,7 @@ impl Application {
     /// Serves until `shutdown` is cancelled; then stops intake, lets in-flight attempts finish
     /// within the grace period, and closes the outbox.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state, dispatcher, writer, stopping } = self;
+        let Application { listener, state, dispatcher, writer, retention, stopping } = self;
         let program = state.service.program();
         let addr = listener.local_addr()?;
         let tls = state.settings.service(state.service).tls.clone();
@@ -121,10 +124,12 @@ impl Application {
             stopping.cancel();
         });
         let outbox = state.outbox.clone();
+        let purging = crate::retention::spawn(outbox.clone(), retention.0, retention.1, shutdown.clone());
         let delivery = tokio::spawn(dispatcher.run(shutdown.clone()));
         let router = api::router(state);
         crate::server::serve(listener, router, tls, limits, shutdown).await?;
         delivery.await.context("delivery loop panicked")?;
+        purging.await.context("retention job panicked")?;
         outbox.close().await;
         drop(outbox);
         writer.await.context("outbox writer panicked")?;

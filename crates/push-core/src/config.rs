@@ -84,6 +84,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// Connection limits of the listener.
     pub server: ServerSettings,
+    /// How long finished events are kept.
+    pub outbox: OutboxSettings,
     /// cdr-pusher's listener and database.
     pub cdr: ServiceSettings,
     /// status-pusher's listener and database.
@@ -159,6 +161,22 @@ pub struct ServerSettings {
     /// Open connections at most; more wait in the listen backlog until one closes. 0: from
     /// the open-files limit (`server::auto_connection_cap`).
     pub max_connections: usize,
+}
+
+/// `outbox:` section: retention. `0s` turns a purge off (the history is then kept for good).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// An event whose deliveries are all delivered is purged once this old.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// An event with a dead delivery (and none pending) is purged once this old.
+    #[serde(with = "humantime_serde")]
+    pub dead_retention: Duration,
+    /// Duplicates, 409 after HANGUP and sequences are answered as before for events this
+    /// young, even when their bodies were purged.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
 }
 
 /// `admin:` section.

@@ -6,6 +6,7 @@
 //! - [`retry`]: the retry policy, a pure function of config and attempt number.
 //! - [`outbox`]: the SQLite outbox and its single group-committing writer; the only SQL.
 //! - [`delivery`]: the delivery loop and the webhook client; the only outbound HTTP.
+//! - [`retention`]: the background job that purges finished events.
 //! - [`intake`]: the one way in for events from every source (ids, routing, store, wake).
 //! - [`api`]: ingest and operations HTTP API.
 //! - [`subscribers`]: who receives which event.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod delivery;
 pub mod intake;
 pub mod outbox;
+pub mod retention;
 pub mod retry;
 pub mod schema;
 mod server;

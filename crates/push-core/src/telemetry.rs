@@ -81,6 +81,11 @@ pub mod metrics {
         ::metrics::counter!("voice_push_events_duplicate_total").increment(duplicates);
     }
 
+    /// Counts events purged by retention (`voice_push_purged_total`; 0 registers it).
+    pub fn purged(events: u64) {
+        ::metrics::counter!("voice_push_purged_total").increment(events);
+    }
+
     /// Sets `voice_push_oldest_due_age_seconds{subscriber}`: how long the subscriber's oldest
     /// due delivery has waited for a claim, 0 when nothing due waits (a gauge has no null).
     /// Set by each scrape of `/metrics`, so it also covers a subscriber that is no longer

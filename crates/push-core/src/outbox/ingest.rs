@@ -116,6 +116,12 @@ pub(super) fn give_back(slots: &Slots, handed: &[Claimed]) {
 pub(super) const PENDING_CHAINS: &str = "SELECT DISTINCT subscriber, call_id FROM deliveries INDEXED BY deliveries_call
      WHERE state = 'pending' AND call_id IN (SELECT value FROM json_each(?1))";
 
+/// Event ids of the dedup keys in `?1` (JSON): stored events', and those of events purged
+/// inside the dedup window.
+const KNOWN_KEYS: &str = "WITH k(key) AS (SELECT value FROM json_each(?1))
+     SELECT dedup_key, event_id FROM events WHERE dedup_key IN k
+     UNION ALL SELECT dedup_key, event_id FROM purged_keys WHERE dedup_key IN k";
+
 fn lookup(tx: &Connection, requests: &[Request<'_>], ordered: bool) -> anyhow::Result<Known> {
     let events = || requests.iter().flat_map(|r| r.items.iter().map(|i| &i.event));
     let mut keys: Vec<&str> = events().map(|e| e.dedup_key()).collect();
@@ -123,11 +129,7 @@ fn lookup(tx: &Connection, requests: &[Request<'_>], ordered: bool) -> anyhow::R
         keys.extend(events().filter_map(|e| e.hangup_key()));
     }
     let keys = serde_json::to_string(&keys)?;
-    let keys = bulk::pairs(
-        tx,
-        "SELECT dedup_key, event_id FROM events WHERE dedup_key IN (SELECT value FROM json_each(?1))",
-        &keys,
-    )?;
+    let keys = bulk::pairs(tx, KNOWN_KEYS, &keys)?;
     if !ordered {
         return Ok(Known { keys, ..Known::default() });
     }

@@ -15,6 +15,8 @@ mod error;
 mod health;
 mod ingest;
 mod lock;
+mod policy;
+mod purge;
 mod read;
 mod store;
 mod syncer;
@@ -36,9 +38,10 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use self::error::StoreError;
 pub use self::lock::DatabaseInUse;
+pub use self::policy::{PurgeReport, RetentionPolicy};
 pub use self::read::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, StatsRow};
 pub use self::store::{Store, StoreCounters, StoreFuture};
-use self::writer::Command;
+use self::writer::{Command, Queued};
 pub use self::{health::WriteHealth, writer::WriterStats};
 use crate::{config::Service, schema::StoredEvent, slots::Slots};
 
@@ -182,7 +185,7 @@ pub struct Handoff {
 /// Handle to one program's outbox: cheap to clone, shared by the API and the delivery loop.
 #[derive(Clone)]
 pub struct Outbox {
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Queued>,
     readers: SqlitePool,
     stats: Arc<WriterStats>,
 }
@@ -260,12 +263,21 @@ impl Outbox {
         self.call(|reply| Command::Redeliver { filter, now, reply }).await
     }
 
+    /// One batch of retention's purge (see [`purge`]): a few milliseconds of the writer.
+    pub async fn purge(&self, policy: RetentionPolicy, now: i64) -> Result<PurgeReport, StoreError> {
+        self.send(|reply| Queued::Purge { policy, now, reply }).await
+    }
+
     /// Lets unfinished claims go, so the next start attempts them again at once.
     pub async fn release_claims(&self) -> Result<(), StoreError> {
         self.call(|reply| Command::ReleaseClaims { reply }).await
     }
 
     async fn call<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Command) -> Result<T, StoreError> {
+        self.send(|reply| Queued::Unit(make(reply))).await
+    }
+
+    async fn send<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Queued) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
@@ -315,7 +327,7 @@ fn open_writer(path: &Path) -> anyhow::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;
          PRAGMA cache_size = -4000; PRAGMA temp_store = MEMORY;",
     )?;
     conn.set_prepared_statement_cache_capacity(100);

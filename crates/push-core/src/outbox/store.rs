@@ -8,8 +8,8 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use super::{
-    ClaimBatch, Completion, DeliveryDetail, DeliveryFilter, IngestItem, IngestOutcome, Outbox, Page, RedeliverFilter,
-    StatsRow, StoreError,
+    ClaimBatch, Completion, DeliveryDetail, DeliveryFilter, IngestItem, IngestOutcome, Outbox, Page, PurgeReport,
+    RedeliverFilter, RetentionPolicy, StatsRow, StoreError,
 };
 
 /// A boxed future of a store's answer (the trait is used as `dyn Store`).
@@ -38,6 +38,10 @@ pub trait Store: Send + Sync + 'static {
     fn redeliver(&self, filter: RedeliverFilter, now: i64) -> StoreFuture<'_, u64>;
     /// Lets this program's claims go, so they are attempted again.
     fn release_claims(&self) -> StoreFuture<'_, ()>;
+    /// One small batch of retention's purge (finished events past their window, dedup keys
+    /// past the dedup window); says whether more is waiting. Never holds the store's writes
+    /// for more than a few milliseconds.
+    fn purge(&self, policy: RetentionPolicy, now: i64) -> StoreFuture<'_, PurgeReport>;
     /// A page of deliveries, newest first.
     fn list_deliveries<'a>(&'a self, filter: &'a DeliveryFilter) -> StoreFuture<'a, Page>;
     /// One delivery with its attempt log.
@@ -76,6 +80,9 @@ impl Store for Outbox {
     }
     fn release_claims(&self) -> StoreFuture<'_, ()> {
         Box::pin(Outbox::release_claims(self))
+    }
+    fn purge(&self, policy: RetentionPolicy, now: i64) -> StoreFuture<'_, PurgeReport> {
+        Box::pin(Outbox::purge(self, policy, now))
     }
     fn list_deliveries<'a>(&'a self, filter: &'a DeliveryFilter) -> StoreFuture<'a, Page> {
         Box::pin(async move { read(Outbox::list_deliveries(self, filter).await) })

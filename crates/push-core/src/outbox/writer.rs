@@ -16,7 +16,8 @@ use super::{
     health::WriteHealth,
     ingest::{Plan, RowIds},
     syncer::{self, Committed},
-    ClaimBatch, Completion, Handoff, IngestItem, IngestOutcome, RedeliverFilter, StoreError,
+    purge, ClaimBatch, Completion, Handoff, IngestItem, IngestOutcome, PurgeReport, RedeliverFilter, RetentionPolicy,
+    StoreError,
 };
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -58,6 +59,14 @@ pub(super) enum Command {
     ReleaseClaims { reply: Reply<()> },
 }
 
+/// What the writer's queue carries: a command applied with the rest of its group, or a
+/// batch of retention's purge, which runs in a transaction of its own after the group (it
+/// keeps its own cursor, and no claim waits for it).
+pub(super) enum Queued {
+    Unit(Command),
+    Purge { policy: RetentionPolicy, now: i64, reply: Reply<PurgeReport> },
+}
+
 /// Sends a command's result once the commit's fate is known.
 pub(super) type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
@@ -77,19 +86,21 @@ pub(super) fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, Store
 ///
 /// It runs on a thread of its own and calls SQLite directly: every statement runs on this
 /// thread, without a hand-off to another thread and back.
-pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Command>, setup: WriterSetup) {
+pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>, setup: WriterSetup) {
     let WriterSetup { ordered, stats, mut ids, handoff, durable_tx } = setup;
     let slots = handoff.slots.as_ref();
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut durable: VecDeque<Command> = VecDeque::new();
+    let mut purging = purge::Cursor::default();
+    let mut purges = Vec::new();
     loop {
         if durable.is_empty() {
             match rx.blocking_recv() {
-                Some(command) => group.push(command),
+                Some(queued) => sort(queued, &mut group, &mut purges),
                 None => break,
             }
         }
-        take_waiting(&mut rx, &mut group);
+        take_waiting(&mut rx, &mut group, &mut purges);
         stats.count(&group);
         let (now_durable, light): (Vec<_>, Vec<_>) = group.drain(..).partition(Command::is_durable);
         durable.extend(now_durable);
@@ -115,6 +126,12 @@ pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Command>, setup: Writ
                 finishes.into_iter().for_each(|f| f(commit.clone()));
             }
         }
+        for (policy, now, reply) in purges.drain(..) {
+            let result = purge::batch(&conn, &mut purging, &policy, now).map_err(StoreError::statement);
+            let wrote = result.as_ref().is_ok_and(|r| r.events > 0);
+            stats.health.record(&result.as_ref().map(drop), wrote);
+            let _ = reply.send(result);
+        }
     }
     drop(durable_tx);
     if let Err((_, e)) = conn.close() {
@@ -122,11 +139,22 @@ pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Command>, setup: Writ
     }
 }
 
-/// Adds whatever is queued now to `group`, without waiting.
-fn take_waiting(rx: &mut mpsc::Receiver<Command>, group: &mut Vec<Command>) {
+/// A purge batch waiting for the end of the writer's turn.
+type PurgeRequest = (RetentionPolicy, i64, Reply<PurgeReport>);
+
+/// Puts a queued request where it is applied.
+fn sort(queued: Queued, group: &mut Vec<Command>, purges: &mut Vec<PurgeRequest>) {
+    match queued {
+        Queued::Unit(command) => group.push(command),
+        Queued::Purge { policy, now, reply } => purges.push((policy, now, reply)),
+    }
+}
+
+/// Adds whatever is queued now to `group` (and `purges`), without waiting.
+fn take_waiting(rx: &mut mpsc::Receiver<Queued>, group: &mut Vec<Command>, purges: &mut Vec<PurgeRequest>) {
     while group.len() < MAX_GROUP {
         match rx.try_recv() {
-            Ok(command) => group.push(command),
+            Ok(queued) => sort(queued, group, purges),
             Err(_) => break,
         }
     }

@@ -12,5 +12,6 @@ mod intake;
 mod ops;
 mod ordering;
 mod readiness;
+mod retention;
 mod security;
 mod single_process;
