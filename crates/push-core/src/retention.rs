@@ -22,7 +22,12 @@ const BETWEEN_BATCHES: Duration = Duration::from_millis(5);
 pub const IDLE: Duration = Duration::from_secs(1);
 
 /// Starts the job; it ends when `stop` is cancelled or the store has stopped.
-pub fn spawn(store: Arc<dyn Store>, policy: RetentionPolicy, clock: Arc<dyn Clock>, stop: CancellationToken) -> JoinHandle<()> {
+pub fn spawn(
+    store: Arc<dyn Store>,
+    policy: RetentionPolicy,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     m::purged(0);
     tokio::spawn(async move {
         loop {
@@ -32,7 +37,11 @@ pub fn spawn(store: Arc<dyn Store>, policy: RetentionPolicy, clock: Arc<dyn Cloc
                         m::purged(report.events);
                         tracing::debug!(events = report.events, deliveries = report.deliveries, "purged");
                     }
-                    if report.more { BETWEEN_BATCHES } else { IDLE }
+                    if report.more {
+                        BETWEEN_BATCHES
+                    } else {
+                        IDLE
+                    }
                 }
                 Err(StoreError::Stopped) => return,
                 Err(e) => {

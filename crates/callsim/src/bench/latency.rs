@@ -17,14 +17,14 @@ const RATES: [f64; 2] = [500.0, 5_000.0];
 
 /// Percentiles of one step, milliseconds.
 #[derive(Debug, Default, Clone, Copy)]
-struct Percentiles {
-    p50: f64,
-    p99: f64,
-    max: f64,
+pub(super) struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
 }
 
 /// Sorts `micros` and reads its percentiles.
-fn percentiles(micros: &mut [u64]) -> Percentiles {
+pub(super) fn percentiles(micros: &mut [u64]) -> Percentiles {
     if micros.is_empty() {
         return Percentiles::default();
     }

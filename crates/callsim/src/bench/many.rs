@@ -50,6 +50,7 @@ pub(super) async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         subscriber: Some(format!("http://127.0.0.1:{port}")),
         retry: Some(vec!["1s".to_string(); RETRIES]),
         subscribers: n,
+        ..Setup::default()
     };
     let (_dir, pusher) = ctx.pusher(PHASE, Program::Cdr, &setup)?;
     let m = measure(ctx, &pusher, port).await;

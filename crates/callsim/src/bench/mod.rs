@@ -4,7 +4,7 @@
 //!
 //! Phases (each starts its own pusher with a fresh database in a temporary directory and
 //! stops it at the end): `sink`, `ingest`, `e2e-cdr`, `e2e-status`, `latency`, `backlog`,
-//! `many-subscribers`.
+//! `many-subscribers`, `purge`, `soak`.
 //! See the crate README for what each figure means.
 
 mod backlog;
@@ -17,6 +17,7 @@ mod phases;
 pub mod pusher;
 pub mod receiver;
 pub mod report;
+mod retention;
 pub mod sink;
 
 use std::path::PathBuf;
@@ -46,11 +47,15 @@ pub enum Phase {
     Backlog,
     /// The same with many subscribers: the drain's rate, and how evenly they are served.
     ManySubscribers,
+    /// Ingest latency while a --queued history is purged by retention.
+    Purge,
+    /// Steady load with a short retention: the database stops growing.
+    Soak,
 }
 
 impl Phase {
     /// All phases, in running order.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Sink,
         Phase::Ingest,
         Phase::E2eCdr,
@@ -58,6 +63,8 @@ impl Phase {
         Phase::Latency,
         Phase::Backlog,
         Phase::ManySubscribers,
+        Phase::Purge,
+        Phase::Soak,
     ];
 
     /// The phase's name on the command line and in the report.
@@ -70,6 +77,8 @@ impl Phase {
             Phase::Latency => "latency",
             Phase::Backlog => "backlog",
             Phase::ManySubscribers => "many-subscribers",
+            Phase::Purge => "purge",
+            Phase::Soak => "soak",
         }
     }
 }

@@ -11,7 +11,7 @@ use super::pusher::{cpu_secs, Program, Setup};
 use super::receiver::{BenchReceiver, Tally};
 use super::report::{Figure, SINK_ARRAYS, SINK_DELIVERY, SINK_SINGLE};
 use super::sink::{delivery_sink, ingest_sink, Server};
-use super::{backlog, latency, many, Ctx, Phase};
+use super::{backlog, latency, many, retention, Ctx, Phase};
 use crate::calls::now_ms;
 
 /// Events per array in the ingest and end-to-end phases.
@@ -34,6 +34,8 @@ pub(super) async fn run(ctx: &mut Ctx, phase: Phase) -> anyhow::Result<()> {
         Phase::Latency => latency::run(ctx).await,
         Phase::Backlog => backlog::run(ctx).await,
         Phase::ManySubscribers => many::run(ctx).await,
+        Phase::Purge => retention::purge(ctx).await,
+        Phase::Soak => retention::soak(ctx).await,
     }
 }
 

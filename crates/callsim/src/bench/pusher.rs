@@ -67,11 +67,13 @@ pub struct Setup {
     /// are [`subscriber_id`]s `s0`, `s1`... each at its own path under the base URL
     /// (`<base>/s17/cdr`), so that one receiver can tell their pushes apart.
     pub subscribers: usize,
+    /// More YAML sections, appended as they are (e.g. `outbox: {retention: 1s}`).
+    pub extra: String,
 }
 
 impl Default for Setup {
     fn default() -> Setup {
-        Setup { subscriber: None, retry: None, subscribers: 1 }
+        Setup { subscriber: None, retry: None, subscribers: 1, extra: String::new() }
     }
 }
 
@@ -99,6 +101,7 @@ pub fn config_yaml(program: Program, dir: &Path, setup: &Setup) -> String {
         program.section(),
         db.display()
     );
+    yaml.push_str(&setup.extra);
     if let Some(schedule) = &setup.retry {
         yaml.push_str(&format!("retry: {{schedule: [{}]}}\n", schedule.join(", ")));
     }

@@ -149,7 +149,10 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         entry["oldestDueAgeMs"] = json!(due_at.map(|at| now - at));
     }
     let c = state.outbox.counters();
-    let outbox = json!({"transactions": c.transactions, "ingestRequests": c.ingests, "claims": c.claims});
+    let outbox = json!({
+        "transactions": c.transactions, "ingestRequests": c.ingests, "claims": c.claims,
+        "longestPurgeBatchMs": c.longest_purge_micros as f64 / 1000.0,
+    });
     Ok(Json(json!({"subscribers": subscribers, "outbox": outbox})))
 }
 

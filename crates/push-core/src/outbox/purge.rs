@@ -58,7 +58,12 @@ struct Seen {
 }
 
 /// Runs one batch in its own transaction; sizes the next one from how long it took.
-pub(super) fn batch(conn: &Connection, cursor: &mut Cursor, policy: &RetentionPolicy, now: i64) -> anyhow::Result<PurgeReport> {
+pub(super) fn batch(
+    conn: &Connection,
+    cursor: &mut Cursor,
+    policy: &RetentionPolicy,
+    now: i64,
+) -> anyhow::Result<PurgeReport> {
     if cursor.rescanned_at.is_none_or(|at| now - at >= RESCAN_MS) {
         (cursor.delivery, cursor.event, cursor.rescanned_at) = (0, 0, Some(now));
     }
@@ -146,7 +151,8 @@ fn walk(conn: &Connection, cursor: &Cursor, young: i64) -> anyhow::Result<(Vec<S
 
 /// `(id, event_row, state)` of the next deliveries after `after`, in id order.
 fn delivery_rows(conn: &Connection, after: i64, limit: usize) -> anyhow::Result<Vec<(i64, i64, String)>> {
-    let mut stmt = conn.prepare_cached("SELECT id, event_row, state FROM deliveries WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT id, event_row, state FROM deliveries WHERE id > ?1 ORDER BY id LIMIT ?2")?;
     let rows = stmt.query_map((after, limit as i64), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -189,12 +195,13 @@ fn forget_calls(conn: &Connection, calls: &[String]) -> anyhow::Result<u64> {
     if calls.is_empty() {
         return Ok(0);
     }
-    let n = conn.prepare_cached(
-        "DELETE FROM calls WHERE call_id IN (SELECT value FROM json_each(?1))
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM calls WHERE call_id IN (SELECT value FROM json_each(?1))
            AND NOT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_call WHERE deliveries.call_id = calls.call_id)
            AND NOT EXISTS (SELECT 1 FROM purged_keys WHERE purged_keys.call_id = calls.call_id)",
-    )?
-    .execute([serde_json::to_string(calls)?])?;
+        )?
+        .execute([serde_json::to_string(calls)?])?;
     Ok(n as u64)
 }
 
@@ -224,11 +231,10 @@ impl Gone {
     fn delete(self, conn: &Connection, report: &mut PurgeReport) -> anyhow::Result<()> {
         let ids = |ids: &[i64]| serde_json::to_string(ids);
         let deliveries = ids(&self.deliveries)?;
-        let run = |sql: &str, arg: &str| -> anyhow::Result<u64> { Ok(conn.prepare_cached(sql)?.execute([arg])? as u64) };
-        report.attempts += run(
-            "DELETE FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?1))",
-            &deliveries,
-        )?;
+        let run =
+            |sql: &str, arg: &str| -> anyhow::Result<u64> { Ok(conn.prepare_cached(sql)?.execute([arg])? as u64) };
+        report.attempts +=
+            run("DELETE FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?1))", &deliveries)?;
         report.deliveries += run("DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?1))", &deliveries)?;
         report.events += run("DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1))", &ids(&self.events)?)?;
         bulk::execute(

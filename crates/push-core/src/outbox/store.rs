@@ -24,6 +24,8 @@ pub struct StoreCounters {
     pub ingests: u64,
     /// Claims made by the delivery loop.
     pub claims: u64,
+    /// The longest one purge batch has held the store's writes, µs.
+    pub longest_purge_micros: u64,
 }
 
 /// One program's outbox, whatever keeps it.
@@ -108,7 +110,12 @@ impl Store for Outbox {
     fn counters(&self) -> StoreCounters {
         let w = self.writer_stats();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        StoreCounters { transactions: load(&w.transactions), ingests: load(&w.ingests), claims: load(&w.claims) }
+        StoreCounters {
+            transactions: load(&w.transactions),
+            ingests: load(&w.ingests),
+            claims: load(&w.claims),
+            longest_purge_micros: load(&w.longest_purge_micros),
+        }
     }
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(Outbox::close_readers(self))

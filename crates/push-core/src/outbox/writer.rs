@@ -15,8 +15,9 @@ use super::{
     apply::apply_group,
     health::WriteHealth,
     ingest::{Plan, RowIds},
+    purge,
     syncer::{self, Committed},
-    purge, ClaimBatch, Completion, Handoff, IngestItem, IngestOutcome, PurgeReport, RedeliverFilter, RetentionPolicy,
+    ClaimBatch, Completion, Handoff, IngestItem, IngestOutcome, PurgeReport, RedeliverFilter, RetentionPolicy,
     StoreError,
 };
 
@@ -37,6 +38,8 @@ pub struct WriterStats {
     pub ingests: AtomicU64,
     /// Claims made by the delivery loop.
     pub claims: AtomicU64,
+    /// The longest a purge batch has held the writer, µs.
+    pub longest_purge_micros: AtomicU64,
     /// Whether the last writes succeeded (read by `/readyz`).
     pub health: WriteHealth,
 }
@@ -127,7 +130,10 @@ pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>, setup: Write
             }
         }
         for (policy, now, reply) in purges.drain(..) {
+            let started = std::time::Instant::now();
             let result = purge::batch(&conn, &mut purging, &policy, now).map_err(StoreError::statement);
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            stats.longest_purge_micros.fetch_max(took, Ordering::Relaxed);
             let wrote = result.as_ref().is_ok_and(|r| r.events > 0);
             stats.health.record(&result.as_ref().map(drop), wrote);
             let _ = reply.send(result);

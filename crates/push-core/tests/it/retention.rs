@@ -65,7 +65,8 @@ async fn delivered_events_go_after_the_retention_dead_ones_after_theirs_and_pend
     let mut s = settings(dir.path(), &ok.url(), 7, 30, 7);
     s.retry.schedule = vec![days(100)];
     for (id, receiver, account) in [("gone", &gone, "acc-gone"), ("failing", &failing, "acc-failing")] {
-        s.subscribers.push(push_core::config::Subscriber { accounts: vec![account.into()], ..subscriber(id, &receiver.url()) });
+        s.subscribers
+            .push(push_core::config::Subscriber { accounts: vec![account.into()], ..subscriber(id, &receiver.url()) });
     }
     s.subscribers[0].accounts = vec!["acc-ok".into()];
     let clock = ManualClock::at(T0);
@@ -75,7 +76,12 @@ async fn delivered_events_go_after_the_retention_dead_ones_after_theirs_and_pend
         cdr["accountId"] = json!(account);
         cdr
     };
-    let batch = json!([cdr("ok-1", "acc-ok"), cdr("ok-2", "acc-ok"), cdr("gone-1", "acc-gone"), cdr("failing-1", "acc-failing")]);
+    let batch = json!([
+        cdr("ok-1", "acc-ok"),
+        cdr("ok-2", "acc-ok"),
+        cdr("gone-1", "acc-gone"),
+        cdr("failing-1", "acc-failing")
+    ]);
     assert_eq!(app.ingest(&batch).await.status(), 202);
     app.deliveries_eventually("state=delivered", 2).await;
     app.deliveries_eventually("state=dead", 1).await;
@@ -118,7 +124,8 @@ async fn a_duplicate_of_a_purged_cdr_is_answered_with_its_event_id_inside_the_wi
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cdr.db");
     let clock = ManualClock::at(T0);
-    let app = TestApp::spawn_with_clock(Service::Cdr, settings(dir.path(), &receiver.url(), 1, 1, 7), clock.clone()).await;
+    let app =
+        TestApp::spawn_with_clock(Service::Cdr, settings(dir.path(), &receiver.url(), 1, 1, 7), clock.clone()).await;
     let first = accepted(app.ingest(&seed_cdr("dup-1")).await).await;
     receiver.wait_for_successes(1, WAIT).await;
     clock.set(T0 + 2 * DAY);
@@ -146,8 +153,11 @@ async fn after_a_purge_inside_the_window_statuses_keep_their_sequences_and_a_sta
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("status.db");
     let clock = ManualClock::at(T0);
-    let app = TestApp::spawn_with_clock(Service::Status, settings(dir.path(), &receiver.url(), 1, 1, 7), clock.clone()).await;
-    for (call, status) in [("hung", "DIALING"), ("hung", "RINGING"), ("hung", "HANGUP"), ("open", "DIALING"), ("open", "RINGING")] {
+    let app =
+        TestApp::spawn_with_clock(Service::Status, settings(dir.path(), &receiver.url(), 1, 1, 7), clock.clone()).await;
+    for (call, status) in
+        [("hung", "DIALING"), ("hung", "RINGING"), ("hung", "HANGUP"), ("open", "DIALING"), ("open", "RINGING")]
+    {
         assert_eq!(app.ingest(&status_event(call, status, T0)).await.status(), 202);
     }
     receiver.wait_for_successes(5, WAIT).await;
@@ -189,8 +199,10 @@ async fn an_outbox_from_before_retention_migrates_and_is_purged() {
     }
     {
         use sqlx::ConnectOptions as _;
-        let options: sqlx::sqlite::SqliteConnectOptions =
-            format!("sqlite://{}", db.display()).parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().create_if_missing(true);
+        let options: sqlx::sqlite::SqliteConnectOptions = format!("sqlite://{}", db.display())
+            .parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .unwrap()
+            .create_if_missing(true);
         let mut conn = options.connect().await.unwrap();
         sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&mut conn).await.unwrap();
         let conn = rusqlite::Connection::open(&db).unwrap();
