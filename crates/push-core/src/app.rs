@@ -12,7 +12,6 @@ use crate::{
     config::{Service, Settings},
     delivery::{Dispatcher, Wiring},
     intake::Intake,
-    outbox::{Handoff, Outbox, Store},
     slots::Slots,
     subscribers::Routes,
     telemetry::metrics as m,
@@ -71,10 +70,8 @@ impl Application {
             crate::delivery::claim_capacity(d.max_in_flight_per_subscriber),
             routes.all().iter().map(|r| r.id.as_str()),
         ));
-        let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
-        let handoff = Handoff { slots: slots.clone(), deliveries: handed_tx };
-        let (outbox, writer) = Outbox::open(&section.database, service, handoff).await?;
-        let outbox: Arc<dyn Store> = Arc::new(outbox);
+        let opened = crate::outbox::open(&section.database, service, slots.clone()).await?;
+        let (outbox, handed, writer) = (opened.store, opened.handed, opened.task);
         for route in routes.all() {
             route.metrics.queue_depth.set(0.0);
         }

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use push_core::{
     clock::SystemClock,
     intake::{Intake, IntakeError},
-    outbox::{Handoff, Outbox, RedeliverFilter, Store},
+    outbox::{RedeliverFilter, Store},
     schema,
     slots::Slots,
     subscribers::Routes,
@@ -21,17 +21,15 @@ use tokio_util::sync::CancellationToken;
 
 /// An intake on a fresh outbox with subscribers `all` (every account) and `acme` (account
 /// `acme` only), and the loop's wake-up to watch.
-async fn intake(dir: &std::path::Path) -> (Intake, Outbox, Arc<Notify>, CancellationToken) {
+async fn intake(dir: &std::path::Path) -> (Intake, Arc<dyn Store>, Arc<Notify>, CancellationToken) {
     let mut acme = subscriber("acme", "http://127.0.0.1:9");
     acme.accounts = vec!["acme".into()];
     let routes = Arc::new(Routes::new(&[subscriber("all", "http://127.0.0.1:9"), acme], Service::Status));
     let slots = Arc::new(Slots::new(10, 10, ["all", "acme"]));
-    let (deliveries, _handed) = tokio::sync::mpsc::unbounded_channel();
     let url = format!("sqlite://{}", dir.join("status.db").display());
-    let (outbox, _writer) = Outbox::open(&url, Service::Status, Handoff { slots, deliveries }).await.unwrap();
+    let outbox = push_core::outbox::open(&url, Service::Status, slots).await.unwrap().store;
     let (wake, stopping) = (Arc::new(Notify::new()), CancellationToken::new());
-    let store: Arc<dyn Store> = Arc::new(outbox.clone());
-    let intake = Intake::new(routes, store, wake.clone(), Arc::new(SystemClock), stopping.clone());
+    let intake = Intake::new(routes, outbox.clone(), wake.clone(), Arc::new(SystemClock), stopping.clone());
     (intake, outbox, wake, stopping)
 }
 

@@ -15,3 +15,4 @@ mod readiness;
 mod retention;
 mod security;
 mod single_process;
+mod store_contract;

@@ -29,7 +29,7 @@ use self::model::{Model, State};
 use super::lanes::Lanes;
 use crate::{
     config::{Service, Subscriber},
-    outbox::{Claimed, Completion, Handoff, IngestItem, IngestOutcome, NextState, Outbox},
+    outbox::{Claimed, Completion, IngestItem, IngestOutcome, NextState, Store},
     schema,
     slots::Slots,
     subscribers::Routes,
@@ -70,7 +70,7 @@ struct Case {
 
 /// The program under test: the outbox with its writer, the slots and the lanes.
 struct Node {
-    outbox: Outbox,
+    outbox: Arc<dyn Store>,
     task: tokio::task::JoinHandle<()>,
     slots: Arc<Slots>,
     handed: mpsc::UnboundedReceiver<Vec<Claimed>>,
@@ -133,10 +133,9 @@ impl Case {
         let routes = Routes::new(&subscribers, Service::Status);
         let total = self.max_in_flight + self.capacity - self.per_subscriber;
         let slots = Arc::new(Slots::new(total, self.capacity, self.subscribers.iter().map(String::as_str)));
-        let (tx, handed) = mpsc::unbounded_channel();
         let url = format!("sqlite://{}", self.dir.path().join("status.db").display());
-        let handoff = Handoff { slots: slots.clone(), deliveries: tx };
-        let (outbox, task) = Outbox::open(&url, Service::Status, handoff).await.expect("outbox");
+        let opened = crate::outbox::open(&url, Service::Status, slots.clone()).await.expect("outbox");
+        let (outbox, handed, task) = (opened.store, opened.handed, opened.task);
         let lanes = Lanes::new(&routes, slots.clone(), self.max_in_flight, self.per_subscriber, self.capacity);
         self.node = Some(Node { outbox, task, slots, handed, lanes });
     }
@@ -144,7 +143,7 @@ impl Case {
     /// Stops the program as a crash would: claims in memory and unrecorded results are lost.
     async fn restart(&mut self) {
         let node = self.node.take().expect("running");
-        node.outbox.close_readers().await;
+        node.outbox.close().await;
         drop(node.lanes);
         drop(node.handed);
         drop(node.outbox);
@@ -380,7 +379,7 @@ async fn run_cases(seeds: std::ops::Range<u64>) {
         }
         case.finish().await;
         let node = case.node.take().expect("running");
-        node.outbox.close_readers().await;
+        node.outbox.close().await;
     }
 }
 

@@ -217,7 +217,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::{config::Service, outbox::Outbox, schema, slots::Slots, testing};
+    use crate::{config::Service, outbox::sqlite::Outbox, schema, slots::Slots, testing};
 
     /// One CDR of call `call_id`, for no subscriber.
     fn cdr(call_id: &str) -> Vec<IngestItem> {

@@ -8,13 +8,12 @@
 //! clears with the next write that succeeds: an ingest retried by a client, or the delivery
 //! loop's bookkeeping.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The outcome of the outbox's last writes; shared by the writer, the syncer and `/readyz`.
 #[derive(Debug, Default)]
 pub struct WriteHealth {
     failing: AtomicBool,
-    failures: AtomicU64,
 }
 
 impl WriteHealth {
@@ -23,7 +22,6 @@ impl WriteHealth {
     pub(super) fn record<E: std::fmt::Display>(&self, outcome: &Result<(), E>, wrote: bool) {
         match outcome {
             Err(e) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::error!(error = %e, "the outbox cannot take writes; /readyz answers 503");
                 }
@@ -41,11 +39,6 @@ impl WriteHealth {
     pub fn failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)
     }
-
-    /// Failed writes since start.
-    pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
-    }
 }
 
 #[cfg(test)]
@@ -62,6 +55,5 @@ mod tests {
         assert!(health.failing(), "a transaction that wrote nothing proves nothing");
         health.record(&Ok::<(), &str>(()), true);
         assert!(!health.failing());
-        assert_eq!(health.failures(), 1);
     }
 }

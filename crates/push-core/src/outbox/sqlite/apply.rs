@@ -250,8 +250,10 @@ mod tests {
     use crate::{
         config::Service,
         outbox::{
-            ingest::RowIds,
-            sql_tests::{delivery, finished, migrated},
+            sqlite::{
+                ingest::RowIds,
+                sql_tests::{delivery, finished, migrated},
+            },
             IngestItem,
         },
         schema, testing,
