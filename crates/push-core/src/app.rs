@@ -37,6 +37,8 @@ pub struct Application {
     state: AppState,
     dispatcher: Dispatcher,
     writer: JoinHandle<()>,
+    /// The sources' HTTP routes and background tasks.
+    sources: crate::sources::Started,
     /// The retention job's policy and clock (it starts with the server).
     retention: (crate::outbox::RetentionPolicy, Arc<dyn Clock>),
     /// Cancelled when the program stops taking events (the intake then refuses them).
@@ -92,8 +94,18 @@ impl Application {
         let stopping = CancellationToken::new();
         let intake = Intake::new(routes.clone(), outbox.clone(), wake, clock.clone(), stopping.clone());
         let retention = (crate::outbox::RetentionPolicy::from_settings(&settings.outbox), clock.clone());
-        let state = AppState { service, settings: Arc::new(settings), routes, outbox, intake, clock, metrics };
-        Ok(Application { listener, state, dispatcher, writer, retention, stopping })
+        let settings = Arc::new(settings);
+        let registry = crate::sources::Sources::new(clock.clone());
+        let context = crate::sources::Context {
+            settings: settings.clone(),
+            service,
+            intake: intake.clone(),
+            sources: registry.clone(),
+            shutdown: stopping.clone(),
+        };
+        let sources = crate::sources::start(&context).await?;
+        let state = AppState { service, settings, routes, outbox, intake, sources: registry, clock, metrics };
+        Ok(Application { listener, state, dispatcher, writer, sources, retention, stopping })
     }
 
     /// The bound address (useful with port 0).
@@ -104,7 +116,7 @@ impl Application {
     /// Serves until `shutdown` is cancelled; then stops intake, lets in-flight attempts finish
     /// within the grace period, and closes the outbox.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Application { listener, state, dispatcher, writer, retention, stopping } = self;
+        let Application { listener, state, dispatcher, writer, sources, retention, stopping } = self;
         let program = state.service.program();
         let addr = listener.local_addr()?;
         let tls = state.settings.service(state.service).tls.clone();
@@ -123,8 +135,11 @@ impl Application {
         let outbox = state.outbox.clone();
         let purging = crate::retention::spawn(outbox.clone(), retention.0, retention.1, shutdown.clone());
         let delivery = tokio::spawn(dispatcher.run(shutdown.clone()));
-        let router = api::router(state);
+        let router = api::router(state, sources.router);
         crate::server::serve(listener, router, tls, limits, shutdown).await?;
+        for task in sources.tasks {
+            task.await.context("a source panicked")?;
+        }
         delivery.await.context("delivery loop panicked")?;
         purging.await.context("retention job panicked")?;
         outbox.close().await;

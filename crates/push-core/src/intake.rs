@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     clock::Clock,
-    outbox::{Accepted, IngestItem, IngestOutcome, RedeliverFilter, Store, StoreError},
+    outbox::{Accepted, IngestItem, IngestOutcome, RedeliverFilter, SourceNotes, Store, StoreError},
     schema::ValidEvent,
     subscribers::Routes,
     telemetry::metrics as m,
@@ -63,6 +63,11 @@ impl Intake {
         Intake { routes, outbox, wake, clock, stopping }
     }
 
+    /// The store the events go to (sources read their kept positions and rejects from it).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.outbox
+    }
+
     /// Whether the program has stopped taking events (readiness says so).
     pub fn is_stopping(&self) -> bool {
         self.stopping.is_cancelled()
@@ -81,10 +86,17 @@ impl Intake {
     /// Stores a batch, all or nothing; returns once it is on disk, one [`Accepted`] per item
     /// in order (a re-sent event is a duplicate with its original id, and is pushed once).
     pub async fn accept(&self, items: Vec<IngestItem>) -> Result<Vec<Accepted>, IntakeError> {
+        self.accept_noted(items, SourceNotes::default()).await
+    }
+
+    /// As [`Intake::accept`], keeping a source's notes (records it set aside, rejects it
+    /// re-drove, its position in its input) in the same transaction as the events: a source
+    /// acknowledges its input only after this returns `Ok`.
+    pub async fn accept_noted(&self, items: Vec<IngestItem>, notes: SourceNotes) -> Result<Vec<Accepted>, IntakeError> {
         if self.stopping.is_cancelled() {
             return Err(IntakeError::ShuttingDown);
         }
-        let outcome = self.outbox.ingest(items, self.clock.now_ms()).await.map_err(|e| {
+        let outcome = self.outbox.ingest_noted(items, notes, self.clock.now_ms()).await.map_err(|e| {
             tracing::error!(error = %e, "ingest could not be committed");
             IntakeError::Unavailable(e)
         })?;

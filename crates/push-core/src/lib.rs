@@ -7,6 +7,7 @@
 //! - [`outbox`]: the SQLite outbox and its single group-committing writer; the only SQL.
 //! - [`delivery`]: the delivery loop and the webhook client; the only outbound HTTP.
 //! - [`retention`]: the background job that purges finished events.
+//! - [`sources`]: the switches read natively (FreeSWITCH, Asterisk, UCM, Redis), each a module.
 //! - [`intake`]: the one way in for events from every source (ids, routing, store, wake).
 //! - [`api`]: ingest and operations HTTP API.
 //! - [`subscribers`]: who receives which event.
@@ -30,6 +31,7 @@ mod server;
 pub mod shutdown;
 pub mod signature;
 pub mod slots;
+pub mod sources;
 pub mod subscribers;
 pub mod telemetry;
 

@@ -58,6 +58,9 @@ pub enum ApiError {
     /// No such thing.
     #[error("{0} not found")]
     NotFound(String),
+    /// A switch's record that cannot be mapped to a CDR (a source endpoint): nothing stored.
+    #[error("{0}")]
+    Unmappable(String),
     /// Shutting down, or the outbox failed: nothing was stored.
     #[error("{0}")]
     Unavailable(String),
@@ -88,6 +91,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unmappable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unmappable_record"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }

@@ -7,6 +7,7 @@ mod health;
 mod ingest;
 mod ops;
 mod security;
+mod sources_api;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::{
     config::{Service, Settings},
     intake::Intake,
     outbox::Store,
+    sources::Sources,
     subscribers::Routes,
 };
 use axum::{
@@ -37,6 +39,8 @@ pub struct AppState {
     pub outbox: Arc<dyn Store>,
     /// Where ingest and redelivery put events and work (stores, counts, wakes the loop).
     pub intake: Intake,
+    /// The sources' figures (`GET /v1/sources`, `/readyz`) and reject re-drive.
+    pub sources: Sources,
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// Renders `/metrics`.
@@ -54,16 +58,21 @@ pub fn ingest_path(service: Service) -> &'static str {
 /// All routes of one program. Ingest is behind the ingest guard (allowlist, rate limit, tokens)
 /// and the operations API behind the admin token; health and metrics stay open
 /// (see `security`).
-pub fn router(state: AppState) -> Router {
-    let ingest = Router::new().route(ingest_path(state.service), post(ingest::ingest)).route_layer(
-        middleware::from_fn_with_state(security::IngestGuard::from_settings(&state.settings), security::ingest_guard),
-    );
+pub fn router(state: AppState, sources: Router) -> Router {
+    let guard = security::IngestGuard::from_settings(&state.settings);
+    let ingest = Router::new()
+        .route(ingest_path(state.service), post(ingest::ingest))
+        .route_layer(middleware::from_fn_with_state(guard.clone(), security::ingest_guard));
+    let sources = sources.route_layer(middleware::from_fn_with_state(guard, security::ingest_guard));
     let admin = Router::new()
         .route("/v1/deliveries", get(ops::list))
         .route("/v1/deliveries/redeliver", post(ops::redeliver_bulk))
         .route("/v1/deliveries/{id}", get(ops::get))
         .route("/v1/deliveries/{id}/redeliver", post(ops::redeliver_one))
         .route("/v1/stats", get(ops::stats))
+        .route("/v1/sources", get(sources_api::list))
+        .route("/v1/sources/rejects", get(sources_api::rejects))
+        .route("/v1/sources/rejects/{id}/redrive", post(sources_api::redrive))
         .route_layer(middleware::from_fn_with_state(
             security::AdminGuard::from_settings(&state.settings),
             security::admin_guard,
@@ -72,7 +81,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(ops::metrics));
-    Router::new().merge(ingest).merge(admin).merge(open).fallback(not_found).with_state(state)
+    let own = Router::new().merge(ingest).merge(admin).merge(open).fallback(not_found).with_state(state);
+    sources.merge(own)
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {

@@ -18,7 +18,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use self::error::StoreError;
 pub use self::policy::{PurgeReport, RetentionPolicy};
-pub use self::records::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, StatsRow};
+pub use self::records::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, RejectRecord, StatsRow};
 pub use self::sqlite::DatabaseInUse;
 pub use self::store::{Store, StoreCounters, StoreFuture};
 use crate::{config::Service, schema::StoredEvent, slots::Slots};
@@ -63,6 +63,46 @@ pub struct IngestItem {
     pub event_id: String,
     /// Subscribers that get a delivery.
     pub subscribers: Vec<String>,
+}
+
+/// What a source stores with a batch besides its events, in the same transaction: the
+/// records it could not map (set aside with the reason), the rejects this batch re-drives,
+/// and where the source is in its input. All of it is kept, or none, with the events.
+#[derive(Debug, Clone, Default)]
+pub struct SourceNotes {
+    /// Records set aside.
+    pub rejects: Vec<NewReject>,
+    /// Ids of rejects this batch re-drives: removed with the commit.
+    pub resolved: Vec<i64>,
+    /// The source's position after this batch (a file offset, say).
+    pub mark: Option<SourceMark>,
+}
+
+impl SourceNotes {
+    /// Whether there is nothing to keep but the events.
+    pub fn is_empty(&self) -> bool {
+        self.rejects.is_empty() && self.resolved.is_empty() && self.mark.is_none()
+    }
+}
+
+/// A record a source could not map, as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReject {
+    /// The source's name (as in `GET /v1/sources`).
+    pub source: String,
+    /// Why: the field and the rule, or what could not be parsed.
+    pub reason: String,
+    /// The record as received.
+    pub raw: String,
+}
+
+/// A source's position in its input, kept by the store so a restart resumes there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceMark {
+    /// The source's name.
+    pub source: String,
+    /// Its position, in the source's own notation.
+    pub mark: String,
 }
 
 /// What the outbox did with one ingested item.

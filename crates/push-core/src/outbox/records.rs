@@ -92,3 +92,19 @@ pub struct StatsRow {
     /// How many.
     pub count: i64,
 }
+
+/// A record a source set aside, for the operator to list and re-drive.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectRecord {
+    /// Its id.
+    pub id: i64,
+    /// The source that received it.
+    pub source: String,
+    /// Why it was set aside.
+    pub reason: String,
+    /// The record as received.
+    pub raw: String,
+    /// When (ms).
+    pub created_at: i64,
+}

@@ -9,7 +9,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use super::{
     ClaimBatch, Completion, DeliveryDetail, DeliveryFilter, IngestItem, IngestOutcome, Page, PurgeReport,
-    RedeliverFilter, RetentionPolicy, StatsRow, StoreError,
+    RedeliverFilter, RejectRecord, RetentionPolicy, SourceNotes, StatsRow, StoreError,
 };
 
 /// A boxed future of a store's answer (the trait is used as `dyn Store`).
@@ -32,7 +32,18 @@ pub struct StoreCounters {
 pub trait Store: Send + Sync + 'static {
     /// Stores a batch, all or nothing (SPEC §3: duplicates, sequences, 409 after HANGUP);
     /// answers only once it is durable.
-    fn ingest(&self, items: Vec<IngestItem>, now: i64) -> StoreFuture<'_, IngestOutcome>;
+    fn ingest(&self, items: Vec<IngestItem>, now: i64) -> StoreFuture<'_, IngestOutcome> {
+        self.ingest_noted(items, SourceNotes::default(), now)
+    }
+    /// As [`Store::ingest`], keeping a source's notes (rejects, re-driven rejects, its
+    /// position) in the same transaction.
+    fn ingest_noted(&self, items: Vec<IngestItem>, notes: SourceNotes, now: i64) -> StoreFuture<'_, IngestOutcome>;
+    /// A source's last kept position.
+    fn source_mark<'a>(&'a self, source: &'a str) -> StoreFuture<'a, Option<String>>;
+    /// Rejects set aside, newest first (of one source, if given).
+    fn rejects(&self, source: Option<String>, limit: u32) -> StoreFuture<'_, Vec<RejectRecord>>;
+    /// One reject.
+    fn reject(&self, id: i64) -> StoreFuture<'_, Option<RejectRecord>>;
     /// One round trip of the delivery loop: records finished attempts, then claims up to the
     /// asked number of due, unblocked deliveries per subscriber (see [`ClaimBatch`]).
     fn cycle(&self, done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64) -> StoreFuture<'_, ClaimBatch>;

@@ -9,7 +9,7 @@ use super::{
     deliveries,
     ingest::{self, Plan, Request},
     writer::{finish, Command, Finish, Reply},
-    ClaimBatch, Claimed, Completion, IngestItem, IngestOutcome, NextState, RedeliverFilter, StoreError,
+    ClaimBatch, Claimed, Completion, IngestItem, IngestOutcome, NextState, RedeliverFilter, SourceNotes, StoreError,
 };
 use crate::slots::Slots;
 
@@ -38,7 +38,7 @@ pub(super) fn apply_group(
     let (mut ingests, mut others) = (Vec::new(), Vec::new());
     for command in group {
         match command {
-            Command::Ingest { items, now, reply } => ingests.push((items, now, reply)),
+            Command::Ingest { items, notes, now, reply } => ingests.push((items, notes, now, reply)),
             Command::Cycle { done, wants, now, reply } => others.push(LoopCommand::Cycle { done, wants, now, reply }),
             Command::Redeliver { filter, now, reply } => others.push(LoopCommand::Redeliver { filter, now, reply }),
             Command::ReleaseClaims { reply } => others.push(LoopCommand::ReleaseClaims { reply }),
@@ -86,7 +86,7 @@ enum LoopCommand {
 }
 
 /// An ingest request taken from its command.
-type IngestRequest = (Vec<IngestItem>, i64, Reply<IngestOutcome>);
+type IngestRequest = (Vec<IngestItem>, SourceNotes, i64, Reply<IngestOutcome>);
 
 /// Ends a unit's savepoint, if it has one: keeps its changes, or undoes them.
 fn end_unit(conn: &Connection, savepoint: bool, ok: bool) -> rusqlite::Result<()> {
@@ -109,18 +109,19 @@ fn apply_ingests(
     if requests.is_empty() {
         return (Vec::new(), Vec::new(), true);
     }
-    let planned: Vec<Request<'_>> = requests.iter().map(|(items, now, _)| Request { items, now: *now }).collect();
+    let planned: Vec<Request<'_>> =
+        requests.iter().map(|(items, notes, now, _)| Request { items, notes, now: *now }).collect();
     let result = ingest_unit(conn, &planned, ctx, savepoint);
     drop(planned);
     match result {
         Ok((outcomes, handed)) => {
-            let finishes = requests.into_iter().zip(outcomes).map(|((_, _, reply), o)| finish(reply, Ok(o))).collect();
+            let finishes = requests.into_iter().zip(outcomes).map(|((_, _, _, reply), o)| finish(reply, Ok(o))).collect();
             (finishes, handed, true)
         }
         Err(e) => {
             tracing::error!(error = %e, "bulk ingest failed");
             let e = StoreError::statement(e);
-            let finishes = requests.into_iter().map(|(_, _, reply)| finish(reply, Err(e.clone()))).collect();
+            let finishes = requests.into_iter().map(|(_, _, _, reply)| finish(reply, Err(e.clone()))).collect();
             (finishes, Vec::new(), savepoint)
         }
     }
@@ -275,7 +276,7 @@ mod tests {
         let event = schema::validate_body(Service::Cdr, &testing::seed_cdr("call-x")).expect("valid").remove(0);
         let item = IngestItem { event: event.into_stored(), event_id: "new-1".into(), subscribers: vec!["a".into()] };
         let (ingest_reply, ingest_answer) = oneshot::channel();
-        let ingest = Command::Ingest { items: vec![item], now: 0, reply: ingest_reply };
+        let ingest = Command::Ingest { items: vec![item], notes: SourceNotes::default(), now: 0, reply: ingest_reply };
         let (cycle_reply, cycle_answer) = oneshot::channel();
         let done = Arc::new(vec![finished("ev-1", 1)]);
         let cycle = Command::Cycle { done, wants: vec![("a".into(), 5)], now: 0, reply: cycle_reply };

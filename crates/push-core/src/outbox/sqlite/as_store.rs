@@ -4,7 +4,8 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use super::{
     ClaimBatch, Completion, DeliveryDetail, DeliveryFilter, IngestItem, IngestOutcome, Outbox, Page, PurgeReport,
-    RedeliverFilter, RetentionPolicy, StatsRow, Store, StoreCounters, StoreError, StoreFuture,
+    RedeliverFilter, RejectRecord, RetentionPolicy, SourceNotes, StatsRow, Store, StoreCounters, StoreError,
+    StoreFuture,
 };
 
 /// A read's error, as the store's.
@@ -13,8 +14,17 @@ fn read<T>(r: anyhow::Result<T>) -> Result<T, StoreError> {
 }
 
 impl Store for Outbox {
-    fn ingest(&self, items: Vec<IngestItem>, now: i64) -> StoreFuture<'_, IngestOutcome> {
-        Box::pin(Outbox::ingest(self, items, now))
+    fn ingest_noted(&self, items: Vec<IngestItem>, notes: SourceNotes, now: i64) -> StoreFuture<'_, IngestOutcome> {
+        Box::pin(Outbox::ingest(self, items, notes, now))
+    }
+    fn source_mark<'a>(&'a self, source: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move { read(Outbox::source_mark(self, source).await) })
+    }
+    fn rejects(&self, source: Option<String>, limit: u32) -> StoreFuture<'_, Vec<RejectRecord>> {
+        Box::pin(async move { read(Outbox::rejects(self, source, limit).await) })
+    }
+    fn reject(&self, id: i64) -> StoreFuture<'_, Option<RejectRecord>> {
+        Box::pin(async move { read(Outbox::reject(self, id).await) })
     }
     fn cycle(&self, done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64) -> StoreFuture<'_, ClaimBatch> {
         Box::pin(Outbox::cycle(self, done, wants, now))

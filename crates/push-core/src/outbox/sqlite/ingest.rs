@@ -10,7 +10,7 @@ use std::{
 
 use rusqlite::Connection;
 
-use super::{bulk, Accepted, Claimed, IngestItem, IngestOutcome};
+use super::{bulk, Accepted, Claimed, IngestItem, IngestOutcome, SourceNotes};
 use crate::slots::Slots;
 
 /// Next row ids. The writer is the only writer, so it hands out ids itself and never needs
@@ -32,6 +32,8 @@ impl RowIds {
 /// One ingest request of the group.
 pub(super) struct Request<'a> {
     pub items: &'a [IngestItem],
+    /// A source's rejects, re-driven rejects and position, kept if the request is accepted.
+    pub notes: &'a SourceNotes,
     pub now: i64,
 }
 
@@ -98,8 +100,12 @@ pub(super) fn apply<'r>(
     let mut known = lookup(tx, requests, ordered)?;
     let mut rows = Rows::default();
     let mut planner = Planner { known: &mut known, rows: &mut rows, ids, ordered, slots };
-    let outcomes = requests.iter().map(|r| planner.request(r)).collect();
-    if let Err(e) = write(tx, &rows, &known, ordered) {
+    let outcomes: Vec<IngestOutcome> = requests.iter().map(|r| planner.request(r)).collect();
+    let written = write(tx, &rows, &known, ordered).and_then(|()| {
+        let kept = requests.iter().zip(&outcomes).filter(|(_, o)| matches!(o, IngestOutcome::Accepted { .. }));
+        kept.filter(|(r, _)| !r.notes.is_empty()).try_for_each(|(r, _)| write_notes(tx, r.notes, r.now))
+    });
+    if let Err(e) = written {
         give_back(slots, &rows.handed);
         return Err(e);
     }
@@ -349,6 +355,27 @@ fn write(tx: &Connection, rows: &Rows<'_>, known: &Known, ordered: bool) -> anyh
                 args.add(**next)
             },
         )?;
+    }
+    Ok(())
+}
+
+/// Keeps an accepted request's source notes: its rejects, the rejects it re-drove, its mark.
+fn write_notes(tx: &Connection, notes: &SourceNotes, now: i64) -> anyhow::Result<()> {
+    let mut insert =
+        tx.prepare_cached("INSERT INTO rejects (source, reason, raw, created_at) VALUES (?1, ?2, ?3, ?4)")?;
+    for r in &notes.rejects {
+        insert.execute((&r.source, &r.reason, &r.raw, now))?;
+    }
+    let mut resolve = tx.prepare_cached("DELETE FROM rejects WHERE id = ?1")?;
+    for id in &notes.resolved {
+        resolve.execute([id])?;
+    }
+    if let Some(m) = &notes.mark {
+        tx.prepare_cached(
+            "INSERT INTO source_marks (source, mark, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (source) DO UPDATE SET mark = excluded.mark, updated_at = excluded.updated_at",
+        )?
+        .execute((&m.source, &m.mark, now))?;
     }
     Ok(())
 }

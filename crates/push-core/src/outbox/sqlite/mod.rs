@@ -17,6 +17,7 @@ mod ingest;
 mod lock;
 mod purge;
 mod read;
+mod sources;
 mod syncer;
 mod writer;
 
@@ -40,8 +41,8 @@ use self::writer::{Command, Queued};
 // The seam's types, for this backend's modules (`super::…`).
 use super::{
     Accepted, AttemptRecord, ClaimBatch, Claimed, Completion, DeliveryDetail, DeliveryFilter, DeliveryRecord,
-    IngestItem, IngestOutcome, NextState, Page, PurgeReport, RedeliverFilter, RetentionPolicy, StatsRow, Store,
-    StoreCounters, StoreError, StoreFuture,
+    IngestItem, IngestOutcome, NextState, Page, PurgeReport, RedeliverFilter, RejectRecord, RetentionPolicy,
+    SourceNotes, StatsRow, Store, StoreCounters, StoreError, StoreFuture,
 };
 use crate::{config::Service, slots::Slots};
 
@@ -123,8 +124,8 @@ impl Outbox {
     }
 
     /// Stores events; returns only after the commit.
-    pub async fn ingest(&self, items: Vec<IngestItem>, now: i64) -> Result<IngestOutcome, StoreError> {
-        self.call(|reply| Command::Ingest { items, now, reply }).await
+    pub async fn ingest(&self, items: Vec<IngestItem>, notes: SourceNotes, now: i64) -> Result<IngestOutcome, StoreError> {
+        self.call(|reply| Command::Ingest { items, notes, now, reply }).await
     }
 
     /// One turn of the delivery loop in one transaction: records finished attempts (`done`),

@@ -18,7 +18,7 @@ use super::{
     purge,
     syncer::{self, Committed},
     ClaimBatch, Completion, Handoff, IngestItem, IngestOutcome, PurgeReport, RedeliverFilter, RetentionPolicy,
-    StoreError,
+    SourceNotes, StoreError,
 };
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -56,7 +56,7 @@ impl WriterStats {
 
 /// A request to the writer.
 pub(super) enum Command {
-    Ingest { items: Vec<IngestItem>, now: i64, reply: Reply<IngestOutcome> },
+    Ingest { items: Vec<IngestItem>, notes: SourceNotes, now: i64, reply: Reply<IngestOutcome> },
     Cycle { done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64, reply: Reply<ClaimBatch> },
     Redeliver { filter: RedeliverFilter, now: i64, reply: Reply<u64> },
     ReleaseClaims { reply: Reply<()> },
@@ -247,13 +247,13 @@ mod tests {
         lock.execute_batch("BEGIN IMMEDIATE").unwrap();
         let first = tokio::spawn({
             let outbox = outbox.clone();
-            async move { outbox.ingest(cdr("first"), 0).await }
+            async move { outbox.ingest(cdr("first"), SourceNotes::default(), 0).await }
         });
         until("the writer has taken the first request", || outbox.stats.ingests.load(Ordering::Relaxed) == 1).await;
         let mut waiting = tokio::task::JoinSet::new();
         for i in 0..200 {
             let outbox = outbox.clone();
-            waiting.spawn(async move { outbox.ingest(cdr(&format!("call-{i}")), 0).await });
+            waiting.spawn(async move { outbox.ingest(cdr(&format!("call-{i}")), SourceNotes::default(), 0).await });
         }
         let queued = || outbox.commands.max_capacity() - outbox.commands.capacity();
         until("200 requests wait in the writer's queue", || queued() == 200).await;

@@ -14,12 +14,18 @@ use std::{
     time::Duration,
 };
 
+mod sources;
+
+pub use self::sources::{
+    AsteriskCsvSettings, CsvColumns, CsvLayout, FreeswitchSettings, RedisSettings, SourcesSettings, UcmSettings,
+};
+
 use base64::Engine as _;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 /// The defaults every program starts from: the documented `config/config.yaml`.
-pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../../config/config.yaml");
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../../../config/config.yaml");
 
 /// Prefix of environment overrides: `VOICE_PUSH__DELIVERY__TIMEOUT=5s`.
 pub const ENV_PREFIX: &str = "VOICE_PUSH";
@@ -92,6 +98,9 @@ pub struct Settings {
     pub status: ServiceSettings,
     /// Who receives what.
     pub subscribers: Vec<Subscriber>,
+    /// Switches read natively (all off by default).
+    #[serde(default)]
+    pub sources: SourcesSettings,
 }
 
 /// `log:` section.

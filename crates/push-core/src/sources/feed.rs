@@ -1,0 +1,147 @@
+//! The path every CDR source shares after parsing: validate each mapped record as a SPEC §2.1
+//! CDR, store the valid ones through the intake, and either refuse the rest (a source that
+//! answers its peer: HTTP) or set them aside with the reason (a source that cannot: a file,
+//! a list), in the same transaction as the records stored and the source's position.
+//! Whatever happens is counted on the source's handle and in `/metrics`; a record refused or
+//! set aside gets one log line.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::registry::SourceHandle;
+use crate::{
+    config::Service,
+    intake::{Intake, IntakeError},
+    outbox::{Accepted, IngestItem, NewReject, SourceMark, SourceNotes},
+    schema,
+};
+
+/// One native record after its source mapped it: the CDRs it gives (one per leg it
+/// describes, usually one), or why it gives none.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    /// The record as received, kept with a reject.
+    pub raw: String,
+    /// Canonical CDR objects, or the reason it could not be mapped.
+    pub cdrs: Result<Vec<Value>, String>,
+}
+
+/// Parses one raw record of a source; used again when an operator re-drives a reject.
+pub type Parser = Arc<dyn Fn(&str) -> Mapped + Send + Sync>;
+
+/// Why a source's peer is told no.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// A record could not be mapped or is not a valid CDR; nothing was stored.
+    #[error("{0}")]
+    Rejected(String),
+    /// The outbox could not store them.
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+}
+
+/// What [`Feed::take_or_set_aside`] did.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// One per CDR stored (or recognized as a duplicate), in order.
+    pub accepted: Vec<Accepted>,
+    /// Records set aside.
+    pub rejected: usize,
+}
+
+/// One source's way into the intake.
+#[derive(Clone)]
+pub struct Feed {
+    intake: Intake,
+    handle: SourceHandle,
+}
+
+impl Feed {
+    /// The feed of the source `handle` describes.
+    pub fn new(intake: Intake, handle: SourceHandle) -> Self {
+        Feed { intake, handle }
+    }
+
+    /// The source's handle.
+    pub fn handle(&self) -> &SourceHandle {
+        &self.handle
+    }
+
+    /// The intake the records go to.
+    pub fn intake(&self) -> &Intake {
+        &self.intake
+    }
+
+    /// For a source that answers its peer: stores every record, or none if one of them is
+    /// invalid (its reason is the error; the peer keeps the record and may send it again).
+    pub async fn take_or_refuse(&self, records: Vec<Mapped>) -> Result<Vec<Accepted>, FeedError> {
+        let mut items = Vec::new();
+        for record in &records {
+            match self.validate(record) {
+                Ok(mut valid) => items.append(&mut valid),
+                Err(reason) => {
+                    self.handle.count(0, 0, 1);
+                    tracing::warn!(source = %self.handle.name(), %reason, "record refused");
+                    return Err(FeedError::Rejected(reason));
+                }
+            }
+        }
+        self.store(items, SourceNotes::default(), 0).await.map_err(FeedError::from)
+    }
+
+    /// For a source that cannot answer: stores the valid records and sets the others aside
+    /// with their reasons, with the source's new position (`mark`), all in one transaction.
+    pub async fn take_or_set_aside(&self, records: Vec<Mapped>, mark: Option<String>) -> Result<Taken, IntakeError> {
+        let mut items = Vec::new();
+        let mut notes = SourceNotes::default();
+        for record in records {
+            match self.validate(&record) {
+                Ok(mut valid) => items.append(&mut valid),
+                Err(reason) => {
+                    tracing::warn!(source = %self.handle.name(), %reason, "record set aside");
+                    let source = self.handle.name().to_string();
+                    notes.rejects.push(NewReject { source, reason, raw: record.raw });
+                }
+            }
+        }
+        notes.mark = mark.map(|mark| SourceMark { source: self.handle.name().to_string(), mark });
+        let rejected = notes.rejects.len();
+        let accepted = self.store(items, notes, rejected as u64).await?;
+        Ok(Taken { accepted, rejected })
+    }
+
+    /// Re-drives reject `id` (its record parsed again by `parse`): stored and the reject
+    /// removed together, or refused with the reason it still has.
+    pub async fn redrive(&self, id: i64, record: Mapped) -> Result<Vec<Accepted>, FeedError> {
+        let items = self.validate(&record).map_err(FeedError::Rejected)?;
+        let notes = SourceNotes { resolved: vec![id], ..SourceNotes::default() };
+        Ok(self.store(items, notes, 0).await?)
+    }
+
+    /// The item of each CDR of a record, or the reason it is refused.
+    fn validate(&self, record: &Mapped) -> Result<Vec<IngestItem>, String> {
+        let cdrs = record.cdrs.clone()?;
+        if cdrs.is_empty() {
+            return Err("the record gives no CDR".into());
+        }
+        let events = schema::validate_body(Service::Cdr, &Value::Array(cdrs)).map_err(|errors| reason(&errors))?;
+        Ok(events.into_iter().map(|e| self.intake.item(e)).collect())
+    }
+
+    async fn store(&self, items: Vec<IngestItem>, notes: SourceNotes, rejected: u64) -> Result<Vec<Accepted>, IntakeError> {
+        let accepted = self.intake.accept_noted(items, notes).await?;
+        let duplicates = accepted.iter().filter(|a| a.duplicate).count() as u64;
+        self.handle.count(accepted.len() as u64 - duplicates, duplicates, rejected);
+        Ok(accepted)
+    }
+}
+
+/// Validation errors as one line: `field: rule; field: rule`.
+pub fn reason(errors: &[schema::FieldError]) -> String {
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| if e.field.is_empty() { e.message.clone() } else { format!("{}: {}", e.field, e.message) })
+        .collect();
+    parts.join("; ")
+}
