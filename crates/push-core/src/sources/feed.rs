@@ -129,7 +129,12 @@ impl Feed {
         Ok(events.into_iter().map(|e| self.intake.item(e)).collect())
     }
 
-    async fn store(&self, items: Vec<IngestItem>, notes: SourceNotes, rejected: u64) -> Result<Vec<Accepted>, IntakeError> {
+    async fn store(
+        &self,
+        items: Vec<IngestItem>,
+        notes: SourceNotes,
+        rejected: u64,
+    ) -> Result<Vec<Accepted>, IntakeError> {
         let accepted = self.intake.accept_noted(items, notes).await?;
         let duplicates = accepted.iter().filter(|a| a.duplicate).count() as u64;
         self.handle.count(accepted.len() as u64 - duplicates, duplicates, rejected);

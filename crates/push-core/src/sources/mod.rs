@@ -11,6 +11,8 @@
 //! [`Sources`], whose figures `GET /v1/sources` and `/readyz` show.
 
 pub mod feed;
+pub mod localtime;
+pub mod outcome;
 pub mod registry;
 
 use std::sync::Arc;

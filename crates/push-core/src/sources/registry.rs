@@ -89,7 +89,9 @@ impl SourceHandle {
         }
         match &state {
             SourceState::Error(e) => tracing::warn!(source = %self.inner.name, error = %e, "source failing"),
-            _ if matches!(*now, SourceState::Error(_)) => tracing::info!(source = %self.inner.name, "source working again"),
+            _ if matches!(*now, SourceState::Error(_)) => {
+                tracing::info!(source = %self.inner.name, "source working again")
+            }
             _ => {}
         }
         *now = state;
@@ -148,7 +150,13 @@ impl Sources {
 
     /// Adds a source, in `state`; its handle is shared with the API. `parser` parses one of
     /// its raw records again, to re-drive a reject.
-    pub fn register(&self, name: impl Into<String>, kind: &str, state: SourceState, parser: Option<Parser>) -> SourceHandle {
+    pub fn register(
+        &self,
+        name: impl Into<String>,
+        kind: &str,
+        state: SourceState,
+        parser: Option<Parser>,
+    ) -> SourceHandle {
         let handle = SourceHandle {
             inner: Arc::new(Inner {
                 name: name.into(),

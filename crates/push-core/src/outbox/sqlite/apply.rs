@@ -115,7 +115,8 @@ fn apply_ingests(
     drop(planned);
     match result {
         Ok((outcomes, handed)) => {
-            let finishes = requests.into_iter().zip(outcomes).map(|((_, _, _, reply), o)| finish(reply, Ok(o))).collect();
+            let finishes =
+                requests.into_iter().zip(outcomes).map(|((_, _, _, reply), o)| finish(reply, Ok(o))).collect();
             (finishes, handed, true)
         }
         Err(e) => {

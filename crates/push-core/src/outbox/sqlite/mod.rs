@@ -124,7 +124,12 @@ impl Outbox {
     }
 
     /// Stores events; returns only after the commit.
-    pub async fn ingest(&self, items: Vec<IngestItem>, notes: SourceNotes, now: i64) -> Result<IngestOutcome, StoreError> {
+    pub async fn ingest(
+        &self,
+        items: Vec<IngestItem>,
+        notes: SourceNotes,
+        now: i64,
+    ) -> Result<IngestOutcome, StoreError> {
         self.call(|reply| Command::Ingest { items, notes, now, reply }).await
     }
 
