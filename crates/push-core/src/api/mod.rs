@@ -63,7 +63,8 @@ pub fn router(state: AppState, sources: Router) -> Router {
     let ingest = Router::new()
         .route(ingest_path(state.service), post(ingest::ingest))
         .route_layer(middleware::from_fn_with_state(guard.clone(), security::ingest_guard));
-    let sources = sources.route_layer(middleware::from_fn_with_state(guard, security::ingest_guard));
+    // `layer`, not `route_layer`: with no source endpoint configured the router is empty.
+    let sources = sources.layer(middleware::from_fn_with_state(guard, security::ingest_guard));
     let admin = Router::new()
         .route("/v1/deliveries", get(ops::list))
         .route("/v1/deliveries/redeliver", post(ops::redeliver_bulk))

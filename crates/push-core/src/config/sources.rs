@@ -1,5 +1,5 @@
 //! `sources:`: the switches a program reads natively (issue 13), each a module of
-//! `crate::sources`. Every source maps its records to SPEC §2.1 CDRs; what the native record
+//! the `sources` module. Every source maps its records to SPEC §2.1 CDRs; what the native record
 //! does not say comes from here.
 
 use std::time::Duration;
