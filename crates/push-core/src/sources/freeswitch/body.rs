@@ -67,9 +67,7 @@ pub fn json_text(body: &[u8], encoding: Encoding) -> Result<String, String> {
     let body = trim_ascii(body);
     match encoding {
         Encoding::Json => String::from_utf8(body.to_vec()).map_err(|_| "the body is not UTF-8".to_string()),
-        Encoding::Form => {
-            form_value(body).ok_or_else(|| "the form body has no cdr= field".to_string())
-        }
+        Encoding::Form => form_value(body).ok_or_else(|| "the form body has no cdr= field".to_string()),
         Encoding::Base64 => {
             let value = body.strip_prefix(b"cdr=").unwrap_or(body);
             let value: Vec<u8> = value.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();

@@ -194,7 +194,8 @@ mod tests {
     fn the_cause_text_decides_not_the_q850_number() {
         let cancel = ending(Leg::A, "ORIGINATOR_CANCEL", Some(487), "recv_cancel", false);
         assert_eq!(outcome(&cancel), o("CANCELLED", Some(16), Some(487), "CALLER"));
-        let cancel_b = Ending { sip_term: None, how: Some("send_cancel"), ..ending(Leg::B, "ORIGINATOR_CANCEL", None, "", false) };
+        let cancel_b =
+            Ending { sip_term: None, how: Some("send_cancel"), ..ending(Leg::B, "ORIGINATOR_CANCEL", None, "", false) };
         assert_eq!(outcome(&cancel_b), o("CANCELLED", Some(16), Some(487), "CALLER"));
         let busy = ending(Leg::B, "USER_BUSY", Some(486), "recv_refuse", false);
         assert_eq!(outcome(&busy), o("BUSY", Some(17), Some(486), "CALLEE"));

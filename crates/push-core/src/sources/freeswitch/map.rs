@@ -30,6 +30,11 @@ impl Variables<'_> {
         self.0.get(name).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty())
     }
 
+    /// A non-empty variable as FreeSWITCH wrote it (not trimmed), for `extra`.
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(Value::as_str).filter(|v| !v.is_empty())
+    }
+
     /// A time in µs: `<name>_uepoch`, else `<name>_epoch` in seconds; 0 is "did not happen".
     fn micros(&self, name: &str) -> Option<i64> {
         let micros = self.get(&format!("{name}_uepoch")).and_then(|v| v.parse::<i64>().ok());
@@ -74,7 +79,9 @@ pub fn to_cdr(doc: &Document, settings: &FreeswitchSettings, query_uuid: Option<
         .or_else(|| ["caller_id_number", "ani", "sip_from_user"].iter().find_map(|n| vars.get(n).map(str::to_string)))
         .ok_or("the CDR has no caller number (caller_profile.caller_id_number)")?;
     let callee = text(&profile["destination_number"])
-        .or_else(|| ["destination_number", "sip_req_user", "sip_to_user"].iter().find_map(|n| vars.get(n).map(str::to_string)))
+        .or_else(|| {
+            ["destination_number", "sip_req_user", "sip_to_user"].iter().find_map(|n| vars.get(n).map(str::to_string))
+        })
         .ok_or("the CDR has no destination number (caller_profile.destination_number)")?;
     let mut cdr = json!({
         "callId": originator.clone().unwrap_or_else(|| uuid.clone()),
@@ -124,9 +131,10 @@ fn direction(doc: &Document, vars: &Variables<'_>) -> Option<&'static str> {
 }
 
 fn outcome(vars: &Variables<'_>, leg: Leg, cdr: &mut Map<String, Value>) {
-    let had_other_leg = ["bridge_uuid", "last_bridge_to", "originate_disposition", "originated_legs", "originate_causes"]
-        .iter()
-        .any(|n| vars.get(n).is_some());
+    let had_other_leg =
+        ["bridge_uuid", "last_bridge_to", "originate_disposition", "originated_legs", "originate_causes"]
+            .iter()
+            .any(|n| vars.get(n).is_some());
     let ending = Ending {
         leg,
         cause: vars.get("hangup_cause"),
@@ -163,7 +171,7 @@ fn extra(doc: &Document, vars: &Variables<'_>, uuid: &str, settings: &Freeswitch
         }
     }
     for name in &settings.variables {
-        if let Some(v) = vars.get(name) {
+        if let Some(v) = vars.raw(name) {
             extra.insert(name.clone(), v.into());
         }
     }

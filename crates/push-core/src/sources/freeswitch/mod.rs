@@ -35,11 +35,8 @@ pub const NAME: &str = "freeswitch";
 pub fn routes(ctx: &Context, settings: &FreeswitchSettings) -> Router {
     let settings = Arc::new(settings.clone());
     let handle = ctx.sources.register(NAME, NAME, SourceState::Listening, Some(parser(settings.clone())));
-    let endpoint = Endpoint {
-        feed: Feed::new(ctx.intake.clone(), handle),
-        settings,
-        limit: ctx.settings.ingest.max_body_bytes,
-    };
+    let endpoint =
+        Endpoint { feed: Feed::new(ctx.intake.clone(), handle), settings, limit: ctx.settings.ingest.max_body_bytes };
     Router::new().route(PATH, post(receive)).with_state(endpoint)
 }
 
