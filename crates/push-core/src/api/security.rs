@@ -217,7 +217,7 @@ pub async fn ingest_guard(State(guard): State<Arc<IngestGuard>>, request: Reques
     match guard.check(ip, request.headers()) {
         Ok(()) => next.run(request).await,
         Err(ApiError::Unauthorized) => {
-            tracing::warn!(%client, "ingest refused: missing or wrong Bearer token (ingest.auth_tokens)");
+            tracing::warn!(%client, "ingest refused: missing or wrong token, as Bearer or Basic password (ingest.auth_tokens)");
             unauthorized()
         }
         Err(e @ ApiError::RateLimited(_)) => {

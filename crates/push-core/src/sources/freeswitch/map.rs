@@ -177,3 +177,49 @@ fn extra(doc: &Document, vars: &Variables<'_>, uuid: &str, settings: &Freeswitch
     }
     Value::Object(extra)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> FreeswitchSettings {
+        FreeswitchSettings {
+            service_type: 100,
+            account_id: Some("tenant".into()),
+            account_variable: Some("accountcode".into()),
+            encoded_values: false,
+            variables: vec![],
+        }
+    }
+
+    fn doc(vars: Value) -> Document {
+        Document(json!({ "variables": vars, "callflow": [] }).as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn seconds_stand_in_for_missing_microseconds_and_the_query_names_the_leg() {
+        let vars = json!({"caller_id_number": "1001", "destination_number": "1002", "start_epoch": "1700000000",
+                          "answer_epoch": "0", "end_epoch": "1700000030", "progress_uepoch": "1700000031000000",
+                          "hangup_cause": "NO_ANSWER"});
+        let cdr = to_cdr(&doc(vars), &settings(), Some("leg-1")).unwrap();
+        assert_eq!(cdr["callId"], "leg-1");
+        assert_eq!(
+            (cdr["beginCallTime"].as_i64(), cdr["startTime"].as_i64()),
+            (Some(1_700_000_000_000), Some(1_700_000_030_000))
+        );
+        assert_eq!(cdr["duration"], 0);
+        assert!(cdr.get("ringTime").is_none(), "a progress after the end is left out");
+        assert_eq!(cdr["accountId"], "tenant", "accountcode unset: the configured account");
+        assert!(cdr.get("direction").is_none());
+    }
+
+    #[test]
+    fn a_record_without_what_a_cdr_needs_names_what_is_missing() {
+        let no_end = json!({"uuid": "u", "caller_id_number": "1", "destination_number": "2", "start_uepoch": "1"});
+        assert!(to_cdr(&doc(no_end), &settings(), None).unwrap_err().contains("end_uepoch"));
+        let no_uuid = json!({"caller_id_number": "1"});
+        assert!(to_cdr(&doc(no_uuid), &settings(), None).unwrap_err().contains("uuid"));
+        let no_callee = json!({"uuid": "u", "caller_id_number": "1"});
+        assert!(to_cdr(&doc(no_callee), &settings(), None).unwrap_err().contains("destination"));
+    }
+}
