@@ -11,6 +11,7 @@
 //! [`Sources`], whose figures `GET /v1/sources` and `/readyz` show.
 
 pub mod feed;
+pub mod freeswitch;
 pub mod localtime;
 pub mod outcome;
 pub mod registry;
@@ -55,7 +56,9 @@ pub struct Started {
 
 /// Starts every source `ctx.settings.sources` configures for `ctx.service`.
 pub async fn start(ctx: &Context) -> anyhow::Result<Started> {
-    let started = Started::default();
-    let _ = ctx;
+    let mut started = Started::default();
+    if let (Service::Cdr, Some(freeswitch)) = (ctx.service, &ctx.settings.sources.freeswitch) {
+        started.router = started.router.merge(freeswitch::routes(ctx, freeswitch));
+    }
     Ok(started)
 }
