@@ -39,6 +39,12 @@ pub enum FeedError {
     /// The outbox could not store them.
     #[error(transparent)]
     Intake(#[from] IntakeError),
+    /// A source endpoint's request body is over `ingest.max_body_bytes`: not read further.
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// A source endpoint's request body could not be read as HTTP framed it.
+    #[error("the body could not be read: {0}")]
+    Unreadable(String),
 }
 
 /// What [`Feed::take_or_set_aside`] did.

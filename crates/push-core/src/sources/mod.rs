@@ -14,6 +14,7 @@ pub mod feed;
 pub mod localtime;
 pub mod outcome;
 pub mod registry;
+pub mod ucm;
 
 use std::sync::Arc;
 
@@ -55,7 +56,11 @@ pub struct Started {
 
 /// Starts every source `ctx.settings.sources` configures for `ctx.service`.
 pub async fn start(ctx: &Context) -> anyhow::Result<Started> {
-    let started = Started::default();
-    let _ = ctx;
+    let mut started = Started::default();
+    if let (Service::Cdr, Some(cfg)) = (ctx.service, &ctx.settings.sources.ucm) {
+        let ucm = ucm::start(ctx, cfg).await?;
+        started.router = started.router.merge(ucm.router);
+        started.tasks.extend(ucm.tasks);
+    }
     Ok(started)
 }

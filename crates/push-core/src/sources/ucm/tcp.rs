@@ -1,0 +1,145 @@
+//! The UCM's TCP way in: it connects to `sources.ucm.tcp_listen`, sends a record (or a few),
+//! and closes. A TCP peer cannot be answered, so a record that cannot be mapped is set aside
+//! as a reject; the connection is closed only after what it carried is durable, and one that
+//! sends nothing for `idle_timeout` is closed. Memory is bounded: at most
+//! [`MAX_CONNECTIONS`] at once (more wait in the listen backlog), each holding at most
+//! `ingest.max_body_bytes` of a record.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{
+    io::AsyncReadExt as _,
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{frame, map::UcmMapping};
+use crate::sources::{Feed, Mapped, SourceState};
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// How much of an oversized record is kept with its reject.
+const OVERSIZE_KEPT: usize = 1024;
+
+/// Binds `sources.ucm.tcp_listen`; the error names the key.
+pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("sources.ucm.tcp_listen: cannot listen on {addr}"))
+}
+
+/// What every connection shares.
+#[derive(Clone)]
+pub struct Tcp {
+    /// Where records go.
+    pub feed: Feed,
+    /// How they are read.
+    pub mapping: Arc<UcmMapping>,
+    /// `sources.ucm.idle_timeout`.
+    pub idle: Duration,
+    /// `ingest.max_body_bytes`: the largest record.
+    pub max_bytes: usize,
+    /// The program stops: no more connections.
+    pub shutdown: CancellationToken,
+}
+
+impl Tcp {
+    /// Accepts connections until shutdown, then waits for those still open.
+    pub async fn run(self, listener: TcpListener) {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let connections = TaskTracker::new();
+        loop {
+            let permit = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    self.feed.handle().set_state(SourceState::Listening);
+                    let tcp = self.clone();
+                    connections.spawn(async move {
+                        tcp.serve(stream, peer).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    self.feed.handle().set_state(SourceState::Error(format!("accepting a TCP connection: {e}")));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        connections.close();
+        connections.wait().await;
+    }
+
+    /// One connection: its records are stored as soon as they are whole; it is closed at
+    /// its end, when idle, or when a record is over the limit, always after the store.
+    async fn serve(&self, mut stream: TcpStream, peer: SocketAddr) {
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            let read = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                read = tokio::time::timeout(self.idle, stream.read_buf(&mut buf)) => read,
+            };
+            let at_end = match read {
+                Ok(Ok(0)) => true,
+                Ok(Ok(_)) => false,
+                Err(_) => {
+                    tracing::debug!(source = "ucm", %peer, "idle connection closed");
+                    true
+                }
+                Ok(Err(e)) => {
+                    // Cut short: a record still unfinished is not guessed at; the UCM re-sends.
+                    tracing::debug!(source = "ucm", %peer, error = %e, "connection failed");
+                    return;
+                }
+            };
+            let mut records: Vec<Mapped> = frame::take_records(&mut buf, at_end)
+                .iter()
+                .map(|r| if r.len() > self.max_bytes { self.oversize(r.as_bytes()) } else { self.mapping.parse(r) })
+                .collect();
+            let oversize = buf.len() > self.max_bytes;
+            if oversize {
+                records.push(self.oversize(&buf));
+            }
+            if !records.is_empty() && !self.store(records, peer).await {
+                return;
+            }
+            if at_end || oversize {
+                return;
+            }
+        }
+    }
+
+    /// A record over the limit, set aside with its beginning.
+    fn oversize(&self, record: &[u8]) -> Mapped {
+        let kept = String::from_utf8_lossy(&record[..record.len().min(OVERSIZE_KEPT)]).into_owned();
+        let reason = format!(
+            "the record is larger than ingest.max_body_bytes ({} bytes): its first {OVERSIZE_KEPT} bytes are kept \
+             and the connection was closed",
+            self.max_bytes
+        );
+        Mapped { raw: kept, cdrs: Err(reason) }
+    }
+
+    /// Stores records (rejects set aside); false when the outbox could not, and the
+    /// connection is to be closed without more.
+    async fn store(&self, records: Vec<Mapped>, peer: SocketAddr) -> bool {
+        let n = records.len();
+        match self.feed.take_or_set_aside(records, None).await {
+            Ok(taken) => {
+                tracing::debug!(source = "ucm", %peer, records = n, rejected = taken.rejected, "records taken");
+                true
+            }
+            Err(e) => {
+                tracing::error!(source = "ucm", %peer, error = %e, "records not stored; closing the connection");
+                false
+            }
+        }
+    }
+}
