@@ -218,7 +218,8 @@ async fn a_json_record_over_tcp_is_durable_before_the_connection_closes() {
 async fn a_csv_row_quoted_with_single_quotes_maps_like_the_json() {
     let receiver = TestReceiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (app, addr) = spawn(ucm_settings(dir.path(), &receiver.url(), |u| u.account_id = Some("tenant-1".into()))).await;
+    let (app, addr) =
+        spawn(ucm_settings(dir.path(), &receiver.url(), |u| u.account_id = Some("tenant-1".into()))).await;
     let mut record = fixture();
     record["caller_name"] = json!("O'Brien, Pat");
     record["recordfiles"] = json!("auto-1769422021-231****797-331.wav@");
@@ -251,7 +252,10 @@ async fn a_csv_row_quoted_with_single_quotes_maps_like_the_json() {
     let cdr = pushed(&receiver, "1769422021.5655-3031").await.remove(0);
     assert_eq!(cdr["accountId"], "acct-77");
     assert_eq!(cdr["disposition"], "ANSWERED");
-    assert_eq!((cdr["startTime"].as_i64(), cdr["endTime"].as_i64()), (Some(1_769_429_230_000), Some(1_769_429_320_000)));
+    assert_eq!(
+        (cdr["startTime"].as_i64(), cdr["endTime"].as_i64()),
+        (Some(1_769_429_230_000), Some(1_769_429_320_000))
+    );
     assert_eq!(cdr["duration"], 90);
 }
 
@@ -328,7 +332,11 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout_with_its_record_sto
     let opened = Instant::now();
     let n = tokio::time::timeout(WAIT, silent.read(&mut [0; 16])).await.expect("closed by the listener").unwrap();
     assert_eq!(n, 0, "closed, nothing sent");
-    assert!(opened.elapsed() >= idle - Duration::from_millis(50), "not before the idle timeout: {:?}", opened.elapsed());
+    assert!(
+        opened.elapsed() >= idle - Duration::from_millis(50),
+        "not before the idle timeout: {:?}",
+        opened.elapsed()
+    );
 
     // A row without its line end, the connection left open: taken when the peer goes idle.
     let mut open = TcpStream::connect(&addr).await.unwrap();
@@ -357,7 +365,8 @@ async fn garbage_over_tcp_is_set_aside_listed_as_a_reject_and_the_listener_goes_
     let closed = tokio::time::timeout(WAIT, endless.read_to_end(&mut Vec::new())).await;
     assert!(closed.is_ok(), "the listener closed the connection");
 
-    let listed = eventually(WAIT, "four rejects", || async { Some(rejects(&app).await).filter(|r| r.len() == 4) }).await;
+    let listed =
+        eventually(WAIT, "four rejects", || async { Some(rejects(&app).await).filter(|r| r.len() == 4) }).await;
     let reason_of = |raw_start: &str| -> String {
         let reject = listed.iter().find(|r| r["raw"].as_str().unwrap().starts_with(raw_start)).expect(raw_start);
         assert_eq!(reject["source"], "ucm");

@@ -114,7 +114,9 @@ impl UcmMapping {
         let records = match text.as_bytes().first() {
             None => Err("the record is empty".to_string()),
             Some(b'{' | b'[') => json_records(text),
-            Some(b'<') => Err("XML records are not supported: set the UCM's CDR Real-time Output format to JSON".into()),
+            Some(b'<') => {
+                Err("XML records are not supported: set the UCM's CDR Real-time Output format to JSON".into())
+            }
             Some(_) => csv_records(text),
         };
         let cdrs = records.and_then(|records| records.iter().map(|r| self.cdr(r)).collect());
@@ -296,7 +298,9 @@ fn csv_records(text: &str) -> Result<Vec<Fields>, String> {
         }
         if row.len() < CSV_MIN_COLUMNS {
             let n = row.len();
-            return Err(format!("a CSV row of {n} columns; a UCM row has at least {CSV_MIN_COLUMNS} (AcctId to uniqueid)"));
+            return Err(format!(
+                "a CSV row of {n} columns; a UCM row has at least {CSV_MIN_COLUMNS} (AcctId to uniqueid)"
+            ));
         }
         records.push(CSV_COLUMNS.iter().zip(row.iter()).map(|(c, v)| (c.to_string(), v.to_string())).collect());
     }
@@ -352,7 +356,8 @@ mod tests {
     #[test]
     fn segments_of_a_cdr_api_item_each_give_a_cdr() {
         let seg = |acct: &str| json!({"AcctId": acct, "uniqueid": "1.1", "src": "1", "dst": "2", "start": "2024-05-01 10:00:00", "end": "2024-05-01 10:00:09", "answer": "", "disposition": "NO ANSWER"});
-        let body = json!({"cdr_root": [{"sub_cdr_2": seg("3"), "main_cdr": seg("1"), "sub_cdr_1": seg("2")}, seg("4")]});
+        let body =
+            json!({"cdr_root": [{"sub_cdr_2": seg("3"), "main_cdr": seg("1"), "sub_cdr_1": seg("2")}, seg("4")]});
         let cdrs = mapping("UTC").parse(&body.to_string()).cdrs.unwrap();
         let ids: Vec<&str> = cdrs.iter().map(|c| c["callId"].as_str().unwrap()).collect();
         assert_eq!(ids, ["1.1-1", "1.1-2", "1.1-3", "1.1-4"]);
