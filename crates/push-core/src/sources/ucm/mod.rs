@@ -47,6 +47,7 @@ pub async fn start(ctx: &Context, cfg: &UcmSettings) -> anyhow::Result<Started> 
             mapping: mapping.clone(),
             idle: cfg.idle_timeout,
             max_bytes,
+            allowed: ctx.settings.ingest.allowed_ips.clone(),
             shutdown: ctx.shutdown.clone(),
         };
         started.tasks.push(tokio::spawn(tcp.run(listener)));

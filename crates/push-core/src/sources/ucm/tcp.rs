@@ -3,7 +3,8 @@
 //! as a reject; the connection is closed only after what it carried is durable, and one that
 //! sends nothing for `idle_timeout` is closed. Memory is bounded: at most
 //! [`MAX_CONNECTIONS`] at once (more wait in the listen backlog), each holding at most
-//! `ingest.max_body_bytes` of a record.
+//! `ingest.max_body_bytes` of a record. `ingest.allowed_ips` applies as on HTTP: a peer
+//! outside it is closed unread.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -40,6 +41,8 @@ pub struct Tcp {
     pub idle: Duration,
     /// `ingest.max_body_bytes`: the largest record.
     pub max_bytes: usize,
+    /// `ingest.allowed_ips`: a peer outside them is closed unread (empty: everyone).
+    pub allowed: Vec<ipnet::IpNet>,
     /// The program stops: no more connections.
     pub shutdown: CancellationToken,
 }
@@ -59,6 +62,9 @@ impl Tcp {
                 accepted = listener.accept() => accepted,
             };
             match accepted {
+                Ok((_, peer)) if !self.allows(peer) => {
+                    tracing::warn!(source = "ucm", %peer, "connection refused: address not in ingest.allowed_ips");
+                }
                 Ok((stream, peer)) => {
                     self.feed.handle().set_state(SourceState::Listening);
                     let tcp = self.clone();
@@ -75,6 +81,11 @@ impl Tcp {
         }
         connections.close();
         connections.wait().await;
+    }
+
+    fn allows(&self, peer: SocketAddr) -> bool {
+        let ip = peer.ip().to_canonical();
+        self.allowed.is_empty() || self.allowed.iter().any(|net| net.contains(&ip))
     }
 
     /// One connection: its records are stored as soon as they are whole; it is closed at
