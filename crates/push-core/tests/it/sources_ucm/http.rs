@@ -110,3 +110,24 @@ async fn a_tcp_listen_address_that_cannot_be_bound_fails_the_start_naming_the_ke
     let error = format!("{:#}", built.err().expect("the start fails"));
     assert!(error.contains("sources.ucm.tcp_listen") && error.contains(&busy), "{error}");
 }
+
+#[tokio::test]
+async fn the_sources_ucm_example_of_config_yaml_loads_as_documented() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/config.yaml");
+    let yaml = std::fs::read_to_string(path).unwrap();
+    let block: Vec<&str> = yaml
+        .lines()
+        .skip_while(|l| !l.starts_with("# sources:"))
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect();
+    assert!(block.iter().any(|l| l.trim_start().starts_with("ucm:")), "the commented example is there");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, block.join("\n")).unwrap();
+    let settings = push_core::config::load(Some(&file)).expect("the example loads");
+    let ucm = settings.sources.ucm.expect("sources.ucm");
+    assert_eq!(ucm.tcp_listen.as_deref(), Some("0.0.0.0:10000"));
+    assert_eq!((ucm.idle_timeout, ucm.timezone.as_str()), (std::time::Duration::from_secs(30), "UTC"));
+    assert_eq!((ucm.service_type, ucm.account_id), (100, None));
+}
