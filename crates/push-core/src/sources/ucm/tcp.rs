@@ -1,7 +1,7 @@
 //! The UCM's TCP way in: it connects to `sources.ucm.tcp_listen`, sends a record (or a few),
 //! and closes. A TCP peer cannot be answered, so a record that cannot be mapped is set aside
-//! as a reject; the connection is closed only after what it carried is durable, and one that
-//! sends nothing for `idle_timeout` is closed. Memory is bounded: at most
+//! as a reject; the connection is closed in order only after what it carried is durable
+//! (reset if it ends otherwise), and one that sends nothing for `idle_timeout` is closed. Memory is bounded: at most
 //! [`MAX_CONNECTIONS`] at once (more wait in the listen backlog), each holding at most
 //! `ingest.max_body_bytes` of a record. `ingest.allowed_ips` applies as on HTTP: a peer
 //! outside it is closed unread.
@@ -21,6 +21,14 @@ use crate::sources::{Feed, Mapped, SourceState};
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 32;
+
+/// How a connection ends.
+enum Close {
+    /// Everything it carried is durable (stored or set aside): FIN.
+    Orderly,
+    /// Something it carried is not stored: RST.
+    Reset,
+}
 
 /// How much of an oversized record is kept with its reject.
 const OVERSIZE_KEPT: usize = 1024;
@@ -62,15 +70,16 @@ impl Tcp {
                 accepted = listener.accept() => accepted,
             };
             match accepted {
-                Ok((_, peer)) if !self.allows(peer) => {
+                Ok((stream, peer)) if !self.allows(peer) => {
                     tracing::warn!(source = "ucm", %peer, "connection refused: address not in ingest.allowed_ips");
+                    let _ = stream.set_zero_linger(); // reset: nothing of it was taken
                 }
                 Ok((stream, peer)) => {
                     self.feed.handle().set_state(SourceState::Listening);
                     let tcp = self.clone();
                     connections.spawn(async move {
-                        tcp.serve(stream, peer).await;
-                        drop(permit);
+                        let _permit = permit;
+                        tcp.connection(stream, peer).await;
                     });
                 }
                 Err(e) => {
@@ -88,13 +97,31 @@ impl Tcp {
         self.allowed.is_empty() || self.allowed.iter().any(|net| net.contains(&ip))
     }
 
-    /// One connection: its records are stored as soon as they are whole; it is closed at
-    /// its end, when idle, or when a record is over the limit, always after the store.
-    async fn serve(&self, mut stream: TcpStream, peer: SocketAddr) {
+    /// One connection, closed in order (FIN) only when all it carried is durable. Until
+    /// then its socket lingers 0 s: closing it (the program stopping, the process killed,
+    /// the store failing) resets the connection, so a UCM that watches it sees a failure and
+    /// re-sends rather than take it for delivered.
+    async fn connection(&self, mut stream: TcpStream, peer: SocketAddr) {
+        if let Err(e) = stream.set_zero_linger() {
+            tracing::debug!(source = "ucm", %peer, error = %e, "SO_LINGER not set");
+        }
+        if let Close::Orderly = self.serve(&mut stream, peer).await {
+            // Lingering off again: the close that follows sends FIN and does not block.
+            #[allow(deprecated)]
+            let _ = stream.set_linger(None);
+        }
+    }
+
+    /// Reads the connection: its records are stored as soon as they are whole; it ends at
+    /// the peer's end, when idle, or when a record is over the limit, always after the store.
+    async fn serve(&self, stream: &mut TcpStream, peer: SocketAddr) -> Close {
         let mut buf = Vec::with_capacity(4096);
         loop {
             let read = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => {
+                    let unstored = buf.iter().any(|&b| !b.is_ascii_whitespace() && b != 0);
+                    return if unstored { Close::Reset } else { Close::Orderly };
+                }
                 read = tokio::time::timeout(self.idle, stream.read_buf(&mut buf)) => read,
             };
             let at_end = match read {
@@ -107,7 +134,7 @@ impl Tcp {
                 Ok(Err(e)) => {
                     // Cut short: a record still unfinished is not guessed at; the UCM re-sends.
                     tracing::debug!(source = "ucm", %peer, error = %e, "connection failed");
-                    return;
+                    return Close::Reset;
                 }
             };
             let mut records: Vec<Mapped> = frame::take_records(&mut buf, at_end)
@@ -119,10 +146,10 @@ impl Tcp {
                 records.push(self.oversize(&buf));
             }
             if !records.is_empty() && !self.store(records, peer).await {
-                return;
+                return Close::Reset;
             }
             if at_end || oversize {
-                return;
+                return Close::Orderly;
             }
         }
     }

@@ -221,3 +221,19 @@ async fn a_peer_outside_ingest_allowed_ips_is_closed_unread() {
         assert_eq!(deliveries_now(&app, FIXTURE_CALL_ID).await, stored, "allowed_ips {allowed}");
     }
 }
+
+#[tokio::test]
+async fn a_record_cut_short_by_a_stop_is_reset_not_closed_in_order() {
+    let receiver = TestReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, addr) = spawn(ucm_settings(dir.path(), &receiver.url(), |u| u.idle_timeout = WAIT * 2)).await;
+    let mut unfinished = TcpStream::connect(&addr).await.unwrap();
+    unfinished.write_all(b"{\"AcctId\": \"1\", \"src\": ").await.unwrap();
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    // Both are being served once a record sent after them is.
+    send(&addr, fixture_body().as_bytes()).await;
+    tokio::time::timeout(WAIT, app.stop()).await.expect("the listener stops").unwrap();
+    let cut = unfinished.read_to_end(&mut Vec::new()).await;
+    assert_eq!(cut.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset), "not taken for delivered");
+    assert_eq!(silent.read(&mut [0; 8]).await.unwrap(), 0, "a connection that carried nothing closes in order");
+}
