@@ -73,6 +73,11 @@ async fn sigkill_while_a_ucm_sends_loses_and_doubles_nothing() {
     // First run: pushes go nowhere (nothing listens there), so every record stays pending.
     let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (program, addr) = start(dir.path(), &format!("http://{}", nowhere.local_addr().unwrap())).await;
+    // One record half sent when the kill comes: read by the listener, not whole, not stored.
+    let held_record = record(RECORDS);
+    let mut held = TcpStream::connect(&addr).await.unwrap();
+    held.write_all(&held_record.as_bytes()[..held_record.len() / 2]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // read by the listener by then
     let next = Arc::new(AtomicUsize::new(0));
     let delivered = Arc::new(AtomicUsize::new(0));
     let buffered = Arc::new(Mutex::new(Vec::new()));
@@ -103,9 +108,12 @@ async fn sigkill_while_a_ucm_sends_loses_and_doubles_nothing() {
     for sender in senders {
         sender.await.unwrap();
     }
-    let buffered = buffered.lock().unwrap().clone();
+    let cut = held.read_to_end(&mut Vec::new()).await.map_err(|e| e.kind());
+    assert_eq!(cut, Err(std::io::ErrorKind::ConnectionReset), "a record not stored is not taken for delivered");
+    let mut buffered = buffered.lock().unwrap().clone();
     assert!(!buffered.is_empty(), "the kill came mid-stream");
     assert_eq!(delivered.load(Ordering::SeqCst) + buffered.len(), RECORDS);
+    buffered.push(RECORDS);
 
     // Second run: the UCM empties its buffer; everything is pushed.
     let receiver = TestReceiver::start().await;
@@ -116,7 +124,7 @@ async fn sigkill_while_a_ucm_sends_loses_and_doubles_nothing() {
     let pushes = eventually(Duration::from_secs(60), "every record pushed", || async {
         let pushes: Vec<Value> = receiver.received().iter().filter(|r| r.answered == 200).map(|r| r.json()).collect();
         let calls: HashSet<&str> = pushes.iter().filter_map(|p| p["callId"].as_str()).collect();
-        (calls.len() == RECORDS).then(|| receiver.received())
+        (calls.len() == RECORDS + 1).then(|| receiver.received())
     })
     .await;
     let mut events: HashMap<String, HashSet<String>> = HashMap::new();
@@ -124,7 +132,7 @@ async fn sigkill_while_a_ucm_sends_loses_and_doubles_nothing() {
         let id = push.header("webhook-id").unwrap().to_string();
         events.entry(push.json()["callId"].as_str().unwrap().to_string()).or_default().insert(id);
     }
-    let want: HashSet<String> = (0..RECORDS).map(call_id).collect();
+    let want: HashSet<String> = (0..=RECORDS).map(call_id).collect();
     assert_eq!(events.keys().cloned().collect::<HashSet<_>>(), want, "none lost");
     assert!(events.values().all(|ids| ids.len() == 1), "each record stored as one event, pushed as one");
     drop(program);
