@@ -15,6 +15,7 @@ pub mod freeswitch;
 pub mod localtime;
 pub mod outcome;
 pub mod registry;
+pub mod ucm;
 
 use std::sync::Arc;
 
@@ -59,6 +60,11 @@ pub async fn start(ctx: &Context) -> anyhow::Result<Started> {
     let mut started = Started::default();
     if let (Service::Cdr, Some(freeswitch)) = (ctx.service, &ctx.settings.sources.freeswitch) {
         started.router = started.router.merge(freeswitch::routes(ctx, freeswitch));
+    }
+    if let (Service::Cdr, Some(cfg)) = (ctx.service, &ctx.settings.sources.ucm) {
+        let ucm = ucm::start(ctx, cfg).await?;
+        started.router = started.router.merge(ucm.router);
+        started.tasks.extend(ucm.tasks);
     }
     Ok(started)
 }

@@ -16,4 +16,5 @@ mod retention;
 mod security;
 mod single_process;
 mod sources_freeswitch;
+mod sources_ucm;
 mod store_contract;
