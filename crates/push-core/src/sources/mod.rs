@@ -10,6 +10,7 @@
 //! [`start`] wires every configured source; each registers a [`SourceHandle`] with
 //! [`Sources`], whose figures `GET /v1/sources` and `/readyz` show.
 
+pub mod asterisk_csv;
 pub mod feed;
 pub mod localtime;
 pub mod outcome;
@@ -55,7 +56,15 @@ pub struct Started {
 
 /// Starts every source `ctx.settings.sources` configures for `ctx.service`.
 pub async fn start(ctx: &Context) -> anyhow::Result<Started> {
-    let started = Started::default();
-    let _ = ctx;
+    let mut started = Started::default();
+    if ctx.service == Service::Cdr {
+        let files = &ctx.settings.sources.asterisk_csv;
+        for (i, file) in files.iter().enumerate() {
+            if files[..i].iter().any(|f| f.path == file.path) {
+                anyhow::bail!("sources.asterisk_csv: {} is listed twice", file.path.display());
+            }
+            started.tasks.push(asterisk_csv::start(ctx, file)?);
+        }
+    }
     Ok(started)
 }
