@@ -15,4 +15,5 @@ mod readiness;
 mod retention;
 mod security;
 mod single_process;
+mod sources_asterisk;
 mod store_contract;

@@ -167,7 +167,10 @@ mod tests {
     #[test]
     fn listed_names_are_read_as_cdr_custom_writes_them() {
         let layout = Layout::new(&columns_from_flag("${CDR(src)}, DST,start(int64),billsec(f),ds_type(uservar)"));
-        assert_eq!(layout, Layout::List(vec!["src".into(), "dst".into(), "start".into(), "billsec".into(), "ds_type".into()]));
+        assert_eq!(
+            layout,
+            Layout::List(vec!["src".into(), "dst".into(), "start".into(), "billsec".into(), "ds_type".into()])
+        );
         assert!(layout.names(&width(4, "")).unwrap_err().contains("lists 5"));
         assert_eq!(Layout::CdrCustom.names(&width(18, "")).unwrap().last().unwrap(), "userfield");
         assert_eq!(Layout::CdrCustom.names(&width(19, "")).unwrap()[0], "clid");

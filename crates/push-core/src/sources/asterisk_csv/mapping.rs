@@ -215,7 +215,8 @@ mod tests {
     fn a_line_that_does_not_fit_says_why() {
         let m = mapping(CsvColumns::Named(CsvLayout::CdrCsv), "UTC");
         assert!(m.map("a,b,c").cdrs.unwrap_err().contains("3 columns"));
-        let bad_time = r#""","1","2","d","c","ch","","app","","yesterday","","2023-12-01 00:00:05",5,0,"BUSY","DOCUMENTATION""#;
+        let bad_time =
+            r#""","1","2","d","c","ch","","app","","yesterday","","2023-12-01 00:00:05",5,0,"BUSY","DOCUMENTATION""#;
         assert!(m.map(bad_time).cdrs.unwrap_err().starts_with("start: "));
         let bad_number = bad_time.replace("yesterday", "2023-12-01 00:00:00").replace(",5,0,", ",x,0,");
         assert!(m.map(&bad_number).cdrs.unwrap_err().contains("duration"));
