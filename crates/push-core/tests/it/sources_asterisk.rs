@@ -262,7 +262,8 @@ async fn a_rotated_file_is_finished_and_the_new_one_followed() {
     assert_eq!((figures["accepted"].as_u64(), figures["duplicates"].as_u64()), (Some(4), Some(0)));
 }
 
-/// Rotated while the pusher was down: the rest of the old file (found by its inode) first.
+/// Rotated while the pusher was down: the rest of the old file (found by its inode) first,
+/// its last line too, though its newline never came (the file will not grow any more).
 #[tokio::test]
 async fn a_file_rotated_while_stopped_is_finished_after_the_restart() {
     let (dir, receiver) = (tempfile::tempdir().unwrap(), TestReceiver::start().await);
@@ -272,7 +273,7 @@ async fn a_file_rotated_while_stopped_is_finished_after_the_restart() {
     let app = TestApp::spawn(Service::Cdr, settings(dir.path(), &receiver, files())).await;
     receiver.wait_for_successes(1, WAIT).await;
     app.stop().await.unwrap();
-    append(&path, &line(2));
+    append(&path, line(2).trim_end());
     std::fs::rename(&path, dir.path().join("Master.csv.1")).unwrap();
     append(&path, &line(3));
 
@@ -375,4 +376,25 @@ async fn listed_columns_and_a_derived_call_id() {
     assert!(cdr["callId"].as_str().unwrap().starts_with("ast-"), "{cdr}");
     assert_eq!(cdr["beginCallTime"], 1_701_388_800_000_i64);
     assert_eq!(cdr["extra"], json!({"disposition": "NO ANSWER", "ds_type": "sales"}));
+}
+
+/// A zone that does not exist, or one file listed twice (they would share a position), stops
+/// the program at start with a message naming the key.
+#[tokio::test]
+async fn a_bad_asterisk_csv_entry_stops_the_start_naming_the_key() {
+    let receiver = TestReceiver::start().await;
+    let path = Path::new("/var/log/asterisk/cdr-csv/Master.csv");
+    let cases = [
+        (vec![source(path, CDR_CSV, "Mars/Olympus")], "timezone"),
+        (vec![source(path, CDR_CSV, "UTC"), source(path, CDR_CSV, "UTC")], "listed twice"),
+    ];
+    for (files, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let clock = std::sync::Arc::new(push_core::clock::SystemClock);
+        let built =
+            push_core::Application::build_with(settings(dir.path(), &receiver, files), Service::Cdr, listener, clock);
+        let error = format!("{:#}", built.await.err().expect("refused"));
+        assert!(error.contains("sources.asterisk_csv") && error.contains(says), "{error}");
+    }
 }
