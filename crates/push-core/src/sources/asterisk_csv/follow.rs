@@ -142,7 +142,10 @@ impl Follower {
             Err(e) => return Err(e.into()),
             Ok((id, _)) if id != current.id => {
                 let mut old = self.current.take().expect("current file");
-                self.drain(&mut old, true).await?;
+                if let Err(stop) = self.drain(&mut old, true).await {
+                    self.current = Some(old); // finished at the next look, before the new file
+                    return Err(stop);
+                }
                 tracing::info!(source = %self.feed.handle().name(), "file rotated; following the new one");
             }
             Ok(_) => {
