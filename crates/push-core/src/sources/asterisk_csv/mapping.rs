@@ -53,8 +53,12 @@ impl Mapping {
     }
 
     fn cdr(&self, raw: &str) -> Result<Value, String> {
-        let values = split(raw)?;
-        let row = Row { names: self.layout.names(&values)?, values };
+        let row = if raw.trim_start().starts_with('{') {
+            json_row(raw)?
+        } else {
+            let values = split(raw)?;
+            Row { names: self.layout.names(&values)?, values }
+        };
         let start = self.time(&row, "start")?.ok_or("start is empty")?;
         let end = self.time(&row, "end")?.ok_or("end is empty")?;
         let answer = self.time(&row, "answer")?;
@@ -108,6 +112,22 @@ fn split(raw: &str) -> Result<Vec<String>, String> {
         Ok(false) => Err("empty line".into()),
         Err(e) => Err(format!("not a CSV line: {e}")),
     }
+}
+
+/// A line of cdr_custom's JSON format (Asterisk 20+, `format = json`): one object whose
+/// names are the fields; it names its columns itself, whatever `columns` says.
+fn json_row(raw: &str) -> Result<Row, String> {
+    let object: Map<String, Value> = serde_json::from_str(raw).map_err(|e| format!("not a JSON object: {e}"))?;
+    let (mut names, mut values) = (Vec::new(), Vec::new());
+    for (name, value) in object {
+        names.push(name.to_ascii_lowercase());
+        values.push(match value {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        });
+    }
+    Ok(Row { names, values })
 }
 
 /// linkedid (the call, shared by its legs), else uniqueid (the channel), else an id derived
@@ -209,6 +229,17 @@ mod tests {
         assert_eq!(a["startTime"], a["endTime"], "unanswered: connected = released");
         assert_eq!(a["duration"], 0);
         assert!(a.get("party").is_none());
+    }
+
+    #[test]
+    fn a_json_line_names_its_own_fields() {
+        let m = mapping(CsvColumns::Named(CsvLayout::CdrCsv), "UTC");
+        let line = r#"{"clid":"\"Alice\" <1000>","src":"1000","dst":"2000","start":"2023-12-01 00:00:00","answer":"2023-12-01 00:00:10","end":"2023-12-01 00:01:10","duration":70,"billsec":60,"disposition":"ANSWERED","uniqueid":"1701388800.1","sequence":3}"#;
+        let cdr = m.map(line).cdrs.unwrap().remove(0);
+        assert_eq!((cdr["callId"].as_str(), cdr["duration"].as_i64()), (Some("1701388800.1"), Some(60)));
+        assert_eq!(cdr["extra"]["clid"], "\"Alice\" <1000>");
+        assert_eq!(cdr["extra"]["sequence"], 3);
+        assert!(m.map("{not json").cdrs.unwrap_err().starts_with("not a JSON object"));
     }
 
     #[test]
