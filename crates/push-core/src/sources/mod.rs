@@ -10,6 +10,7 @@
 //! [`start`] wires every configured source; each registers a [`SourceHandle`] with
 //! [`Sources`], whose figures `GET /v1/sources` and `/readyz` show.
 
+pub mod asterisk_csv;
 pub mod feed;
 pub mod freeswitch;
 pub mod localtime;
@@ -65,6 +66,15 @@ pub async fn start(ctx: &Context) -> anyhow::Result<Started> {
         let ucm = ucm::start(ctx, cfg).await?;
         started.router = started.router.merge(ucm.router);
         started.tasks.extend(ucm.tasks);
+    }
+    if ctx.service == Service::Cdr {
+        let files = &ctx.settings.sources.asterisk_csv;
+        for (i, file) in files.iter().enumerate() {
+            if files[..i].iter().any(|f| f.path == file.path) {
+                anyhow::bail!("sources.asterisk_csv: {} is listed twice", file.path.display());
+            }
+            started.tasks.push(asterisk_csv::start(ctx, file)?);
+        }
     }
     Ok(started)
 }
