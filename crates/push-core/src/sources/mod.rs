@@ -13,6 +13,7 @@
 pub mod feed;
 pub mod localtime;
 pub mod outcome;
+pub mod redis;
 pub mod registry;
 
 use std::sync::Arc;
@@ -55,7 +56,11 @@ pub struct Started {
 
 /// Starts every source `ctx.settings.sources` configures for `ctx.service`.
 pub async fn start(ctx: &Context) -> anyhow::Result<Started> {
-    let started = Started::default();
-    let _ = ctx;
+    let mut started = Started::default();
+    if ctx.service == Service::Cdr {
+        if let Some(settings) = &ctx.settings.sources.redis {
+            started.tasks.push(redis::start(ctx, settings)?);
+        }
+    }
     Ok(started)
 }

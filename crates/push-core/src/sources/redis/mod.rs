@@ -1,0 +1,147 @@
+//! The Redis list FreeSWITCH's mod_cti pushes its CDRs onto (`cti.json`'s
+//! `cdr.redis.list`; INTEGRATIONS.md §1.3), read as a reliable queue ([`queue`]): an item
+//! leaves the processing list only after the feed stored its CDR (or set it aside as a
+//! reject), so a crash or a Redis outage loses nothing and at worst re-reads an item, which
+//! the outbox recognizes as a duplicate. While Redis cannot be reached the source is in error
+//! (so `/readyz` is 503) and reconnects with back-off, 100 ms doubling to 5 s.
+//!
+//! mod_cti's optional PUBLISH `channel` is not subscribed: PUBLISH reaches only who listens
+//! at that moment, so it is lossy by design, and the list carries the same records.
+
+pub mod causes;
+pub mod mapping;
+mod queue;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::{mapping::Mapping, queue::Queue};
+use super::{localtime::Zone, Context, Feed, Mapped, Parser, SourceHandle, SourceState};
+use crate::{config::RedisSettings, intake::IntakeError};
+
+/// The kind and the name this source registers under.
+pub const KIND: &str = "redis";
+/// Items taken and stored together: one BLMOVE, the rest by pipelined LMOVEs.
+const BATCH: usize = 256;
+/// How long one BLMOVE waits before it is made again (and shutdown is looked at).
+const BLOCK: Duration = Duration::from_secs(1);
+/// The first wait after a failure; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Registers the source and starts its consumer; the task ends on shutdown.
+pub fn start(ctx: &Context, settings: &RedisSettings) -> anyhow::Result<JoinHandle<()>> {
+    let zone = Zone::named(&settings.timezone).map_err(anyhow::Error::msg).context("sources.redis.timezone")?;
+    let mapping =
+        Arc::new(Mapping { service_type: settings.service_type, account_id: settings.account_id.clone(), zone });
+    let client = ::redis::Client::open(settings.url.as_str()).context("sources.redis.url")?;
+    let parse = mapping.clone();
+    let parser: Parser = Arc::new(move |raw: &str| parse.map(raw));
+    let handle = ctx.sources.register(KIND, KIND, SourceState::Error("not connected yet".into()), Some(parser));
+    if let Some(channel) = &settings.channel {
+        tracing::warn!(channel, "sources.redis.channel is not subscribed (PUBLISH is lossy); the list is read");
+    }
+    let consumer = Consumer {
+        client,
+        list: settings.list.clone(),
+        processing: settings.processing_list.clone(),
+        mapping,
+        feed: Feed::new(ctx.intake.clone(), handle),
+        shutdown: ctx.shutdown.clone(),
+    };
+    Ok(tokio::spawn(consumer.run()))
+}
+
+struct Consumer {
+    client: ::redis::Client,
+    list: String,
+    processing: String,
+    mapping: Arc<Mapping>,
+    feed: Feed,
+    shutdown: CancellationToken,
+}
+
+impl Consumer {
+    fn handle(&self) -> &SourceHandle {
+        self.feed.handle()
+    }
+
+    /// Sessions one after another, with back-off between failed ones, until shutdown.
+    async fn run(self) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.session(&mut backoff).await {
+                Ok(()) => return,
+                Err(e) => self.handle().set_state(SourceState::Error(format!("{e:#}"))),
+            }
+            if !self.pause(backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Sleeps unless the program stops first; false if it does.
+    async fn pause(&self, wait: Duration) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        }
+    }
+
+    /// One connection: re-drives the processing list, then takes items until shutdown
+    /// (`Ok`) or a Redis error.
+    async fn session(&self, backoff: &mut Duration) -> anyhow::Result<()> {
+        let mut queue = Queue::connect(&self.client, &self.list, &self.processing, BLOCK)
+            .await
+            .with_context(|| format!("cannot reach Redis at {}", self.client.get_connection_info().addr()))?;
+        self.handle().set_state(SourceState::Connected);
+        *backoff = FIRST_BACKOFF;
+        loop {
+            let left = queue.left_over(BATCH).await.context("LRANGE of the processing list")?;
+            if left.is_empty() {
+                break;
+            }
+            tracing::info!(items = left.len(), "re-driving the processing list");
+            if !self.commit(&mut queue, left).await? {
+                return Ok(());
+            }
+        }
+        loop {
+            let items = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                taken = queue.take(BATCH) => taken.context("BLMOVE")?,
+            };
+            if !items.is_empty() && !self.commit(&mut queue, items).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Stores the items' CDRs (rejects set aside), retrying while the outbox fails, then
+    /// removes them from the processing list. False if the program stopped first: the items
+    /// stay in the processing list for the next start.
+    async fn commit(&self, queue: &mut Queue, items: Vec<Vec<u8>>) -> anyhow::Result<bool> {
+        let records: Vec<Mapped> = items.iter().map(|item| self.mapping.map(&String::from_utf8_lossy(item))).collect();
+        let mut wait = FIRST_BACKOFF;
+        loop {
+            match self.feed.take_or_set_aside(records.clone(), None).await {
+                Ok(_) => break,
+                Err(IntakeError::ShuttingDown) => return Ok(false),
+                Err(e) => {
+                    self.handle().set_state(SourceState::Error(format!("cannot store CDRs: {e}")));
+                    if !self.pause(wait).await {
+                        return Ok(false);
+                    }
+                    wait = (wait * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        self.handle().set_state(SourceState::Connected);
+        queue.remove(&items).await.context("LREM from the processing list")?;
+        Ok(true)
+    }
+}
