@@ -15,4 +15,5 @@ mod readiness;
 mod retention;
 mod security;
 mod single_process;
+mod sources_redis;
 mod store_contract;
