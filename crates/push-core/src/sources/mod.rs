@@ -59,7 +59,7 @@ pub async fn start(ctx: &Context) -> anyhow::Result<Started> {
     let mut started = Started::default();
     if ctx.service == Service::Cdr {
         if let Some(settings) = &ctx.settings.sources.redis {
-            started.tasks.push(redis::start(ctx, settings)?);
+            started.tasks.extend(redis::start(ctx, settings)?);
         }
     }
     Ok(started)

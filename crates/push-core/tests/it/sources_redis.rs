@@ -58,15 +58,22 @@ fn leg(uuid: &str) -> String {
     .to_string()
 }
 
-fn with_redis(settings: &mut Settings, redis: &RedisServer) {
-    let source = json!({"url": redis.url(), "list": "cdr", "processing_list": "cdr:processing", "account_id": "acme"});
+/// `sources.redis` on `redis`, with `more` settings.
+fn with_redis(settings: &mut Settings, redis: &RedisServer, more: Value) {
+    let mut source =
+        json!({"url": redis.url(), "list": "cdr", "processing_list": "cdr:processing", "account_id": "acme"});
+    source.as_object_mut().unwrap().extend(more.as_object().cloned().unwrap_or_default());
     settings.sources.redis = Some(serde_json::from_value::<RedisSettings>(source).expect("redis settings"));
 }
 
-/// cdr-pusher reading `redis`, its database in `dir`.
+/// cdr-pusher reading `redis` (the list only), its database in `dir`.
 async fn app(dir: &std::path::Path, receiver: &TestReceiver, redis: &RedisServer) -> TestApp {
+    app_with(dir, receiver, redis, json!({})).await
+}
+
+async fn app_with(dir: &std::path::Path, receiver: &TestReceiver, redis: &RedisServer, more: Value) -> TestApp {
     let mut settings = test_settings(dir, &receiver.url());
-    with_redis(&mut settings, redis);
+    with_redis(&mut settings, redis, more);
     TestApp::spawn(Service::Cdr, settings).await
 }
 
@@ -106,7 +113,8 @@ fn pushed(receiver: &TestReceiver) -> Vec<((String, String), Value)> {
 
 #[tokio::test]
 async fn mod_cti_legs_are_delivered_as_the_exact_canonical_cdrs_and_removed() {
-    let (redis, receiver, dir) = (RedisServer::start().await, TestReceiver::start().await, tempfile::tempdir().unwrap());
+    let (redis, receiver, dir) =
+        (RedisServer::start().await, TestReceiver::start().await, tempfile::tempdir().unwrap());
     let app = app(dir.path(), &receiver, &redis).await;
     let mut conn = redis.connect().await;
     lpush(&mut conn, "cdr", &[a_leg().to_string(), b_leg().to_string()]).await;
@@ -151,7 +159,8 @@ async fn mod_cti_legs_are_delivered_as_the_exact_canonical_cdrs_and_removed() {
 
 #[tokio::test]
 async fn an_item_leaves_the_processing_list_only_after_its_cdr_is_durable() {
-    let (redis, receiver, dir) = (RedisServer::start().await, TestReceiver::start().await, tempfile::tempdir().unwrap());
+    let (redis, receiver, dir) =
+        (RedisServer::start().await, TestReceiver::start().await, tempfile::tempdir().unwrap());
     let app = app(dir.path(), &receiver, &redis).await;
     let mut conn = redis.connect().await;
     lpush(&mut conn, "cdr", &[leg("warm-up")]).await;
@@ -181,7 +190,8 @@ async fn an_item_leaves_the_processing_list_only_after_its_cdr_is_durable() {
 
 #[tokio::test]
 async fn the_processing_list_is_re_driven_at_start_and_a_re_sent_item_is_pushed_once() {
-    let (redis, receiver, dir) = (RedisServer::start().await, TestReceiver::start().await, tempfile::tempdir().unwrap());
+    let (redis, receiver, dir) =
+        (RedisServer::start().await, TestReceiver::start().await, tempfile::tempdir().unwrap());
     let mut conn = redis.connect().await;
     let first = app(dir.path(), &receiver, &redis).await;
     lpush(&mut conn, "cdr", &[leg("stored")]).await;
@@ -209,7 +219,8 @@ async fn the_processing_list_is_re_driven_at_start_and_a_re_sent_item_is_pushed_
 
 #[tokio::test]
 async fn a_bad_item_becomes_a_reject_and_leaves_the_processing_list() {
-    let (redis, receiver, dir) = (RedisServer::start().await, TestReceiver::start().await, tempfile::tempdir().unwrap());
+    let (redis, receiver, dir) =
+        (RedisServer::start().await, TestReceiver::start().await, tempfile::tempdir().unwrap());
     let app = app(dir.path(), &receiver, &redis).await;
     let mut conn = redis.connect().await;
     let no_uuid = json!({"caller_id_number": "1001", "dial_number": "1002", "end_epoch": "1701388865"}).to_string();
@@ -258,4 +269,41 @@ async fn redis_killed_and_restarted_reads_as_error_then_connected_and_loses_noth
     let ids: Vec<String> = pushed(&receiver).into_iter().map(|(k, _)| k.0).collect();
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!((ids.len(), unique.len()), (600, 600), "every CDR pushed once");
+}
+
+#[tokio::test]
+async fn a_published_record_comes_through_the_channel_and_one_also_listed_is_pushed_once() {
+    let (redis, receiver, dir) =
+        (RedisServer::start().await, TestReceiver::start().await, tempfile::tempdir().unwrap());
+    let app = app_with(dir.path(), &receiver, &redis, json!({"channel": "cdr"})).await;
+    let mut conn = redis.connect().await;
+    eventually(WAIT, "cdr-pusher subscribed to the channel", || {
+        let mut conn = conn.clone();
+        async move {
+            let numsub: (String, u64) =
+                redis::cmd("PUBSUB").arg("NUMSUB").arg("cdr").query_async(&mut conn).await.ok()?;
+            (numsub.1 == 1).then_some(())
+        }
+    })
+    .await;
+    let publisher = conn.clone();
+    let publish = |item: String| {
+        let mut conn = publisher.clone();
+        async move { redis::cmd("PUBLISH").arg("cdr").arg(item).query_async::<u64>(&mut conn).await.expect("PUBLISH") }
+    };
+    assert_eq!(publish(leg("published")).await, 1, "one subscriber got it");
+    receiver.wait_for_successes(1, WAIT).await;
+    // mod_cti configured with both a list and a channel sends each record both ways.
+    lpush(&mut conn, "cdr", &[leg("both")]).await;
+    publish(leg("both")).await;
+    drained(&mut conn).await;
+    eventually(WAIT, "one stored, one duplicate", || async {
+        let report = source(&app).await;
+        (report["accepted"] == 2 && report["duplicates"] == 1).then_some(())
+    })
+    .await;
+    let ids: Vec<String> = pushed(&receiver).into_iter().map(|(k, _)| k.0).collect();
+    let expected = ["published".to_string(), "both".to_string()];
+    assert_eq!(ids.iter().collect::<HashSet<_>>(), expected.iter().collect::<HashSet<_>>(), "{ids:?}");
+    assert_eq!(ids.len(), 2, "pushed once each: {ids:?}");
 }

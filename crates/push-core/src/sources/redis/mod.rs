@@ -5,10 +5,12 @@
 //! the outbox recognizes as a duplicate. While Redis cannot be reached the source is in error
 //! (so `/readyz` is 503) and reconnects with back-off, 100 ms doubling to 5 s.
 //!
-//! mod_cti's optional PUBLISH `channel` is not subscribed: PUBLISH reaches only who listens
-//! at that moment, so it is lossy by design, and the list carries the same records.
+//! mod_cti's optional PUBLISH `channel` is subscribed too when configured ([`channel`]): it
+//! is lossy (PUBLISH reaches only who listens at that moment), records from it go through the
+//! same feed, and one that also came through the list is a duplicate, pushed once.
 
 pub mod causes;
+mod channel;
 pub mod mapping;
 mod queue;
 
@@ -18,7 +20,7 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use self::{mapping::Mapping, queue::Queue};
+use self::{channel::Channel, mapping::Mapping, queue::Queue};
 use super::{localtime::Zone, Context, Feed, Mapped, Parser, SourceHandle, SourceState};
 use crate::{config::RedisSettings, intake::IntakeError};
 
@@ -30,10 +32,12 @@ const BATCH: usize = 256;
 const BLOCK: Duration = Duration::from_secs(1);
 /// The first wait after a failure; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Registers the source and starts its consumer; the task ends on shutdown.
-pub fn start(ctx: &Context, settings: &RedisSettings) -> anyhow::Result<JoinHandle<()>> {
+/// Registers the source and starts its consumer (and the channel's subscriber when one is
+/// configured); the tasks end on shutdown.
+pub fn start(ctx: &Context, settings: &RedisSettings) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let zone = Zone::named(&settings.timezone).map_err(anyhow::Error::msg).context("sources.redis.timezone")?;
     let mapping =
         Arc::new(Mapping { service_type: settings.service_type, account_id: settings.account_id.clone(), zone });
@@ -41,18 +45,22 @@ pub fn start(ctx: &Context, settings: &RedisSettings) -> anyhow::Result<JoinHand
     let parse = mapping.clone();
     let parser: Parser = Arc::new(move |raw: &str| parse.map(raw));
     let handle = ctx.sources.register(KIND, KIND, SourceState::Error("not connected yet".into()), Some(parser));
-    if let Some(channel) = &settings.channel {
-        tracing::warn!(channel, "sources.redis.channel is not subscribed (PUBLISH is lossy); the list is read");
+    let feed = Feed::new(ctx.intake.clone(), handle);
+    let mut tasks = Vec::new();
+    if let Some(name) = &settings.channel {
+        let channel = Channel::new(&settings.url, name, mapping.clone(), feed.clone(), ctx.shutdown.clone())?;
+        tasks.push(tokio::spawn(channel.run()));
     }
     let consumer = Consumer {
         client,
         list: settings.list.clone(),
         processing: settings.processing_list.clone(),
         mapping,
-        feed: Feed::new(ctx.intake.clone(), handle),
+        feed,
         shutdown: ctx.shutdown.clone(),
     };
-    Ok(tokio::spawn(consumer.run()))
+    tasks.push(tokio::spawn(consumer.run()));
+    Ok(tasks)
 }
 
 struct Consumer {
