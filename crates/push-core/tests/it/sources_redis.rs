@@ -178,7 +178,11 @@ async fn an_item_leaves_the_processing_list_only_after_its_cdr_is_durable() {
         report["error"].as_str().is_some_and(|e| e.starts_with("cannot store CDRs")).then_some(())
     })
     .await;
-    assert_eq!(items(&mut conn, "cdr:processing").await, [held.clone()], "taken, not removed: the store failed");
+    assert_eq!(
+        items(&mut conn, "cdr:processing").await,
+        std::slice::from_ref(&held),
+        "taken, not removed: the store failed"
+    );
     assert!(items(&mut conn, "cdr").await.is_empty());
     assert_eq!(app.get_json("/readyz").await.0, 503);
     drop(immutable);

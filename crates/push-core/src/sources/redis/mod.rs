@@ -12,6 +12,8 @@
 pub mod causes;
 mod channel;
 pub mod mapping;
+#[cfg(test)]
+mod mapping_tests;
 mod queue;
 
 use std::{sync::Arc, time::Duration};
