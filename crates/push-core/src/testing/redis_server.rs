@@ -50,6 +50,19 @@ impl RedisServer {
         client.get_multiplexed_async_connection().await.expect("connect to the test redis-server")
     }
 
+    /// LPUSHes `items` onto `list`, as mod_cti does with each CDR (for tests without the
+    /// redis crate of their own).
+    pub async fn lpush(&self, list: &str, items: &[String]) {
+        let mut conn = self.connect().await;
+        redis::cmd("LPUSH").arg(list).arg(items).query_async::<()>(&mut conn).await.expect("LPUSH");
+    }
+
+    /// `LLEN list`.
+    pub async fn llen(&self, list: &str) -> usize {
+        let mut conn = self.connect().await;
+        redis::cmd("LLEN").arg(list).query_async(&mut conn).await.expect("LLEN")
+    }
+
     /// Kills the server with SIGKILL, as a crash would, and waits until it is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
