@@ -97,6 +97,10 @@ pub struct CallsArgs {
     /// Time compression: 10 plays a 20 s ring in 2 s.
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
+    /// Origin of the simulated clock, epoch ms (default: now): with the same --seed, two runs
+    /// send identical records.
+    #[arg(long)]
+    pub start: Option<i64>,
     /// Bearer token for the ingest API.
     #[arg(long, env = "CALLSIM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -206,7 +210,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 1.0)]
     pub interval: f64,
     /// Epoch ms of the first call; default now.
-    #[arg(long)]
+    #[arg(long, alias = "start")]
     pub start_ms: Option<i64>,
     /// Which records to print.
     #[arg(long, value_enum, default_value_t = RecordKind::All)]

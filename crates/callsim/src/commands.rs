@@ -41,7 +41,7 @@ pub async fn shutdown_signal() {
 /// calls and finishes the ones in flight at once, a second one exits immediately.
 pub async fn calls(args: CallsArgs) -> anyhow::Result<()> {
     let seed = args.generator.seed.unwrap_or_else(rand::random);
-    let start_ms = now_ms();
+    let start_ms = args.start.unwrap_or_else(now_ms);
     let opts = args.options(seed, start_ms);
     let total = match opts.limit {
         RunLimit::Count(n) => Some(n),

@@ -7,10 +7,11 @@ use rand_chacha::ChaCha8Rng;
 use crate::mix::{default_scenario_mix, default_service_mix, Mix};
 use crate::model::{
     Call, CallCommon, Cdr, Direction, Disposition, Party, Payload, Privacy, ScheduledPost, Status, StatusEvent,
-    SECRET_A_CALLS_B, SECRET_B_CALLS_A, SERVICE_PRIVACY, SUB_AXB, SUB_DUAL_CALL, SUB_SIP,
+    SECRET_A_CALLS_B, SECRET_B_CALLS_A, SECRET_INTERCEPTED, SERVICE_PRIVACY, SUB_AXB, SUB_AXN, SUB_AXNE, SUB_AXYB,
+    SUB_CLICK_TO_CALL, SUB_DUAL_CALL, SUB_NOTIFICATION, SUB_PAXYB, SUB_SIP, SUB_SMART_OUTBOUND,
 };
 use crate::numbers;
-use crate::timeline::{plan_callback, plan_leg, CallbackParties, LegPlan};
+use crate::timeline::{intercepted, plan_callback, plan_leg, CallbackParties, LegPlan};
 
 /// What kind of calls to generate.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,7 +96,7 @@ impl CallGenerator {
             call_id,
             service_type,
             sub_service_type: shape.sub_service_type,
-            scenario,
+            scenario: shape.scenario,
             begin_time,
             posts: assemble(legs),
         }
@@ -109,17 +110,10 @@ impl CallGenerator {
 
     /// Decides sub-service, numbers, binding and leg timelines of a call.
     fn shape(&mut self, service_type: u16, scenario: Disposition, begin: i64) -> Shape {
-        let rng = &mut self.rng;
         if service_type == SERVICE_PRIVACY {
-            let privacy = binding(rng);
-            let (caller, callee) = if privacy.secret_call_type == SECRET_A_CALLS_B {
-                (privacy.phone_no_a.clone(), privacy.phone_no_x.clone())
-            } else {
-                (privacy.phone_no_b.clone(), privacy.phone_no_x.clone())
-            };
-            let leg = plan_leg(rng, scenario, begin).into_leg(None, caller, callee);
-            return Shape::new(SUB_AXB, None, Some(privacy), vec![leg]);
+            return self.privacy_shape(scenario, begin);
         }
+        let rng = &mut self.rng;
         if rng.random_bool(self.config.callback_share) {
             let parties = CallbackParties {
                 platform: numbers::platform(rng),
@@ -127,12 +121,37 @@ impl CallGenerator {
                 b: numbers::subscriber(rng),
             };
             let legs = plan_callback(rng, scenario, begin, parties);
-            return Shape::new(SUB_DUAL_CALL, Some(Direction::Outbound), None, legs);
+            return Shape::new(SUB_DUAL_CALL, scenario, Some(Direction::Outbound), None, legs);
         }
-        let direction = if rng.random_bool(0.7) { Direction::Outbound } else { Direction::Inbound };
-        let (caller, callee) = (numbers::subscriber(rng), numbers::subscriber(rng));
+        let (sub, direction, caller) = match rng.random_range(0..20) {
+            // The platform places notification, click-to-call and robot calls.
+            0..=2 => (SUB_NOTIFICATION, Direction::Outbound, numbers::platform(rng)),
+            3..=5 => (SUB_CLICK_TO_CALL, Direction::Outbound, numbers::platform(rng)),
+            6..=7 => (SUB_SMART_OUTBOUND, Direction::Outbound, numbers::platform(rng)),
+            8..=13 => (SUB_SIP, Direction::Outbound, numbers::subscriber(rng)),
+            _ => (SUB_SIP, Direction::Inbound, numbers::subscriber(rng)),
+        };
+        let leg = plan_leg(rng, scenario, begin).into_leg(None, caller, numbers::subscriber(rng));
+        Shape::new(sub, scenario, Some(direction), None, vec![leg])
+    }
+
+    /// A privacy-number call: its binding, sub-service and leg; an intercepted call
+    /// (secretCallType 12) never rings and fails whatever the scenario drawn.
+    fn privacy_shape(&mut self, scenario: Disposition, begin: i64) -> Shape {
+        let rng = &mut self.rng;
+        let sub = [SUB_AXB, SUB_AXB, SUB_AXB, SUB_AXN, SUB_AXNE, SUB_AXYB, SUB_PAXYB][rng.random_range(0..7)];
+        let privacy = binding(rng, sub);
+        let caller = match privacy.secret_call_type {
+            SECRET_B_CALLS_A => privacy.phone_no_b.clone(),
+            _ => privacy.phone_no_a.clone(),
+        };
+        let callee = privacy.phone_no_x.clone();
+        if privacy.secret_call_type == SECRET_INTERCEPTED {
+            let leg = intercepted(rng, begin).into_leg(None, caller, callee);
+            return Shape::new(sub, Disposition::Failed, None, Some(privacy), vec![leg]);
+        }
         let leg = plan_leg(rng, scenario, begin).into_leg(None, caller, callee);
-        Shape::new(SUB_SIP, Some(direction), None, vec![leg])
+        Shape::new(sub, scenario, None, Some(privacy), vec![leg])
     }
 
     /// The status events and the CDR of one leg.
@@ -200,25 +219,48 @@ impl CallGenerator {
 /// The planned structure of one call before records are made.
 struct Shape {
     sub_service_type: u16,
+    /// The outcome of the call as a whole (the drawn one, unless the call was intercepted).
+    scenario: Disposition,
     direction: Option<Direction>,
     privacy: Option<Privacy>,
     legs: Vec<LegPlan>,
 }
 
 impl Shape {
-    fn new(sub: u16, direction: Option<Direction>, privacy: Option<Privacy>, legs: Vec<LegPlan>) -> Self {
-        Self { sub_service_type: sub, direction, privacy, legs }
+    fn new(
+        sub: u16,
+        scenario: Disposition,
+        direction: Option<Direction>,
+        privacy: Option<Privacy>,
+        legs: Vec<LegPlan>,
+    ) -> Self {
+        Self { sub_service_type: sub, scenario, direction, privacy, legs }
     }
 }
 
-/// An AXB binding, and which way this call goes through it.
-fn binding<R: Rng + ?Sized>(rng: &mut R) -> Privacy {
+/// A privacy binding of sub-service `sub`, and which way this call goes through it: A calls
+/// B most often, B calls A, and now and then the platform intercepts the call.
+fn binding<R: Rng + ?Sized>(rng: &mut R, sub: u16) -> Privacy {
+    let phone_no_x = numbers::mobile(rng);
+    let phone_no_a = numbers::mobile(rng);
+    let secret_call_type = match rng.random_range(0..100) {
+        0..=59 => SECRET_A_CALLS_B,
+        60..=94 => SECRET_B_CALLS_A,
+        _ => SECRET_INTERCEPTED,
+    };
+    let call_display_type = rng.random_range(1..=4);
+    // Display type 2 passes the caller's real number through; the others show X.
+    let called_display_number = if call_display_type == 2 { phone_no_a.clone() } else { phone_no_x.clone() };
     Privacy {
-        phone_no_x: numbers::mobile(rng),
-        phone_no_a: numbers::mobile(rng),
+        phone_no_x,
+        phone_no_a,
         phone_no_b: numbers::subscriber(rng),
+        phone_no_e: (sub == SUB_AXNE).then(|| numbers::extension(rng)),
         subscription_id: numbers::subscription_id(rng),
-        secret_call_type: if rng.random_bool(0.7) { SECRET_A_CALLS_B } else { SECRET_B_CALLS_A },
+        number_pool_no: numbers::number_pool(rng),
+        secret_call_type,
+        call_display_type,
+        called_display_number,
     }
 }
 

@@ -12,14 +12,30 @@ pub const SERVICE_SIP: u16 = 100;
 pub const SERVICE_PRIVACY: u16 = 200;
 /// Sub-service 101: plain SIP call.
 pub const SUB_SIP: u16 = 101;
+/// Sub-service 102: notification call (the platform calls a subscriber and plays a message).
+pub const SUB_NOTIFICATION: u16 = 102;
+/// Sub-service 103: click-to-call (a web button makes the platform place the call).
+pub const SUB_CLICK_TO_CALL: u16 = 103;
+/// Sub-service 104: smart outbound (a robot calls a list of subscribers).
+pub const SUB_SMART_OUTBOUND: u16 = 104;
 /// Sub-service 105: dual-call (two-leg callback: the platform calls A, then B, and bridges).
 pub const SUB_DUAL_CALL: u16 = 105;
 /// Sub-service 201: AXB privacy binding.
 pub const SUB_AXB: u16 = 201;
+/// Sub-service 202: AXN (X bound to A only; anyone may call A through X).
+pub const SUB_AXN: u16 = 202;
+/// Sub-service 203: AXNE (AXN with an extension E to reach A).
+pub const SUB_AXNE: u16 = 203;
+/// Sub-service 204: AXYB (A and B each see their own intermediate number).
+pub const SUB_AXYB: u16 = 204;
+/// Sub-service 205: PAXYB (AXYB placed by the platform).
+pub const SUB_PAXYB: u16 = 205;
 /// secretCallType 10: B calls A through X.
 pub const SECRET_B_CALLS_A: u8 = 10;
 /// secretCallType 11: A calls B through X.
 pub const SECRET_A_CALLS_B: u8 = 11;
+/// secretCallType 12: the platform intercepted the call (it never reaches the callee).
+pub const SECRET_INTERCEPTED: u8 = 12;
 
 /// The state a call entered, as carried by a status event.
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -158,10 +174,19 @@ pub struct Privacy {
     pub phone_no_a: String,
     /// Real number B bound to X.
     pub phone_no_b: String,
+    /// Extension reaching A behind X (AXNE only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_no_e: Option<String>,
     /// Binding id.
     pub subscription_id: String,
-    /// 11 = A calls B, 10 = B calls A.
+    /// The number pool X comes from.
+    pub number_pool_no: String,
+    /// 11 = A calls B, 10 = B calls A, 12 = intercepted by the platform.
     pub secret_call_type: u8,
+    /// Number pass-through mode, 1-4: which number the called party is shown.
+    pub call_display_type: u8,
+    /// The number shown to the called party.
+    pub called_display_number: String,
 }
 
 /// Fields that every record of one call (all legs, statuses and CDRs) shares.
@@ -200,7 +225,7 @@ pub struct Cdr {
     /// Leg of a two-leg call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub party: Option<Party>,
-    /// 101/105 for 100, 201 for 200.
+    /// 101-105 for 100, 201-205 for 200.
     pub sub_service_type: u16,
     /// Direction, for service type 100.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -303,7 +328,7 @@ pub struct Call {
     pub call_id: String,
     /// 100 or 200.
     pub service_type: u16,
-    /// 101, 105 or 201.
+    /// 101-105 or 201-205.
     pub sub_service_type: u16,
     /// The scenario drawn from the mix (for callbacks: the outcome of the last leg).
     pub scenario: Disposition,

@@ -57,6 +57,21 @@ pub fn subscription_id<R: Rng + ?Sized>(rng: &mut R) -> String {
     format!("S{:016x}", rng.random::<u64>())
 }
 
+/// An extension behind a privacy number (AXNE), such as `6021`.
+pub fn extension<R: Rng + ?Sized>(rng: &mut R) -> String {
+    let mut number = String::new();
+    number.push(char::from(b'1' + rng.random_range(0..9u8)));
+    push_digits(rng, &mut number, 3);
+    number
+}
+
+/// A number pool id, such as `NP021843`.
+pub fn number_pool<R: Rng + ?Sized>(rng: &mut R) -> String {
+    let mut id = String::from("NP");
+    push_digits(rng, &mut id, 6);
+    id
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,20 +105,20 @@ pub fn plan_leg<R: Rng + ?Sized>(rng: &mut R, outcome: Disposition, dial: i64) -
             let hangup = ring_at + rng.random_range(15_000..=MAX_RING_MS);
             (Some(ring_at), None, hangup, no_answer_release(rng))
         }
+        Disposition::Busy if rng.random_bool(0.3) => {
+            // Rang, then the callee declined it: call rejected (Q.850 21, SIP 603 Decline).
+            let hangup = ring_at + rng.random_range(MIN_RING_MS..=15_000);
+            (Some(ring_at), None, hangup, release(outcome, ReleaseDirection::Callee, 21, 603))
+        }
         Disposition::Busy => {
             let rel = release(outcome, ReleaseDirection::Callee, 17, 486);
-            if rng.random_bool(0.3) {
-                // Rang, then the callee rejected it.
-                let hangup = ring_at + rng.random_range(MIN_RING_MS..=15_000);
-                (Some(ring_at), None, hangup, rel)
-            } else {
-                (None, None, dial + rng.random_range(300..=2_500), rel)
-            }
+            (None, None, dial + rng.random_range(300..=2_500), rel)
         }
         Disposition::Failed => {
             let (cause, sip) = failure_cause(rng);
             let rel = release(outcome, ReleaseDirection::Platform, cause, sip);
-            if rng.random_bool(0.1) {
+            // A number that does not exist (or has no route) is refused before anything rings.
+            if ![1, 3].contains(&cause) && rng.random_bool(0.1) {
                 let hangup = ring_at + rng.random_range(MIN_RING_MS..=10_000);
                 (Some(ring_at), None, hangup, rel)
             } else {
@@ -142,23 +142,34 @@ fn answered<R: Rng + ?Sized>(rng: &mut R, ring_at: i64) -> (i64, i64, Release) {
     (answer, answer + talk_ms(rng), rel)
 }
 
-/// 480 from the callee's device, or 408 from the platform's no-answer timer.
+/// 480 from the callee's device (Q.850 19, no answer), or the platform's no-answer timer:
+/// 408 with Q.850 18, no user responding (RFC 3398 section 7).
 fn no_answer_release<R: Rng + ?Sized>(rng: &mut R) -> Release {
     if rng.random_bool(0.6) {
         release(Disposition::NoAnswer, ReleaseDirection::Callee, 19, 480)
     } else {
-        release(Disposition::NoAnswer, ReleaseDirection::Platform, 19, 408)
+        release(Disposition::NoAnswer, ReleaseDirection::Platform, 18, 408)
     }
 }
 
-/// A consistent (Q.850 cause, SIP code) pair for a failed call.
+/// A call the platform intercepted (privacy number, secretCallType 12): refused before it
+/// rings, as a rejected call (Q.850 21, SIP 603).
+pub fn intercepted<R: Rng + ?Sized>(rng: &mut R, dial: i64) -> Times {
+    let hangup = dial + rng.random_range(100..=1_000);
+    let rel = release(Disposition::Failed, ReleaseDirection::Platform, 21, 603);
+    Times { dial, ring: None, answer: None, hangup, release: rel }
+}
+
+/// A (Q.850 cause, SIP code) pair of a failed call, as RFC 3398 section 7 pairs them.
 fn failure_cause<R: Rng + ?Sized>(rng: &mut R) -> (u8, u16) {
-    const FAILURES: [(u8, u16); 5] = [
+    const FAILURES: [(u8, u16); 7] = [
         (34, 503),  // no circuit/channel available
         (41, 503),  // temporary failure
         (127, 500), // interworking, unspecified
-        (31, 500),  // normal, unspecified
+        (31, 480),  // normal, unspecified
         (1, 404),   // unallocated (unassigned) number
+        (3, 404),   // no route to destination
+        (27, 502),  // destination out of order
     ];
     FAILURES[rng.random_range(0..FAILURES.len())]
 }
@@ -205,10 +216,9 @@ pub fn plan_callback<R: Rng + ?Sized>(
         }
         Disposition::Answered => (b_times.hangup + gap, ReleaseDirection::Callee),
         Disposition::Cancelled => {
-            // A gave up while B was ringing: A's hangup cancels B.
-            let t = b_times.hangup;
-            b_times.hangup = t + gap;
-            (t, ReleaseDirection::Caller)
+            // A gave up while B was ringing: A's hangup cancels B a moment later (B's ring
+            // keeps the length drawn for it, within 2-30 s).
+            (b_times.hangup - gap, ReleaseDirection::Caller)
         }
         _ => (b_times.hangup + rng.random_range(1_000..=4_000), ReleaseDirection::Platform),
     };

@@ -95,6 +95,26 @@ async fn posts_every_call_in_order_and_counts_match() {
 }
 
 #[tokio::test]
+async fn two_runs_with_the_same_seed_and_start_send_identical_records() {
+    let bodies = |received: Vec<Received>| {
+        let mut bodies: Vec<String> = received.iter().map(|r| format!("{} {}", r.path, r.body)).collect();
+        bodies.sort(); // posts of concurrent calls may interleave differently
+        bodies
+    };
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let sink = Sink::start(Answer::Accept, Answer::Accept).await;
+        run_calls(CallsOptions { start_ms: Some(1_767_225_600_000), ..options(&sink, 20) }).await.unwrap();
+        runs.push(bodies(sink.received()));
+    }
+    assert!(!runs[0].is_empty());
+    assert_eq!(runs[0], runs[1], "the simulated clock starts at --start, not at the wall clock");
+    let sink = Sink::start(Answer::Accept, Answer::Accept).await;
+    run_calls(CallsOptions { start_ms: Some(1_767_225_700_000), ..options(&sink, 20) }).await.unwrap();
+    assert_ne!(bodies(sink.received()), runs[0], "another start, other times");
+}
+
+#[tokio::test]
 async fn speed_compresses_call_time() {
     let sink = Sink::start(Answer::Accept, Answer::Accept).await;
     let speed = 100.0;

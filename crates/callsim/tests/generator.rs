@@ -116,11 +116,32 @@ fn check_leg(statuses: &[Value], cdrs: &[Value]) {
     assert_eq!(n(cdr, "startTime"), start);
     assert_eq!(n(cdr, "duration"), (n(cdr, "endTime") - start) / 1000);
     check_outcome(cdr, &names);
-    if let (Some(ring), Some(answer)) = (at("RINGING"), at("ANSWERED")) {
-        assert!((2_000..=30_000).contains(&(answer - ring)), "ring 2-30 s");
+    if let Some(ring) = at("RINGING") {
+        let rang_until = at("ANSWERED").unwrap_or(at("HANGUP").unwrap());
+        assert!((2_000..=30_000).contains(&(rang_until - ring)), "ring 2-30 s in every branch: {names:?} {times:?}");
     }
     assert!(n(cdr, "duration") <= 3_600, "talk capped at an hour");
 }
+
+/// Q.850 cause and SIP status pairs of RFC 3398 section 7 (as INTEGRATIONS.md section 4 lists
+/// them, both directions): 16 normal clearing is 200 when answered and 487 when the caller
+/// cancelled (487 maps to 16).
+const RFC_3398: [(i64, i64); 14] = [
+    (16, 200),
+    (16, 487),
+    (17, 486),
+    (18, 408),
+    (19, 480),
+    (21, 603),
+    (1, 404),
+    (3, 404),
+    (27, 502),
+    (31, 480),
+    (34, 503),
+    (41, 503),
+    (127, 500),
+    (28, 484),
+];
 
 /// Disposition, cause, SIP code, release direction and reached states agree.
 fn check_outcome(cdr: &Value, names: &[&str]) {
@@ -133,17 +154,25 @@ fn check_outcome(cdr: &Value, names: &[&str]) {
             assert!(["CALLER", "CALLEE", "PLATFORM"].contains(&dir));
         }
         "NO_ANSWER" => {
-            assert!(rang && !answered && cause == 19);
-            assert!((sip == 480 && dir == "CALLEE") || (sip == 408 && dir == "PLATFORM"));
+            assert!(rang && !answered);
+            assert!((cause, sip, dir) == (19, 480, "CALLEE") || (cause, sip, dir) == (18, 408, "PLATFORM"));
         }
-        "BUSY" => assert!(!answered && cause == 17 && sip == 486 && dir == "CALLEE"),
+        "BUSY" => {
+            assert!(!answered && dir == "CALLEE");
+            assert!((cause, sip) == (17, 486) || (rang && (cause, sip) == (21, 603)), "busy, or rang and declined");
+        }
         "FAILED" => {
             assert!(!answered && dir == "PLATFORM");
-            assert!([(34, 503), (41, 503), (127, 500), (31, 500), (1, 404)].contains(&(cause, sip)));
+            assert!([(34, 503), (41, 503), (127, 500), (31, 480), (1, 404), (3, 404), (27, 502), (21, 603)]
+                .contains(&(cause, sip)));
+            if [1, 3].contains(&cause) {
+                assert!(!rang, "a number that does not exist never rings");
+            }
         }
         "CANCELLED" => assert!(rang && !answered && cause == 16 && sip == 487 && dir == "CALLER"),
         other => panic!("unexpected disposition {other}"),
     }
+    assert!(RFC_3398.contains(&(cause, sip)), "({cause}, {sip}) is not an RFC 3398 pair");
     if !answered {
         assert_eq!(n(cdr, "duration"), 0);
         assert!(cdr.get("recordUrl").is_none());
@@ -161,30 +190,59 @@ fn legs_are_coherent() {
 
 #[test]
 fn privacy_calls_carry_a_consistent_binding() {
-    let mut directions = HashSet::new();
+    let (mut directions, mut subs) = (HashSet::new(), HashSet::new());
     for call in generate(config(), 13, CALLS) {
         for post in &call.posts {
             let v = post.payload.to_json();
             if call.service_type == 100 {
-                assert!(v.get("phoneNoX").is_none());
+                assert!(v.get("phoneNoX").is_none() && v.get("numberPoolNo").is_none());
                 continue;
             }
             let (x, a, b) = (s(&v, "phoneNoX"), s(&v, "phoneNoA"), s(&v, "phoneNoB"));
-            assert!(!s(&v, "subscriptionId").is_empty());
+            assert!(!s(&v, "subscriptionId").is_empty() && s(&v, "numberPoolNo").starts_with("NP"));
+            assert!((1..=4).contains(&n(&v, "callDisplayType")));
+            let shown = if n(&v, "callDisplayType") == 2 { a } else { x };
+            assert_eq!(s(&v, "calledDisplayNumber"), shown);
             assert_eq!(s(&v, "calleeNumber"), x, "the X number is dialled");
             let expected_caller = match n(&v, "secretCallType") {
-                11 => a,
+                11 | 12 => a,
                 10 => b,
                 other => panic!("secretCallType {other}"),
             };
             assert_eq!(s(&v, "callerNumber"), expected_caller);
             directions.insert(n(&v, "secretCallType"));
             if let Payload::Cdr(_) = post.payload {
-                assert_eq!(n(&v, "subServiceType"), 201);
+                let sub = n(&v, "subServiceType");
+                assert!((201..=205).contains(&sub));
+                assert_eq!(v.get("phoneNoE").is_some(), sub == 203, "an extension with AXNE only");
+                subs.insert(sub);
+                if n(&v, "secretCallType") == 12 {
+                    assert_eq!((s(&v, "disposition"), n(&v, "hangupCause"), n(&v, "sipCode")), ("FAILED", 21, 603));
+                    assert!(v.get("ringTime").is_none(), "an intercepted call never rings");
+                }
             }
         }
     }
-    assert_eq!(directions.len(), 2, "both A->B and B->A calls");
+    assert_eq!(directions, HashSet::from([10, 11, 12]), "A->B, B->A and intercepted calls");
+    assert_eq!(subs, (201..=205).collect(), "every privacy sub-service");
+}
+
+#[test]
+fn every_sub_service_and_outcome_code_occurs() {
+    let (mut subs, mut pairs) = (HashSet::new(), HashSet::new());
+    for call in generate(config(), 21, CALLS) {
+        subs.insert(call.sub_service_type);
+        for post in &call.posts {
+            if let Payload::Cdr(_) = post.payload {
+                let v = post.payload.to_json();
+                pairs.insert((n(&v, "hangupCause"), n(&v, "sipCode")));
+            }
+        }
+    }
+    let expected: HashSet<u16> = (101..=105).chain(201..=205).collect();
+    assert_eq!(subs, expected);
+    assert!(pairs.contains(&(21, 603)), "a rejected call occurs");
+    assert!(pairs.contains(&(1, 404)) && pairs.contains(&(18, 408)), "{pairs:?}");
 }
 
 #[test]

@@ -11,7 +11,9 @@
 //!    the token check so that token guessing is rate limited too.
 //! 3. `ingest.auth_tokens` (non-empty): `Authorization: Bearer <token>` must carry one of them,
 //!    else 401 with `WWW-Authenticate: Bearer`. An empty string in the list never matches, so
-//!    `auth_tokens: [""]` locks ingest rather than opening it.
+//!    `auth_tokens: [""]` locks ingest rather than opening it. Switches that can only send
+//!    HTTP Basic credentials (FreeSWITCH mod_json_cdr's `cred`, sent preemptively with
+//!    `auth-scheme` basic) may present a token as the Basic password instead (any user name).
 //!
 //! Admin: a non-empty `admin.token` must be presented the same way on `/v1/deliveries*` and
 //! `/v1/stats`; `/healthz`, `/readyz` and `/metrics` stay open.
@@ -106,6 +108,28 @@ impl BearerTokens {
             _ => Err(ApiError::Unauthorized),
         }
     }
+
+    /// [`check`](Self::check), also taking a token as the password of `Authorization: Basic`
+    /// (for switches that send only Basic credentials).
+    pub fn check_bearer_or_basic(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match basic_password(headers) {
+            Some(password) if self.required && self.matches(&password) => Ok(()),
+            _ => self.check(headers),
+        }
+    }
+}
+
+/// The password of an `Authorization: Basic base64(user:password)` header.
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let (_user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some(password.to_string())
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
@@ -181,7 +205,7 @@ impl IngestGuard {
                 return Err(ApiError::RateLimited(not_until.wait_time_from(limiter.clock().now())));
             }
         }
-        self.tokens.check(headers)
+        self.tokens.check_bearer_or_basic(headers)
     }
 }
 
@@ -193,7 +217,7 @@ pub async fn ingest_guard(State(guard): State<Arc<IngestGuard>>, request: Reques
     match guard.check(ip, request.headers()) {
         Ok(()) => next.run(request).await,
         Err(ApiError::Unauthorized) => {
-            tracing::warn!(%client, "ingest refused: missing or wrong Bearer token (ingest.auth_tokens)");
+            tracing::warn!(%client, "ingest refused: missing or wrong token, as Bearer or Basic password (ingest.auth_tokens)");
             unauthorized()
         }
         Err(e @ ApiError::RateLimited(_)) => {
@@ -261,6 +285,18 @@ mod tests {
         assert!(tokens.check(&headers("Bearer two")).is_ok());
         assert!(tokens.check(&headers("Bearer one1")).is_err());
         assert!(tokens.check(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn a_token_is_also_taken_as_the_basic_password() {
+        let secrets = [Secret::new("s3cret")];
+        let tokens = BearerTokens::new(&secrets);
+        // base64("freeswitch:s3cret"), base64("freeswitch:wrong"), base64("s3cret")
+        assert!(tokens.check_bearer_or_basic(&headers("Basic ZnJlZXN3aXRjaDpzM2NyZXQ=")).is_ok());
+        assert!(tokens.check_bearer_or_basic(&headers("Basic ZnJlZXN3aXRjaDp3cm9uZw==")).is_err());
+        assert!(tokens.check_bearer_or_basic(&headers("Basic czNjcmV0")).is_err());
+        assert!(tokens.check_bearer_or_basic(&headers("Bearer s3cret")).is_ok());
+        assert!(tokens.check(&headers("Basic ZnJlZXN3aXRjaDpzM2NyZXQ=")).is_err(), "admin: Bearer only");
     }
 
     #[test]

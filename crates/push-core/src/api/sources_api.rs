@@ -59,6 +59,8 @@ impl From<FeedError> for ApiError {
             FeedError::Rejected(reason) => ApiError::Unmappable(reason),
             FeedError::Intake(IntakeError::AfterHangup { index, call_id }) => ApiError::AfterHangup { index, call_id },
             FeedError::Intake(e) => ApiError::Unavailable(e.to_string()),
+            FeedError::TooLarge(limit) => ApiError::PayloadTooLarge(limit),
+            FeedError::Unreadable(e) => ApiError::MalformedBody(e),
         }
     }
 }

@@ -39,6 +39,26 @@ pub enum FeedError {
     /// The outbox could not store them.
     #[error(transparent)]
     Intake(#[from] IntakeError),
+    /// The body is larger than `ingest.max_body_bytes` (413, like `POST /v1/cdrs`).
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The body could not be read as HTTP framed it (400).
+    #[error("the body could not be read: {0}")]
+    Unreadable(String),
+}
+
+/// The body of a source endpoint's request, at most `limit` bytes (`ingest.max_body_bytes`):
+/// refused before reading when its `Content-Length` says it is larger.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, FeedError> {
+    use http_body_util::BodyExt as _;
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        return Err(FeedError::TooLarge(limit));
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(FeedError::TooLarge(limit)),
+        Err(e) => Err(FeedError::Unreadable(e.to_string())),
+    }
 }
 
 /// What [`Feed::take_or_set_aside`] did.

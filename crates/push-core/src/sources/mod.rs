@@ -11,6 +11,7 @@
 //! [`Sources`], whose figures `GET /v1/sources` and `/readyz` show.
 
 pub mod feed;
+pub mod freeswitch;
 pub mod localtime;
 pub mod outcome;
 pub mod redis;
@@ -57,10 +58,11 @@ pub struct Started {
 /// Starts every source `ctx.settings.sources` configures for `ctx.service`.
 pub async fn start(ctx: &Context) -> anyhow::Result<Started> {
     let mut started = Started::default();
-    if ctx.service == Service::Cdr {
-        if let Some(settings) = &ctx.settings.sources.redis {
-            started.tasks.extend(redis::start(ctx, settings)?);
-        }
+    if let (Service::Cdr, Some(freeswitch)) = (ctx.service, &ctx.settings.sources.freeswitch) {
+        started.router = started.router.merge(freeswitch::routes(ctx, freeswitch));
+    }
+    if let (Service::Cdr, Some(redis)) = (ctx.service, &ctx.settings.sources.redis) {
+        started.tasks.extend(redis::start(ctx, redis)?);
     }
     Ok(started)
 }

@@ -15,5 +15,6 @@ mod readiness;
 mod retention;
 mod security;
 mod single_process;
+mod sources_freeswitch;
 mod sources_redis;
 mod store_contract;

@@ -7,8 +7,14 @@
 
 use serde_json::{json, Map, Value};
 
-use super::causes;
-use crate::sources::{localtime::Zone, outcome, Mapped};
+use crate::sources::{
+    freeswitch::{
+        self,
+        cause::{Ending, Leg},
+    },
+    localtime::Zone,
+    Mapped,
+};
 
 /// `extra` must stay within SPEC §2.1's 4 KiB; fields past this budget are left out.
 const EXTRA_BUDGET: usize = 4000;
@@ -148,39 +154,29 @@ impl Times {
     }
 }
 
-/// `hangupCause`, `disposition`, `sipCode` and `releaseDirection`, as INTEGRATIONS.md §1.1
-/// says for FreeSWITCH: the cause text first (its Q.850 number is 16 for every internal
-/// cause above 127), then the Q.850 number, then the SIP status.
+/// `hangupCause`, `disposition`, `sipCode` and `releaseDirection`, as for mod_json_cdr
+/// (mod_cti copies the same channel variables): the cause text first, since FreeSWITCH
+/// reports Q.850 16 for every cause of its own above 127 (`sources::freeswitch::cause`).
 fn outcome_fields(r: &Record<'_>, answered: bool, b_leg: bool, out: &mut Map<String, Value>) -> Result<(), String> {
-    let text = r.text("hangup_cause");
-    let q850 = r.number("hangup_cause_q850")?.filter(|c| (0..=127).contains(c)).map(|c| c as u16);
-    let sip = r.number("sip_term_status")?.filter(|c| (100..=699).contains(c)).map(|c| c as u16);
-    let cause = q850.or(text.as_deref().and_then(causes::q850)).or(sip.and_then(outcome::q850_for_sip));
-    let cancelled = text.as_deref() == Some("ORIGINATOR_CANCEL");
-    let disposition = if answered {
-        Some("ANSWERED")
-    } else if cancelled {
-        Some("CANCELLED")
-    } else {
-        text.as_deref().and_then(causes::q850).or(cause).map(outcome::unanswered_disposition)
+    let cause = r.text("hangup_cause");
+    let how = r.text("sip_hangup_disposition");
+    let ending = Ending {
+        leg: if b_leg { Leg::B } else { Leg::A },
+        cause: cause.as_deref(),
+        sip_term: r.number("sip_term_status")?.filter(|c| (100..=699).contains(c)).map(|c| c as u16),
+        how: how.as_deref(),
+        answered,
+        had_other_leg: b_leg || r.text("bridge_uuid").is_some(),
+        reported_q850: r.number("hangup_cause_q850")?.filter(|c| (0..=127).contains(c)).map(|c| c as u16),
     };
-    let sip = sip.or(match cause {
-        Some(16) if answered => Some(200),
-        _ if cancelled => Some(487),
-        Some(16) | None => None,
-        Some(c) => outcome::sip_for_q850(c),
-    });
-    let bridged = r.text("bridge_uuid").is_some() || b_leg;
-    let release = r.text("sip_hangup_disposition").and_then(|d| causes::released_by(&d, b_leg, bridged));
-    for (name, value) in [
-        ("disposition", disposition.map(Value::from)),
-        ("hangupCause", cause.map(Value::from)),
-        ("sipCode", sip.map(Value::from)),
-        ("releaseDirection", release.map(Value::from)),
-    ] {
-        if let Some(value) = value {
-            out.insert(name.into(), value);
-        }
+    let o = freeswitch::cause::outcome(&ending);
+    out.insert("disposition".into(), o.disposition.into());
+    out.insert("releaseDirection".into(), o.release.into());
+    if let Some(c) = o.hangup_cause {
+        out.insert("hangupCause".into(), c.into());
+    }
+    if let Some(s) = o.sip_code {
+        out.insert("sipCode".into(), s.into());
     }
     Ok(())
 }

@@ -9,7 +9,6 @@
 //! is lossy (PUBLISH reaches only who listens at that moment), records from it go through the
 //! same feed, and one that also came through the list is a duplicate, pushed once.
 
-pub mod causes;
 mod channel;
 pub mod mapping;
 #[cfg(test)]
