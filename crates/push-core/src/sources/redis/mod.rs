@@ -18,7 +18,7 @@ mod queue;
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use tokio::task::JoinHandle;
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use self::{channel::Channel, mapping::Mapping, queue::Queue};
@@ -101,43 +101,67 @@ impl Consumer {
         }
     }
 
-    /// One connection: re-drives the processing list, then takes items until shutdown
-    /// (`Ok`) or a Redis error.
+    /// One session on two connections: re-drives the processing list, then takes batches
+    /// on one and stores and removes them on the other, so the next batch is taken and
+    /// mapped while the previous one is being made durable. Ends on shutdown (`Ok`) or a
+    /// Redis error; what was taken and not removed stays in the processing list.
     async fn session(&self, backoff: &mut Duration) -> anyhow::Result<()> {
-        let mut queue = Queue::connect(&self.client, &self.list, &self.processing, BLOCK)
-            .await
-            .with_context(|| format!("cannot reach Redis at {}", self.client.get_connection_info().addr()))?;
+        let mut taker = self.connect().await?;
+        let mut committer = self.connect().await?;
         self.handle().set_state(SourceState::Connected);
         *backoff = FIRST_BACKOFF;
         loop {
-            let left = queue.left_over(BATCH).await.context("LRANGE of the processing list")?;
+            let left = committer.left_over(BATCH).await.context("LRANGE of the processing list")?;
             if left.is_empty() {
                 break;
             }
             tracing::info!(items = left.len(), "re-driving the processing list");
-            if !self.commit(&mut queue, left).await? {
+            if !self.commit(&mut committer, self.map(left)).await? {
                 return Ok(());
             }
         }
-        loop {
-            let items = tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(()),
-                taken = queue.take(BATCH) => taken.context("BLMOVE")?,
-            };
-            if !items.is_empty() && !self.commit(&mut queue, items).await? {
-                return Ok(());
+        let (batches, mut taken) = mpsc::channel::<Batch>(1);
+        let take = async move {
+            loop {
+                let items = tokio::select! {
+                    _ = self.shutdown.cancelled() => return Ok(()),
+                    items = taker.take(BATCH) => items.context("BLMOVE")?,
+                };
+                if !items.is_empty() && batches.send(self.map(items)).await.is_err() {
+                    return Ok(());
+                }
             }
-        }
+        };
+        let commit = async move {
+            while let Some(batch) = taken.recv().await {
+                if !self.commit(&mut committer, batch).await? {
+                    break;
+                }
+            }
+            anyhow::Ok(())
+        };
+        tokio::try_join!(take, commit)?;
+        Ok(())
     }
 
-    /// Stores the items' CDRs (rejects set aside), retrying while the outbox fails, then
-    /// removes them from the processing list. False if the program stopped first: the items
-    /// stay in the processing list for the next start.
-    async fn commit(&self, queue: &mut Queue, items: Vec<Vec<u8>>) -> anyhow::Result<bool> {
-        let records: Vec<Mapped> = items.iter().map(|item| self.mapping.map(&String::from_utf8_lossy(item))).collect();
+    async fn connect(&self) -> anyhow::Result<Queue> {
+        let queue = Queue::connect(&self.client, &self.list, &self.processing, BLOCK).await;
+        queue.with_context(|| format!("cannot reach Redis at {}", self.client.get_connection_info().addr()))
+    }
+
+    /// Items as taken, with their records.
+    fn map(&self, items: Vec<Vec<u8>>) -> Batch {
+        let records = items.iter().map(|item| self.mapping.map(&String::from_utf8_lossy(item))).collect();
+        Batch { items, records }
+    }
+
+    /// Stores the batch's CDRs (rejects set aside), retrying while the outbox fails, then
+    /// removes its items from the processing list. False if the program stopped first: the
+    /// items stay in the processing list for the next start.
+    async fn commit(&self, queue: &mut Queue, batch: Batch) -> anyhow::Result<bool> {
         let mut wait = FIRST_BACKOFF;
         loop {
-            match self.feed.take_or_set_aside(records.clone(), None).await {
+            match self.feed.take_or_set_aside(batch.records.clone(), None).await {
                 Ok(_) => break,
                 Err(IntakeError::ShuttingDown) => return Ok(false),
                 Err(e) => {
@@ -150,7 +174,13 @@ impl Consumer {
             }
         }
         self.handle().set_state(SourceState::Connected);
-        queue.remove(&items).await.context("LREM from the processing list")?;
+        queue.remove(&batch.items).await.context("LREM from the processing list")?;
         Ok(true)
     }
+}
+
+/// Items taken together and what they map to.
+struct Batch {
+    items: Vec<Vec<u8>>,
+    records: Vec<Mapped>,
 }

@@ -4,7 +4,8 @@
 //! lost), so the oldest item is at the right: `BLMOVE list processing RIGHT LEFT` takes the
 //! oldest into the processing list, and `LREM processing 1 item` removes it
 //! only once its CDR is durable. What a crash leaves in the processing list is read again at
-//! the next start. One connection of its own: BLMOVE blocks it, and nothing else uses it.
+//! the next start. Each `Queue` is a connection of its own: BLMOVE blocks it, and nothing
+//! else uses it.
 
 use std::time::Duration;
 
