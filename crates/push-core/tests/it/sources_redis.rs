@@ -246,6 +246,14 @@ async fn a_bad_item_becomes_a_reject_and_leaves_the_processing_list() {
     assert_eq!(listed[1], (no_uuid, "uuid: missing (the leg's uuid)".to_string()));
     let report = source(&app).await;
     assert_eq!((report["accepted"].as_u64(), report["rejected"].as_u64()), (Some(1), Some(2)), "{report}");
+    let metrics = app.client.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    let counted = metrics.lines().any(|l| {
+        l.starts_with("voice_push_source_records_total")
+            && l.contains("source=\"redis\"")
+            && l.contains("outcome=\"rejected\"")
+            && l.ends_with(" 2")
+    });
+    assert!(counted, "counted in /metrics");
 }
 
 #[tokio::test]
