@@ -254,6 +254,9 @@ async fn a_bad_item_becomes_a_reject_and_leaves_the_processing_list() {
             && l.ends_with(" 2")
     });
     assert!(counted, "counted in /metrics");
+    let id = rejects["items"].as_array().unwrap().iter().find(|r| r["raw"] == "not json").unwrap()["id"].clone();
+    let redrive = app.client.post(format!("{}/v1/sources/rejects/{id}/redrive", app.url)).send().await.unwrap();
+    assert_eq!(redrive.status(), 422, "re-parsed by the source's parser, still not JSON");
 }
 
 #[tokio::test]
