@@ -10,12 +10,14 @@
 //! [`start`] wires every configured source; each registers a [`SourceHandle`] with
 //! [`Sources`], whose figures `GET /v1/sources` and `/readyz` show.
 
+pub mod asterisk_csv;
 pub mod feed;
 pub mod freeswitch;
 pub mod localtime;
 pub mod outcome;
 pub mod redis;
 pub mod registry;
+pub mod ucm;
 
 use std::sync::Arc;
 
@@ -60,6 +62,20 @@ pub async fn start(ctx: &Context) -> anyhow::Result<Started> {
     let mut started = Started::default();
     if let (Service::Cdr, Some(freeswitch)) = (ctx.service, &ctx.settings.sources.freeswitch) {
         started.router = started.router.merge(freeswitch::routes(ctx, freeswitch));
+    }
+    if let (Service::Cdr, Some(cfg)) = (ctx.service, &ctx.settings.sources.ucm) {
+        let ucm = ucm::start(ctx, cfg).await?;
+        started.router = started.router.merge(ucm.router);
+        started.tasks.extend(ucm.tasks);
+    }
+    if ctx.service == Service::Cdr {
+        let files = &ctx.settings.sources.asterisk_csv;
+        for (i, file) in files.iter().enumerate() {
+            if files[..i].iter().any(|f| f.path == file.path) {
+                anyhow::bail!("sources.asterisk_csv: {} is listed twice", file.path.display());
+            }
+            started.tasks.push(asterisk_csv::start(ctx, file)?);
+        }
     }
     if let (Service::Cdr, Some(redis)) = (ctx.service, &ctx.settings.sources.redis) {
         started.tasks.extend(redis::start(ctx, redis)?);

@@ -44,6 +44,9 @@ pub struct SourceReport {
     pub rejected: u64,
     /// When its last record came (ms), if one did.
     pub last_record_at: Option<i64>,
+    /// Where it listens, for a source that binds a socket of its own (a TCP listener).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// One source's live figures; cheap to clone, shared by the source and the API.
@@ -63,6 +66,7 @@ struct Inner {
     last_record_at: AtomicI64,
     clock: Arc<dyn Clock>,
     parser: Option<Parser>,
+    address: Mutex<Option<String>>,
 }
 
 impl SourceHandle {
@@ -95,6 +99,12 @@ impl SourceHandle {
             _ => {}
         }
         *now = state;
+    }
+
+    /// Records where it listens (the address a listener bound, port 0 resolved), for
+    /// `GET /v1/sources`.
+    pub fn set_address(&self, address: impl Into<String>) {
+        *self.inner.address.lock().expect("source address lock") = Some(address.into());
     }
 
     /// Its state now.
@@ -131,6 +141,7 @@ impl SourceHandle {
             duplicates: i.duplicates.load(Ordering::Relaxed),
             rejected: i.rejected.load(Ordering::Relaxed),
             last_record_at: (last != 0).then_some(last),
+            address: i.address.lock().expect("source address lock").clone(),
         }
     }
 }
@@ -168,6 +179,7 @@ impl Sources {
                 last_record_at: AtomicI64::new(0),
                 clock: self.clock.clone(),
                 parser,
+                address: Mutex::new(None),
             }),
         };
         self.handles.lock().expect("sources lock").push(handle.clone());

@@ -15,6 +15,8 @@ mod readiness;
 mod retention;
 mod security;
 mod single_process;
+mod sources_asterisk;
 mod sources_freeswitch;
 mod sources_redis;
+mod sources_ucm;
 mod store_contract;
