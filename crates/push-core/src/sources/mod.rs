@@ -15,6 +15,7 @@ pub mod feed;
 pub mod freeswitch;
 pub mod localtime;
 pub mod outcome;
+pub mod redis;
 pub mod registry;
 pub mod ucm;
 
@@ -75,6 +76,9 @@ pub async fn start(ctx: &Context) -> anyhow::Result<Started> {
             }
             started.tasks.push(asterisk_csv::start(ctx, file)?);
         }
+    }
+    if let (Service::Cdr, Some(redis)) = (ctx.service, &ctx.settings.sources.redis) {
+        started.tasks.extend(redis::start(ctx, redis)?);
     }
     Ok(started)
 }

@@ -24,8 +24,10 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 mod program;
+mod redis_server;
 
 pub use self::program::{write_config, Program};
+pub use self::redis_server::RedisServer;
 use crate::{
     clock::{Clock, SystemClock},
     config::{Service, Settings, Subscriber},

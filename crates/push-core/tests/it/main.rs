@@ -17,5 +17,6 @@ mod security;
 mod single_process;
 mod sources_asterisk;
 mod sources_freeswitch;
+mod sources_redis;
 mod sources_ucm;
 mod store_contract;

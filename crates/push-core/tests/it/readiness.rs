@@ -13,13 +13,13 @@ use crate::hardening::spawn;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Files made immutable until dropped.
-struct Immutable(Vec<PathBuf>);
+/// Files made immutable until dropped (also used by the Redis source's tests).
+pub(crate) struct Immutable(Vec<PathBuf>);
 
 impl Immutable {
     /// `None` when `chattr` is missing or not permitted here (no CAP_LINUX_IMMUTABLE, or a
     /// file system without the flag).
-    fn set(files: Vec<PathBuf>) -> Option<Immutable> {
+    pub(crate) fn set(files: Vec<PathBuf>) -> Option<Immutable> {
         let ok = Command::new("chattr").arg("+i").args(&files).status().is_ok_and(|s| s.success());
         let guard = Immutable(files);
         ok.then_some(guard)

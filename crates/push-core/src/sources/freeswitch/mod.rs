@@ -6,7 +6,7 @@
 //! last keeps it in its `err-log-dir` spool, which `cdr-pusher import freeswitch` replays.
 
 mod body;
-mod cause;
+pub(crate) mod cause;
 mod map;
 
 use std::sync::Arc;
