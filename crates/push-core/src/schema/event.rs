@@ -24,10 +24,21 @@ pub struct ValidEvent {
     pub service_type: u16,
     /// `accountId`, used to route to subscribers.
     pub account_id: Option<String>,
+    /// The native record's own identity, for a record a switch source mapped (see
+    /// [`ValidEvent::identify_record`]).
+    record: Option<String>,
     body: SplitBody,
 }
 
 impl ValidEvent {
+    /// Makes the native record's own identity (a leg uuid, a CSV line's uniqueid and
+    /// sequence) part of the idempotency key: a switch can write several records for one
+    /// (callId, party), a forked call's callee legs say, and each is a CDR of its own, while
+    /// the same record sent again is still a duplicate.
+    pub fn identify_record(&mut self, record: impl Into<String>) {
+        self.record = Some(record.into());
+    }
+
     /// Builds the event once its object passed every rule. The body is its fields in table
     /// order, `null` dropped, split at the output-only `sequence` slot; `extra` is written as
     /// `raw_extra`, its text as sent, when the object was read from its bytes. `scratch` is a
@@ -59,13 +70,19 @@ impl ValidEvent {
             status: if fields.service() == Service::Status { text("status") } else { None },
             service_type: fields.get("serviceType").and_then(Value::as_u64).unwrap_or(0) as u16,
             account_id: text("accountId"),
+            record: None,
             body: SplitBody { json: scratch.as_str().into(), slot: at },
         }
     }
 
-    /// The idempotency key: (callId, party) for a CDR, (callId, party, status) for a status.
+    /// The idempotency key: (callId, party) for a CDR, (callId, party, status) for a status;
+    /// with the native record's identity when a source gave one.
     pub fn dedup_key(&self) -> String {
-        key(&self.call_id, self.party.as_deref(), self.status.as_deref())
+        let key = key(&self.call_id, self.party.as_deref(), self.status.as_deref());
+        match &self.record {
+            Some(record) => format!("{key}|#{record}"),
+            None => key,
+        }
     }
 
     /// The key of the HANGUP of this event's (callId, party): once it exists, nothing else may.

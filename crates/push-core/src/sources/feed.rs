@@ -25,6 +25,23 @@ pub struct Mapped {
     pub raw: String,
     /// Canonical CDR objects, or the reason it could not be mapped.
     pub cdrs: Result<Vec<Value>, String>,
+    /// The record's own identity in the switch (a leg uuid; a CSV line's uniqueid and
+    /// sequence), when the switch may write several records for one callId and party: each is
+    /// then a CDR of its own, and only the same record sent again is a duplicate. `None`: the
+    /// CDR's (callId, party) is the record's identity (SPEC §3).
+    pub key: Option<String>,
+}
+
+impl Mapped {
+    /// A record identified by its CDR's (callId, party) alone.
+    pub fn new(raw: impl Into<String>, cdrs: Result<Vec<Value>, String>) -> Self {
+        Mapped { raw: raw.into(), cdrs, key: None }
+    }
+
+    /// A record with an identity of its own in the switch (see [`Mapped::key`]).
+    pub fn keyed(raw: impl Into<String>, cdrs: Result<Vec<Value>, String>, key: Option<String>) -> Self {
+        Mapped { raw: raw.into(), cdrs, key }
+    }
 }
 
 /// Parses one raw record of a source; used again when an operator re-drives a reject.
@@ -145,7 +162,13 @@ impl Feed {
         if cdrs.is_empty() {
             return Err("the record gives no CDR".into());
         }
-        let events = schema::validate_body(Service::Cdr, &Value::Array(cdrs)).map_err(|errors| reason(&errors))?;
+        let several = cdrs.len() > 1;
+        let mut events = schema::validate_body(Service::Cdr, &Value::Array(cdrs)).map_err(|errors| reason(&errors))?;
+        if let Some(key) = &record.key {
+            for (i, event) in events.iter_mut().enumerate() {
+                event.identify_record(if several { format!("{key}#{i}") } else { key.clone() });
+            }
+        }
         Ok(events.into_iter().map(|e| self.intake.item(e)).collect())
     }
 

@@ -183,6 +183,35 @@ async fn legs_share_the_linkedid_and_local_times_are_read_in_the_zone() {
     );
 }
 
+/// A caller's channel that dials twice (the first attempt busy, the second answered) writes
+/// two lines with its own uniqueid and the call's linkedid, told apart by their sequence:
+/// each is a CDR, the answered attempt is not taken for a duplicate of the busy one, and the
+/// same line read again still is one.
+#[tokio::test]
+async fn two_dial_attempts_of_one_channel_each_keep_their_cdr() {
+    let (dir, receiver) = (tempfile::tempdir().unwrap(), TestReceiver::start().await);
+    let path = file_in(&dir);
+    let busy = "\"\",\"1000\",\"2000\",\"from-internal\",\"\",\"PJSIP/1000-01\",\"PJSIP/2000-02\",\"Dial\",\"PJSIP/2000\",\"2023-12-01 00:00:00\",,\"2023-12-01 00:00:05\",5,0,\"BUSY\",\"DOCUMENTATION\",\"1701388800.1\",\"\",\"\",\"1701388800.1\",1\n";
+    let answered = "\"\",\"1000\",\"2001\",\"from-internal\",\"\",\"PJSIP/1000-01\",\"PJSIP/2001-03\",\"Dial\",\"PJSIP/2001\",\"2023-12-01 00:00:06\",\"2023-12-01 00:00:10\",\"2023-12-01 00:01:10\",64,60,\"ANSWERED\",\"DOCUMENTATION\",\"1701388800.1\",\"\",\"\",\"1701388800.1\",2\n";
+    append(&path, &format!("{busy}{answered}{busy}"));
+    let app = TestApp::spawn(Service::Cdr, settings(dir.path(), &receiver, vec![source(&path, CDR_CSV, "UTC")])).await;
+    let pushes = receiver.wait_for_successes(2, WAIT).await;
+    let outcomes: Vec<(String, String, String)> = pushes
+        .iter()
+        .map(|p| p.json())
+        .map(|b| (b["callId"].to_string(), b["party"].to_string(), b["disposition"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(outcomes.iter().all(|(call, party, _)| call == "\"1701388800.1\"" && party == "\"CALLER\""));
+    let mut dispositions: Vec<&str> = outcomes.iter().map(|o| o.2.as_str()).collect();
+    dispositions.sort();
+    assert_eq!(dispositions, ["ANSWERED", "BUSY"]);
+    let figures = eventually(WAIT, "the third line counted", || async {
+        Some(report(&app, &name(&path)).await).filter(|f| f["duplicates"].as_u64() == Some(1))
+    })
+    .await;
+    assert_eq!(figures["accepted"].as_u64(), Some(2), "the busy line read twice is one CDR");
+}
+
 /// The file does not exist yet (error, with the reason); then Asterisk creates it and appends
 /// line by line, one line in two writes (the follower must wait for its newline).
 #[tokio::test]

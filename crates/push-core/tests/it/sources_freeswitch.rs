@@ -267,6 +267,33 @@ async fn a_b_leg_is_the_callee_of_the_a_legs_call() {
     assert_eq!(again["accepted"][0]["eventId"], body["accepted"][0]["eventId"]);
 }
 
+#[tokio::test]
+async fn the_callee_legs_of_a_forked_call_each_keep_their_cdr() {
+    // Simultaneous ring: the a-leg originates two b-legs; one answers, the other loses the
+    // race. Both are legs of the a-leg's call (same callId, CALLEE): neither may be taken for
+    // a duplicate of the other, whichever comes first.
+    let (dir, receiver) = (tempfile::tempdir().unwrap(), TestReceiver::start().await);
+    let app = app(&receiver, dir.path(), source(false)).await;
+    const LOSER: &str = "4d1c0a9e-7b52-4f0e-9a5e-3f6b2c8d1e07";
+    let mut lost = b_leg();
+    lost["variables"]["uuid"] = LOSER.into();
+    lost["callflow"][0]["caller_profile"]["uuid"] = LOSER.into();
+    for (name, value) in [("hangup_cause", "LOSE_RACE"), ("hangup_cause_q850", "502"), ("answer_uepoch", "0")] {
+        lost["variables"][name] = value.into();
+    }
+    let (status, first) = post(&app, LOSER, "application/json", lost.to_string()).await;
+    assert_eq!((status, &first["accepted"][0]["duplicate"]), (202, &json!(false)), "{first}");
+    let (status, won) = post(&app, B_LEG, "application/json", b_leg().to_string()).await;
+    assert_eq!((status, &won["accepted"][0]["duplicate"]), (202, &json!(false)), "the answered leg is not lost: {won}");
+    let pushes = pushed(&receiver, 2).await;
+    let legs: Vec<(&str, &str)> =
+        pushes.iter().map(|c| (c["extra"]["uuid"].as_str().unwrap(), c["disposition"].as_str().unwrap())).collect();
+    assert!(legs.contains(&(B_LEG, "ANSWERED")) && legs.iter().any(|(uuid, _)| *uuid == LOSER), "{legs:?}");
+    assert!(pushes.iter().all(|c| c["callId"] == A_LEG && c["party"] == "CALLEE"));
+    let (_, again) = post(&app, LOSER, "application/json", lost.to_string()).await;
+    assert_eq!(again["accepted"][0]["duplicate"], true, "the same leg again is a duplicate");
+}
+
 /// The fixture's a-leg with another uuid and the given variables changed.
 fn variant(uuid: &str, changes: &[(&str, &str)], removed: &[&str]) -> String {
     let mut doc = fixture();

@@ -198,7 +198,7 @@ impl Follower {
         let reason = format!("no line end within {} KiB at offset {}", CHUNK / 1024, file.offset);
         let raw = String::from_utf8_lossy(&bytes[..4096]).into_owned();
         let mark = serde_json::to_string(&file.position(end).await?).expect("a position serializes");
-        self.feed.take_or_set_aside(vec![Mapped { raw, cdrs: Err(reason) }], Some(mark)).await?;
+        self.feed.take_or_set_aside(vec![Mapped::new(raw, Err(reason))], Some(mark)).await?;
         file.offset = end;
         Ok(())
     }

@@ -49,10 +49,14 @@ impl Mapping {
 
     /// Maps one line (without its line end): one CDR, or why not.
     pub fn map(&self, raw: &str) -> Mapped {
-        Mapped { raw: raw.to_string(), cdrs: self.cdr(raw).map(|cdr| vec![cdr]) }
+        match self.cdr(raw) {
+            Ok((cdr, record)) => Mapped::keyed(raw, Ok(vec![cdr]), record),
+            Err(reason) => Mapped::new(raw, Err(reason)),
+        }
     }
 
-    fn cdr(&self, raw: &str) -> Result<Value, String> {
+    /// The CDR of one line, with the line's identity within its call (see [`record_key`]).
+    fn cdr(&self, raw: &str) -> Result<(Value, Option<String>), String> {
         let row = if raw.trim_start().starts_with('{') {
             json_row(raw)?
         } else {
@@ -85,7 +89,7 @@ impl Mapping {
             object.insert("accountId".into(), account.into());
         }
         object.insert("extra".into(), Value::Object(extra(&row)?));
-        Ok(cdr)
+        Ok((cdr, record_key(&row)))
     }
 
     /// Column `name` as epoch ms: `%Y-%m-%d %H:%M:%S` in the zone, or epoch seconds
@@ -143,6 +147,20 @@ fn call_id(row: &Row, raw: &str) -> String {
     let digest = Sha256::digest(raw.trim_end_matches(['\r', '\n']).as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("ast-{hex}")
+}
+
+/// A channel writes a line per party it was bridged or dialled with (several dial attempts,
+/// a forked dial): its uniqueid with the line's sequence (`newcdrcolumns`), else with its
+/// dstchannel and start, tells the lines of one (callId, party) apart, so none is taken for a
+/// duplicate of another; the same line read again gets the same identity. `None` without a
+/// linkedid: the callId is then the channel's own.
+fn record_key(row: &Row) -> Option<String> {
+    party(row)?;
+    let (unique, sequence) = (row.get("uniqueid"), row.get("sequence"));
+    Some(match sequence.is_empty() {
+        false => format!("{unique}/{sequence}"),
+        true => format!("{unique}/{}/{}", row.get("dstchannel"), row.get("start")),
+    })
 }
 
 /// With a linkedid, the call's first channel (uniqueid = linkedid) is the caller's leg.

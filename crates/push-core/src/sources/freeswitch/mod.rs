@@ -82,7 +82,7 @@ fn parse(bytes: &[u8], content_type: Option<&str>, settings: &FreeswitchSettings
     let encoding = body::Encoding::of_content_type(content_type).unwrap_or_else(|| body::Encoding::sniff(bytes));
     let text = match body::json_text(bytes, encoding) {
         Ok(text) => text,
-        Err(reason) => return Mapped { raw: String::from_utf8_lossy(bytes).into_owned(), cdrs: Err(reason) },
+        Err(reason) => return Mapped::new(String::from_utf8_lossy(bytes), Err(reason)),
     };
     let cdr = body::Document::parse(&text).and_then(|mut doc| {
         if settings.encoded_values {
@@ -96,5 +96,8 @@ fn parse(bytes: &[u8], content_type: Option<&str>, settings: &FreeswitchSettings
             tracing::debug!(source = NAME, %asked, %leg, "?uuid= names another leg than the CDR; the CDR's is used");
         }
     }
-    Mapped { raw: text, cdrs: cdr.map(|c| vec![c]) }
+    // A leg's uuid is its identity: a forked call's callee legs (simultaneous ring) each
+    // keep their CDR, and a leg sent again is a duplicate.
+    let leg = cdr.as_ref().ok().and_then(|c| c["extra"]["uuid"].as_str()).map(str::to_string);
+    Mapped::keyed(text, cdr.map(|c| vec![c]), leg)
 }

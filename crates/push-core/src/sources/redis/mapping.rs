@@ -41,10 +41,15 @@ pub struct Mapping {
 impl Mapping {
     /// One list item: its CDR, or why it has none.
     pub fn map(&self, raw: &str) -> Mapped {
-        Mapped { raw: raw.to_string(), cdrs: self.cdr(raw).map(|cdr| vec![cdr]) }
+        match self.cdr(raw) {
+            // A leg's uuid is its identity: a forked call's callee legs each keep their CDR.
+            Ok((cdr, leg)) => Mapped::keyed(raw, Ok(vec![cdr]), Some(leg)),
+            Err(reason) => Mapped::new(raw, Err(reason)),
+        }
     }
 
-    fn cdr(&self, raw: &str) -> Result<Value, String> {
+    /// The CDR of one item, with the leg's uuid.
+    fn cdr(&self, raw: &str) -> Result<(Value, String), String> {
         let record = match serde_json::from_str::<Value>(raw) {
             Ok(Value::Object(record)) => record,
             Ok(_) => return Err("a mod_cti CDR is a JSON object".into()),
@@ -52,6 +57,7 @@ impl Mapping {
         };
         let r = Record(&record);
         let uuid = r.text("uuid").ok_or("uuid: missing (the leg's uuid)")?;
+        let leg = uuid.clone();
         let (call_id, party) = match r.text("originator") {
             Some(a_leg) => (a_leg, "CALLEE"),
             None => (uuid, "CALLER"),
@@ -86,7 +92,7 @@ impl Mapping {
         if !extra.is_empty() {
             out.insert("extra".into(), Value::Object(extra));
         }
-        Ok(cdr)
+        Ok((cdr, leg))
     }
 }
 

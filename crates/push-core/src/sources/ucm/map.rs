@@ -120,7 +120,7 @@ impl UcmMapping {
             Some(_) => csv_records(text),
         };
         let cdrs = records.and_then(|records| records.iter().map(|r| self.cdr(r)).collect());
-        Mapped { raw: raw.to_string(), cdrs }
+        Mapped::new(raw, cdrs)
     }
 
     /// The CDR of one segment.

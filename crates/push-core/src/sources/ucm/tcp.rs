@@ -162,7 +162,7 @@ impl Tcp {
              and the connection was closed",
             self.max_bytes
         );
-        Mapped { raw: kept, cdrs: Err(reason) }
+        Mapped::new(kept, Err(reason))
     }
 
     /// Stores records (rejects set aside); false when the outbox could not, and the
