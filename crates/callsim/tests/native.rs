@@ -59,14 +59,18 @@ fn generated(opts: &CallsOptions) -> Vec<Cdr> {
 
 /// Runs the calls, checks the summary, and returns the CDRs the receiver got (exactly as
 /// many as were sent, each once).
-async fn run_and_collect(receiver: &TestReceiver, opts: CallsOptions, sent: usize) -> Vec<Value> {
+async fn run_and_collect(app: &TestApp, receiver: &TestReceiver, opts: CallsOptions, sent: usize) -> Vec<Value> {
     let summary: CallsSummary = run_calls(opts).await.unwrap();
     let cdr = &summary.cdr;
     assert_eq!((cdr.sent, cdr.accepted), (sent as u64, sent as u64), "{summary:?}");
     assert_eq!((cdr.rejected, cdr.duplicates, cdr.errors), (0, 0, 0), "{summary:?}");
-    let pushes = receiver.wait_for_successes(sent, Duration::from_secs(30)).await;
-    // A little longer: anything pushed twice or more than sent would show up now.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    receiver.wait_for_successes(sent, Duration::from_secs(30)).await;
+    // Once the pusher has nothing left to deliver, what arrived is all that will.
+    eventually(Duration::from_secs(10), "nothing pending", || async {
+        let (_, stats) = app.get_json("/v1/stats").await;
+        (stats["subscribers"]["demo"]["pending"] == 0).then_some(())
+    })
+    .await;
     let pushes: Vec<Value> = receiver.received().iter().filter(|r| r.answered == 200).map(|r| r.json()).collect();
     assert_eq!(pushes.len(), sent, "one push per CDR sent");
     pushes
@@ -194,7 +198,7 @@ async fn freeswitch_documents_give_the_generated_cdrs() {
     let opts = options(CdrFormat::Freeswitch, app.url.clone());
     let cdrs = generated(&opts);
     covers_the_mix(&cdrs);
-    let pushed = by_leg(&run_and_collect(&receiver, opts, cdrs.len()).await);
+    let pushed = by_leg(&run_and_collect(&app, &receiver, opts, cdrs.len()).await);
     let mut deviations = Vec::new();
     for cdr in &cdrs {
         let what = format!("{} {}", cdr.common.call_id, party(cdr));
@@ -243,7 +247,7 @@ async fn asterisk_master_csv_lines_give_the_generated_cdrs() {
     let opts = options(CdrFormat::AsteriskCsv, file.display().to_string());
     let cdrs = generated(&opts);
     covers_the_mix(&cdrs);
-    let pushed = by_leg(&run_and_collect(&receiver, opts, cdrs.len()).await);
+    let pushed = by_leg(&run_and_collect(&app, &receiver, opts, cdrs.len()).await);
     for cdr in &cdrs {
         let what = format!("{} {}", cdr.common.call_id, party(cdr));
         let got = &pushed[&(cdr.common.call_id.clone(), party(cdr).to_string())];
@@ -273,7 +277,7 @@ async fn ucm_tcp_records_give_the_generated_cdrs() {
     let opts = options(CdrFormat::UcmTcp, address.trim_start_matches("tcp://").to_string());
     let cdrs = generated(&opts);
     covers_the_mix(&cdrs);
-    let pushes = run_and_collect(&receiver, opts, cdrs.len()).await;
+    let pushes = run_and_collect(&app, &receiver, opts, cdrs.len()).await;
     // The UCM names its CDRs itself (uniqueid-AcctId): a leg is found by its numbers and begin.
     let key = |caller: &str, callee: &str, begin: i64| format!("{caller}>{callee}@{begin}");
     let mut by_key = HashMap::new();
