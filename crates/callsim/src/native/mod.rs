@@ -71,6 +71,48 @@ pub fn utc_seconds(ms: i64) -> String {
 mod tests {
     use super::*;
 
+    use crate::generator::{CallGenerator, GenConfig};
+    use crate::model::Payload;
+
+    fn some_cdrs() -> Vec<Cdr> {
+        let config = GenConfig { accounts: vec!["acme \"east\"".into()], callback_share: 0.5, ..GenConfig::default() };
+        let mut generator = CallGenerator::new(config, 3);
+        (0..50)
+            .flat_map(|i| generator.next_call(1_764_000_000_000 + i * 1000).posts)
+            .filter_map(|p| match p.payload {
+                Payload::Cdr(c) => Some(c),
+                Payload::Status(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cdr_csv_quotes_strings_and_leaves_numbers_bare() {
+        for cdr in some_cdrs() {
+            let line = asterisk::line(&cdr, 7);
+            assert!(line.starts_with("\"acme \"\"east\"\"\",\""), "{line}");
+            assert!(line.ends_with(&format!(",\"{}\",7\n", cdr.common.call_id)), "{line}");
+            let answer = match cdr.release.disposition {
+                crate::model::Disposition::Answered => utc_seconds(cdr.start_time),
+                _ => String::new(),
+            };
+            let times =
+                format!(",\"{}\",\"{answer}\",\"{}\",", utc_seconds(cdr.begin_call_time), utc_seconds(cdr.end_time));
+            assert!(line.contains(&times), "start, answer (empty if unanswered), end: {line}");
+        }
+    }
+
+    #[test]
+    fn ucm_records_are_flat_strings_and_freeswitch_variables_strings() {
+        for (i, cdr) in some_cdrs().iter().enumerate() {
+            let record = ucm::record(cdr, LegNumber::of(i as u64 + 1, cdr));
+            assert!(record.as_object().unwrap().values().all(serde_json::Value::is_string), "{record}");
+            let doc = freeswitch::document(cdr);
+            assert!(doc["variables"].as_object().unwrap().values().all(serde_json::Value::is_string));
+            assert_eq!(doc["callflow"][0]["caller_profile"]["uuid"], doc["variables"]["uuid"]);
+        }
+    }
+
     #[test]
     fn times_are_utc_seconds() {
         assert_eq!(utc_seconds(1_764_000_000_999), "2025-11-24 16:00:00");
