@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::generator::{CallGenerator, GenConfig};
 use crate::ingest::IngestClient;
 use crate::model::{Call, Payload};
-use crate::stats::{CallsSummary, LiveStats};
+use crate::native::{CdrFormat, LegNumber, NativeSender};
+use crate::stats::{CallsSummary, Kind, LiveStats};
 
 /// When a run stops starting new calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,8 +38,12 @@ pub enum RunLimit {
 /// Everything a `calls` run needs; build with [`CallsOptions::new`] and adjust fields.
 #[derive(Clone, Debug)]
 pub struct CallsOptions {
-    /// Base URL of cdr-pusher (`http://127.0.0.1:8081`); `None` skips CDRs.
+    /// Base URL of cdr-pusher (`http://127.0.0.1:8081`); `None` skips CDRs. With a native
+    /// `cdr_format`: the pusher's base URL (freeswitch), the file (asterisk-csv) or
+    /// `host:port` (ucm-tcp).
     pub cdr_url: Option<String>,
+    /// How CDRs are sent: SPEC JSON to `/v1/cdrs`, or a switch's native form.
+    pub cdr_format: CdrFormat,
     /// Base URL of status-pusher (`http://127.0.0.1:8082`); `None` skips status events.
     pub status_url: Option<String>,
     /// Bearer token for the ingest API.
@@ -66,6 +71,7 @@ impl CallsOptions {
     pub fn new(cdr_url: Option<String>, status_url: Option<String>) -> Self {
         Self {
             cdr_url,
+            cdr_format: CdrFormat::Json,
             status_url,
             token: None,
             rate: 5.0,
@@ -93,6 +99,9 @@ impl CallsOptions {
         if self.cdr_url.is_none() && self.status_url.is_none() {
             return Err("give at least one of the CDR and status URLs".into());
         }
+        if self.cdr_format != CdrFormat::Json && self.cdr_url.is_none() {
+            return Err("a native CDR format needs --cdr-url (URL, file or host:port)".into());
+        }
         self.generator.validate()
     }
 }
@@ -106,6 +115,7 @@ pub fn now_ms() -> i64 {
 pub struct CallsDriver {
     opts: CallsOptions,
     client: Arc<IngestClient>,
+    native: Option<Arc<NativeSender>>,
     stats: Arc<LiveStats>,
 }
 
@@ -113,9 +123,13 @@ impl CallsDriver {
     /// Validates the options and builds the HTTP client.
     pub fn new(opts: CallsOptions) -> anyhow::Result<Self> {
         opts.validate().map_err(anyhow::Error::msg)?;
-        let client =
-            IngestClient::new(opts.cdr_url.as_deref(), opts.status_url.as_deref(), opts.token.clone(), opts.timeout)?;
-        Ok(Self { opts, client: Arc::new(client), stats: Arc::new(LiveStats::default()) })
+        let json_cdrs = opts.cdr_url.as_deref().filter(|_| opts.cdr_format == CdrFormat::Json);
+        let client = IngestClient::new(json_cdrs, opts.status_url.as_deref(), opts.token.clone(), opts.timeout)?;
+        let native = match (&opts.cdr_url, opts.cdr_format) {
+            (Some(target), format) => NativeSender::new(format, target, opts.token.clone(), opts.timeout)?,
+            (None, _) => None,
+        };
+        Ok(Self { opts, client: Arc::new(client), native: native.map(Arc::new), stats: Arc::new(LiveStats::default()) })
     }
 
     /// Live counters, for a progress display while the run goes on.
@@ -167,7 +181,9 @@ impl CallsDriver {
             let call = generator.next_call(begin);
             self.stats.call_started(call.scenario);
             let play = PlayCall {
+                number: i + 1,
                 client: Arc::clone(&self.client),
+                native: self.native.clone(),
                 stats: Arc::clone(&self.stats),
                 speed: o.speed,
                 stop: stop.clone(),
@@ -183,7 +199,10 @@ impl CallsDriver {
 
 /// What one call task needs to play its call out.
 struct PlayCall {
+    /// The call's ordinal in the run, from 1 (numbers the native records' own ids).
+    number: u64,
     client: Arc<IngestClient>,
+    native: Option<Arc<NativeSender>>,
     stats: Arc<LiveStats>,
     speed: f64,
     stop: CancellationToken,
@@ -200,7 +219,14 @@ impl PlayCall {
                 _ = sleep_until(due) => {}
                 _ = self.stop.cancelled() => {}
             }
-            if let Some((kind, outcome, latency)) = self.client.post(&post.payload).await {
+            let sent = match (&post.payload, &self.native) {
+                (Payload::Cdr(cdr), Some(native)) => {
+                    let (outcome, latency) = native.send(cdr, LegNumber::of(self.number, cdr)).await;
+                    Some((Kind::Cdr, outcome, latency))
+                }
+                _ => self.client.post(&post.payload).await,
+            };
+            if let Some((kind, outcome, latency)) = sent {
                 self.stats.record(kind, &describe(&post.payload), &outcome, latency);
             }
         }

@@ -12,6 +12,7 @@ use crate::calls::{CallsOptions, RunLimit};
 use crate::generator::GenConfig;
 use crate::mix::{parse_scenario_mix, parse_service_mix, Mix};
 use crate::model::Disposition;
+use crate::native::CdrFormat;
 use crate::receive::ReceiverConfig;
 
 /// Carrier call simulator, subscriber test receiver and load driver for voice-push.
@@ -79,9 +80,15 @@ impl GenArgs {
 /// Options of `callsim calls`.
 #[derive(Debug, Args)]
 pub struct CallsArgs {
-    /// Base URL of cdr-pusher; omit to send no CDRs.
+    /// Base URL of cdr-pusher; omit to send no CDRs. With --cdr-format asterisk-csv: the
+    /// file to append to; ucm-tcp: host:port of the UCM source's TCP listener.
     #[arg(long)]
     pub cdr_url: Option<String>,
+    /// How CDRs are sent: SPEC JSON to /v1/cdrs, or a switch's native form (freeswitch:
+    /// mod_json_cdr to /v1/sources/freeswitch; asterisk-csv: Master.csv lines; ucm-tcp: UCM
+    /// real-time output records over TCP).
+    #[arg(long, value_enum, default_value_t = CdrFormat::Json)]
+    pub cdr_format: CdrFormat,
     /// Base URL of status-pusher; omit to send no status events.
     #[arg(long)]
     pub status_url: Option<String>,
@@ -139,6 +146,7 @@ impl CallsArgs {
             max_in_flight: self.max_in_flight,
             timeout: self.timeout,
             start_ms: Some(start_ms),
+            cdr_format: self.cdr_format,
             ..CallsOptions::new(self.cdr_url.clone(), self.status_url.clone())
         }
     }

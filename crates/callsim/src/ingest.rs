@@ -83,7 +83,7 @@ impl IngestClient {
 }
 
 /// Maps an HTTP answer to an outcome: 2xx accepted or duplicate, 4xx rejected, else error.
-async fn classify(response: reqwest::Response) -> PostOutcome {
+pub async fn classify(response: reqwest::Response) -> PostOutcome {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if status.is_success() {
@@ -108,7 +108,7 @@ fn is_duplicate(body: &str) -> bool {
 }
 
 /// A short description of a transport failure, with its root cause.
-fn transport_error(e: &reqwest::Error) -> String {
+pub fn transport_error(e: &reqwest::Error) -> String {
     let mut text = if e.is_timeout() {
         "timeout".to_string()
     } else if e.is_connect() {

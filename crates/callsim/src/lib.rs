@@ -16,6 +16,7 @@ pub mod generator;
 pub mod ingest;
 pub mod mix;
 pub mod model;
+pub mod native;
 pub mod numbers;
 pub mod progress;
 pub mod receive;

@@ -4,7 +4,7 @@
 //!
 //! Phases (each starts its own pusher with a fresh database in a temporary directory and
 //! stops it at the end): `sink`, `ingest`, `e2e-cdr`, `e2e-status`, `latency`, `backlog`,
-//! `many-subscribers`, `purge`, `soak`.
+//! `many-subscribers`, `purge`, `soak`, `source-freeswitch`, `source-asterisk`, `source-ucm`.
 //! See the crate README for what each figure means.
 
 mod backlog;
@@ -19,6 +19,7 @@ pub mod receiver;
 pub mod report;
 mod retention;
 pub mod sink;
+mod sources;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -51,11 +52,17 @@ pub enum Phase {
     Purge,
     /// Steady load with a short retention: the database stops growing.
     Soak,
+    /// FreeSWITCH mod_json_cdr POSTs into `sources.freeswitch`, end to end.
+    SourceFreeswitch,
+    /// Asterisk `Master.csv` lines appended to a file `sources.asterisk_csv` follows.
+    SourceAsterisk,
+    /// Grandstream UCM records over TCP into `sources.ucm.tcp_listen`.
+    SourceUcm,
 }
 
 impl Phase {
     /// All phases, in running order.
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 12] = [
         Phase::Sink,
         Phase::Ingest,
         Phase::E2eCdr,
@@ -65,6 +72,9 @@ impl Phase {
         Phase::ManySubscribers,
         Phase::Purge,
         Phase::Soak,
+        Phase::SourceFreeswitch,
+        Phase::SourceAsterisk,
+        Phase::SourceUcm,
     ];
 
     /// The phase's name on the command line and in the report.
@@ -79,6 +89,9 @@ impl Phase {
             Phase::ManySubscribers => "many-subscribers",
             Phase::Purge => "purge",
             Phase::Soak => "soak",
+            Phase::SourceFreeswitch => "source-freeswitch",
+            Phase::SourceAsterisk => "source-asterisk",
+            Phase::SourceUcm => "source-ucm",
         }
     }
 }

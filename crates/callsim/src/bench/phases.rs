@@ -11,7 +11,7 @@ use super::pusher::{cpu_secs, Program, Setup};
 use super::receiver::{BenchReceiver, Tally};
 use super::report::{Figure, SINK_ARRAYS, SINK_DELIVERY, SINK_SINGLE};
 use super::sink::{delivery_sink, ingest_sink, Server};
-use super::{backlog, latency, many, retention, Ctx, Phase};
+use super::{backlog, latency, many, retention, sources, Ctx, Phase};
 use crate::calls::now_ms;
 
 /// Events per array in the ingest and end-to-end phases.
@@ -36,6 +36,7 @@ pub(super) async fn run(ctx: &mut Ctx, phase: Phase) -> anyhow::Result<()> {
         Phase::ManySubscribers => many::run(ctx).await,
         Phase::Purge => retention::purge(ctx).await,
         Phase::Soak => retention::soak(ctx).await,
+        Phase::SourceFreeswitch | Phase::SourceAsterisk | Phase::SourceUcm => sources::run(ctx, phase).await,
     }
 }
 
