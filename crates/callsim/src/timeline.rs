@@ -153,10 +153,11 @@ fn no_answer_release<R: Rng + ?Sized>(rng: &mut R) -> Release {
 }
 
 /// A call the platform intercepted (privacy number, secretCallType 12): refused before it
-/// rings, as a rejected call (Q.850 21, SIP 603).
+/// rings, as a call rejected by the network (Q.850 21, SIP 403 Forbidden; the callee's own
+/// refusal is 21 / 603 Decline).
 pub fn intercepted<R: Rng + ?Sized>(rng: &mut R, dial: i64) -> Times {
     let hangup = dial + rng.random_range(100..=1_000);
-    let rel = release(Disposition::Failed, ReleaseDirection::Platform, 21, 603);
+    let rel = release(Disposition::Failed, ReleaseDirection::Platform, 21, 403);
     Times { dial, ring: None, answer: None, hangup, release: rel }
 }
 

@@ -126,13 +126,14 @@ fn check_leg(statuses: &[Value], cdrs: &[Value]) {
 /// Q.850 cause and SIP status pairs of RFC 3398 section 7 (as INTEGRATIONS.md section 4 lists
 /// them, both directions): 16 normal clearing is 200 when answered and 487 when the caller
 /// cancelled (487 maps to 16).
-const RFC_3398: [(i64, i64); 14] = [
+const RFC_3398: [(i64, i64); 15] = [
     (16, 200),
     (16, 487),
     (17, 486),
     (18, 408),
     (19, 480),
     (21, 603),
+    (21, 403),
     (1, 404),
     (3, 404),
     (27, 502),
@@ -163,7 +164,7 @@ fn check_outcome(cdr: &Value, names: &[&str]) {
         }
         "FAILED" => {
             assert!(!answered && dir == "PLATFORM");
-            assert!([(34, 503), (41, 503), (127, 500), (31, 480), (1, 404), (3, 404), (27, 502), (21, 603)]
+            assert!([(34, 503), (41, 503), (127, 500), (31, 480), (1, 404), (3, 404), (27, 502), (21, 403)]
                 .contains(&(cause, sip)));
             if [1, 3].contains(&cause) {
                 assert!(!rang, "a number that does not exist never rings");
@@ -217,7 +218,7 @@ fn privacy_calls_carry_a_consistent_binding() {
                 assert_eq!(v.get("phoneNoE").is_some(), sub == 203, "an extension with AXNE only");
                 subs.insert(sub);
                 if n(&v, "secretCallType") == 12 {
-                    assert_eq!((s(&v, "disposition"), n(&v, "hangupCause"), n(&v, "sipCode")), ("FAILED", 21, 603));
+                    assert_eq!((s(&v, "disposition"), n(&v, "hangupCause"), n(&v, "sipCode")), ("FAILED", 21, 403));
                     assert!(v.get("ringTime").is_none(), "an intercepted call never rings");
                 }
             }

@@ -153,13 +153,6 @@ async fn app_with(receiver: &TestReceiver, dir: &std::path::Path, set: impl FnOn
 fn freeswitch_deviations(cdr: &Cdr) -> Vec<(&'static str, Value)> {
     let r = &cdr.release;
     let mut found = Vec::new();
-    match (r.disposition, r.hangup_cause) {
-        // Unanswered NORMAL_UNSPECIFIED (31 / 480): sources::outcome calls it NO_ANSWER.
-        (Disposition::Failed, 31) => found.push(("disposition", json!("NO_ANSWER"))),
-        // CALL_REJECTED (21 / 603): sources::outcome calls it FAILED, the generator BUSY.
-        (Disposition::Busy, 21) => found.push(("disposition", json!("FAILED"))),
-        _ => {}
-    }
     let one_leg_callback = cdr.party == Some(Party::Caller) && r.disposition != Disposition::Answered;
     if one_leg_callback {
         // A leg FreeSWITCH placed (channel_data.direction outbound) refused by its far end

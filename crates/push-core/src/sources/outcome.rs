@@ -40,13 +40,14 @@ pub fn q850_for_sip(code: u16) -> Option<u16> {
     })
 }
 
-/// `disposition` from a Q.850 cause of a call that was never answered: 17 busy; 16 / 19 / 18
-/// / 31 no answer (the caller gave up, or nobody picked up); anything else failed. An
-/// answered call is `ANSWERED` whatever its cause.
+/// `disposition` from a Q.850 cause of a call that was never answered: 17 busy; 16 / 18 /
+/// 19 no answer (the caller gave up, or nobody picked up); anything else failed, 31 normal
+/// unspecified and 21 call rejected included (a source that knows the callee declined, SIP
+/// 603, says BUSY). An answered call is `ANSWERED` whatever its cause.
 pub fn unanswered_disposition(cause: u16) -> &'static str {
     match cause {
         17 => "BUSY",
-        16 | 18 | 19 | 31 => "NO_ANSWER",
+        16 | 18 | 19 => "NO_ANSWER",
         _ => "FAILED",
     }
 }
@@ -70,5 +71,7 @@ mod tests {
         assert_eq!(unanswered_disposition(17), "BUSY");
         assert_eq!(unanswered_disposition(19), "NO_ANSWER");
         assert_eq!(unanswered_disposition(1), "FAILED");
+        assert_eq!(unanswered_disposition(21), "FAILED", "rejected, by whom it does not say");
+        assert_eq!(unanswered_disposition(31), "FAILED", "normal unspecified is no answer of anyone");
     }
 }

@@ -134,6 +134,9 @@ fn disposition(e: &Ending<'_>) -> &'static str {
     match e.cause {
         Some("ORIGINATOR_CANCEL" | "LOSE_RACE" | "PICKED_OFF") => "CANCELLED",
         Some("USER_BUSY" | "BUSY_EVERYWHERE") => "BUSY",
+        // The callee declined (SIP 603 Decline): busy, as Asterisk writes it; a rejection by
+        // the network (403, say) stays FAILED.
+        Some("CALL_REJECTED" | "DECLINE") if e.sip_term == Some(603) => "BUSY",
         Some("NO_ANSWER" | "NO_USER_RESPONSE" | "ALLOTTED_TIMEOUT" | "PROGRESS_TIMEOUT" | "NO_PICKUP") => "NO_ANSWER",
         Some(name) if q850_of(name).is_some() => unanswered_disposition(q850_of(name).unwrap_or_default()),
         _ => match e.sip_term {
