@@ -2,9 +2,12 @@
 //! [`Store::purge`], one small batch at a time (see `outbox::policy` for what goes).
 //!
 //! Batches follow each other while there is a backlog to purge, each followed by a pause of
-//! four times what it took (at least [`MIN_PAUSE`]): the purge takes at most a fifth of the
-//! writer, and its pages reach the disk with the next ingest's fsync a little at a time, so
-//! ingest latency stays where it was while a large history goes. Once a sweep has caught up,
+//! [`PAUSE_FACTOR`] times what it took (at least [`MIN_PAUSE`]): the purge takes at most a
+//! tenth of the writer. What a batch costs ingest is less its own time than its pages: each
+//! deleted event dirties a leaf of two indexes keyed at random (its dedup key, its call), and
+//! those pages go through the WAL, its fsyncs and its checkpoints, which ingest waits for. So
+//! a large history goes at several thousand events a second, not at the writer's full speed,
+//! and ingest latency stays where it was meanwhile. Once a sweep has caught up,
 //! the job looks again every [`IDLE`].
 
 use std::{sync::Arc, time::Duration};
@@ -18,6 +21,8 @@ use crate::{
     telemetry::metrics as m,
 };
 
+/// A pause after a batch is this many times the batch's own time.
+const PAUSE_FACTOR: u32 = 9;
 /// Shortest pause between two batches while more is waiting.
 const MIN_PAUSE: Duration = Duration::from_millis(5);
 /// Longest pause between two batches while more is waiting.
@@ -43,7 +48,7 @@ pub fn spawn(
                         tracing::debug!(events = report.events, deliveries = report.deliveries, "purged");
                     }
                     if report.more {
-                        (started.elapsed() * 4).clamp(MIN_PAUSE, MAX_PAUSE)
+                        (started.elapsed() * PAUSE_FACTOR).clamp(MIN_PAUSE, MAX_PAUSE)
                     } else {
                         IDLE
                     }

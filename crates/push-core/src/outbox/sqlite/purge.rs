@@ -19,11 +19,11 @@ use rusqlite::Connection;
 use super::{bulk, PurgeReport, RetentionPolicy};
 
 /// A batch should hold the writer about this long.
-const TARGET: Duration = Duration::from_millis(2);
+const TARGET: Duration = Duration::from_millis(1);
 /// Deliveries read per batch: first, least and most.
 const FIRST_BATCH: usize = 64;
 const MIN_BATCH: usize = 16;
-const MAX_BATCH: usize = 2048;
+const MAX_BATCH: usize = 1024;
 /// Clock time between sweeps from the start of the table.
 pub(super) const RESCAN_MS: i64 = 10 * 60 * 1000;
 
