@@ -15,8 +15,8 @@ use callsim::{
     stats::CallsSummary,
 };
 use push_core::{
-    config::{AsteriskCsvSettings, CsvColumns, CsvLayout, FreeswitchSettings, Settings, UcmSettings},
-    testing::{eventually, test_settings, TestApp, TestReceiver},
+    config::{AsteriskCsvSettings, CsvColumns, CsvLayout, FreeswitchSettings, RedisSettings, Settings, UcmSettings},
+    testing::{eventually, test_settings, RedisServer, TestApp, TestReceiver},
     Service,
 };
 use serde_json::{json, Value};
@@ -297,6 +297,37 @@ async fn ucm_tcp_records_give_the_generated_cdrs() {
             assert_eq!(got["direction"], json!(direction), "{what}");
         }
         assert!(got["extra"]["session"].as_str().unwrap().ends_with(&cdr.common.call_id), "legs share the session");
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_list_items_give_the_generated_cdrs() {
+    let redis = RedisServer::start().await;
+    let (dir, receiver) = (tempfile::tempdir().unwrap(), TestReceiver::start().await);
+    let source = RedisSettings {
+        url: redis.url(),
+        list: "cdr".into(),
+        processing_list: "cdr:processing".into(),
+        channel: None,
+        timezone: "UTC".into(),
+        service_type: 100,
+        account_id: None,
+    };
+    let app = app_with(&receiver, dir.path(), |s| s.sources.redis = Some(source)).await;
+    let opts = options(CdrFormat::Redis, format!("{}?list=cdr", redis.url()));
+    let cdrs = generated(&opts);
+    covers_the_mix(&cdrs);
+    let pushed = by_leg(&run_and_collect(&app, &receiver, opts, cdrs.len()).await);
+    for cdr in &cdrs {
+        let what = format!("{} {}", cdr.common.call_id, party(cdr));
+        let got = &pushed[&(cdr.common.call_id.clone(), party(cdr).to_string())];
+        // mod_cti carries the variables mod_json_cdr does: the numbers, the exact times, the
+        // account and, for an answered leg, its outcome.
+        let answered = cdr.release.disposition == Disposition::Answered;
+        let disposition = if answered { "ANSWERED" } else { got["disposition"].as_str().unwrap() };
+        assert_carried(got, &expected(cdr, true, disposition), &what);
+        assert_eq!(got["extra"]["uuid"], json!(callsim::native::freeswitch::leg_uuid(cdr)), "{what}");
     }
     app.stop().await.unwrap();
 }

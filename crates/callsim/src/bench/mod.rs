@@ -58,11 +58,13 @@ pub enum Phase {
     SourceAsterisk,
     /// Grandstream UCM records over TCP into `sources.ucm.tcp_listen`.
     SourceUcm,
+    /// mod_cti items on a Redis list into cdr-pusher's Redis source.
+    SourceRedis,
 }
 
 impl Phase {
     /// All phases, in running order.
-    pub const ALL: [Phase; 12] = [
+    pub const ALL: [Phase; 13] = [
         Phase::Sink,
         Phase::Ingest,
         Phase::E2eCdr,
@@ -75,6 +77,7 @@ impl Phase {
         Phase::SourceFreeswitch,
         Phase::SourceAsterisk,
         Phase::SourceUcm,
+        Phase::SourceRedis,
     ];
 
     /// The phase's name on the command line and in the report.
@@ -92,6 +95,7 @@ impl Phase {
             Phase::SourceFreeswitch => "source-freeswitch",
             Phase::SourceAsterisk => "source-asterisk",
             Phase::SourceUcm => "source-ucm",
+            Phase::SourceRedis => "source-redis",
         }
     }
 }

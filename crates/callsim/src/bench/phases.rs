@@ -36,7 +36,9 @@ pub(super) async fn run(ctx: &mut Ctx, phase: Phase) -> anyhow::Result<()> {
         Phase::ManySubscribers => many::run(ctx).await,
         Phase::Purge => retention::purge(ctx).await,
         Phase::Soak => retention::soak(ctx).await,
-        Phase::SourceFreeswitch | Phase::SourceAsterisk | Phase::SourceUcm => sources::run(ctx, phase).await,
+        Phase::SourceFreeswitch | Phase::SourceAsterisk | Phase::SourceUcm | Phase::SourceRedis => {
+            sources::run(ctx, phase).await
+        }
     }
 }
 

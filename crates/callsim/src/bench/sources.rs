@@ -9,6 +9,9 @@
 //!   100 lines a write, as fast as it can.
 //! - `source-ucm`: one TCP connection per record to `sources.ucm.tcp_listen`, `--concurrency`
 //!   connections at once, each waiting for the server's close.
+//! - `source-redis`: mod_cti items LPUSHed onto the list of a `redis-server` the phase starts
+//!   (Debian's package; on a free port, in the phase's directory), 100 a pipeline, 8 pipelines
+//!   at once.
 //!
 //! Bodies are built before the clock starts. The source's own counts (`GET /v1/sources`)
 //! and the receiver's are checked: every CDR accepted once, none rejected, none lost or
@@ -30,7 +33,7 @@ use super::report::Figure;
 use super::{Ctx, Phase};
 use crate::generator::{CallGenerator, GenConfig};
 use crate::model::{Cdr, Payload};
-use crate::native::{asterisk, freeswitch, sender::send_tcp, ucm, LegNumber};
+use crate::native::{asterisk, freeswitch, redis as cti, sender::send_tcp, ucm, LegNumber};
 
 /// Lines per write of the Asterisk writer.
 const LINES_PER_WRITE: usize = 100;
@@ -66,8 +69,68 @@ fn sources_yaml(phase: Phase, dir: &Path) -> String {
             "sources: {{asterisk_csv: [{{path: \"{}\", columns: cdr_csv, timezone: UTC}}]}}\n",
             dir.join("Master.csv").display()
         ),
+        Phase::SourceRedis => format!("sources: {{redis: {{url: \"redis://127.0.0.1:{}\"}}}}\n", redis_port(dir)),
         _ => "sources: {ucm: {tcp_listen: \"127.0.0.1:0\", timezone: UTC}}\n".into(),
     }
+}
+
+/// The port of the phase's redis-server, kept in its directory.
+fn redis_port(dir: &Path) -> u16 {
+    std::fs::read_to_string(dir.join("redis.port")).ok().and_then(|p| p.trim().parse().ok()).unwrap_or(6379)
+}
+
+/// A `redis-server` for the phase, on a free port, persisting nothing; killed when dropped.
+struct RedisChild(std::process::Child);
+
+impl Drop for RedisChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the phase's redis-server in `dir` and waits until it answers PING.
+async fn start_redis(dir: &Path) -> anyhow::Result<RedisChild> {
+    use anyhow::Context as _;
+    let port = super::backlog::free_port().await?;
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting redis-server (Debian's redis-server package) for source-redis")?;
+    let child = RedisChild(child);
+    std::fs::write(dir.join("redis.port"), port.to_string())?;
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    for _ in 0..200 {
+        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+            if redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() {
+                return Ok(child);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("redis-server on port {port} did not answer PING")
+}
+
+/// mod_cti's LPUSHes, 100 items a pipeline, 8 pipelines at once.
+async fn send_redis(dir: &Path, cdrs: &[(Cdr, LegNumber)]) -> anyhow::Result<Sent> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis_port(dir)))?;
+    let conn = client.get_multiplexed_async_connection().await?;
+    let items: Vec<String> = cdrs.iter().map(|(c, _)| cti::item(c).to_string()).collect();
+    let chunks: Vec<Vec<String>> = items.chunks(100).map(<[String]>::to_vec).collect();
+    Ok(closed_loop(Arc::new(chunks), 8, move |chunks, i| {
+        let mut conn = conn.clone();
+        async move {
+            let mut pipe = redis::pipe();
+            for item in &chunks[i] {
+                pipe.cmd("LPUSH").arg("cdr").arg(item).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await.map_err(|e| e.to_string())
+        }
+    })
+    .await)
 }
 
 /// What was sent: sends that failed, with a few samples.
@@ -179,6 +242,10 @@ pub(super) async fn run(ctx: &mut Ctx, phase: Phase) -> anyhow::Result<()> {
     let cdrs = cdrs(n, &super::phases::prefix(phase));
     let receiver = BenchReceiver::start(0, n).await?;
     let dir = ctx.temp_dir(phase)?;
+    let _redis = match phase {
+        Phase::SourceRedis => Some(start_redis(dir.path()).await?),
+        _ => None,
+    };
     let setup = Setup { subscriber: Some(receiver.url()), extra: sources_yaml(phase, dir.path()), ..Setup::default() };
     let pusher = super::pusher::Pusher::start(&ctx.options.bin_dir, Program::Cdr, dir.path(), &setup)?;
     let client = load::client(4)?;
@@ -189,6 +256,7 @@ pub(super) async fn run(ctx: &mut Ctx, phase: Phase) -> anyhow::Result<()> {
     let sent = match phase {
         Phase::SourceFreeswitch => send_freeswitch(&pusher.url, &cdrs, workers).await?,
         Phase::SourceAsterisk => send_asterisk(&dir.path().join("Master.csv"), &cdrs).await?,
+        Phase::SourceRedis => send_redis(dir.path(), &cdrs).await?,
         _ => {
             let address = before["address"].as_str().unwrap_or_default().trim_start_matches("tcp://").to_string();
             send_ucm(&address, &cdrs, workers).await
@@ -236,6 +304,7 @@ fn report(ctx: &mut Ctx, phase: Phase, r: Run) {
     let how = match phase {
         Phase::SourceFreeswitch => format!("mod_json_cdr POSTs, {} in flight", ctx.sizes.concurrency),
         Phase::SourceAsterisk => format!("Master.csv lines, {LINES_PER_WRITE} a write"),
+        Phase::SourceRedis => "mod_cti items LPUSHed, 100 a pipeline, 8 pipelines at once".to_string(),
         _ => format!("UCM TCP connections, {} at once", ctx.sizes.concurrency),
     };
     let what = format!("delivered ({} CDRs, {how})", r.n);

@@ -117,8 +117,8 @@ fn times(cdr: &Cdr, vars: &mut Map<String, Value>) {
     vars.insert("billmsec".into(), (if answered { cdr.end_time - cdr.start_time } else { 0 }).to_string().into());
 }
 
-/// The leg's channel variables (strings, as mod_json_cdr writes them).
-fn variables(cdr: &Cdr) -> Map<String, Value> {
+/// The leg's channel variables (strings, as mod_json_cdr writes them; mod_cti copies them).
+pub fn variables(cdr: &Cdr) -> Map<String, Value> {
     let uuid = leg_uuid(cdr);
     let a_uuid = cdr.common.call_id.clone();
     let b_leg = cdr.party == Some(Party::Callee);

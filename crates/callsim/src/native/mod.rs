@@ -1,11 +1,13 @@
 //! callsim speaking the switches (issue 13, point 6): each generated CDR written in a
 //! switch's own native form instead of SPEC JSON, so that cdr-pusher's sources can be driven
 //! end to end. [`freeswitch`] builds mod_json_cdr's document of a leg, [`asterisk`] cdr_csv's
-//! `Master.csv` line, [`ucm`] a Grandstream UCM "CDR Real-time Output" record; [`sender`]
-//! delivers them as those switches do (HTTP POST, a file appended to, a TCP connection).
+//! `Master.csv` line, [`ucm`] a Grandstream UCM "CDR Real-time Output" record, [`redis`] mod_cti's
+//! Redis list item; [`sender`] delivers them as those switches do (HTTP POST, a file appended
+//! to, a TCP connection, an LPUSH).
 
 pub mod asterisk;
 pub mod freeswitch;
+pub mod redis;
 pub mod sender;
 pub mod ucm;
 
@@ -29,6 +31,9 @@ pub enum CdrFormat {
     AsteriskCsv,
     /// The UCM's JSON record, one TCP connection each, to `--cdr-url` (`host:port`).
     UcmTcp,
+    /// mod_cti's JSON item, LPUSHed to a Redis list: `--cdr-url redis://host:port/?list=cdr`
+    /// (the list defaults to `cdr`).
+    Redis,
 }
 
 /// Where a CDR sits in the run, for the ids a switch numbers itself (the UCM's `AcctId`, the

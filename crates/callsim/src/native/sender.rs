@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::{asterisk, freeswitch, ucm, CdrFormat, LegNumber};
+use super::{asterisk, freeswitch, redis as cti, ucm, CdrFormat, LegNumber};
 use crate::ingest::{classify, endpoint, transport_error};
 use crate::model::Cdr;
 use crate::stats::PostOutcome;
@@ -44,6 +44,15 @@ pub enum NativeSender {
         /// Per connection.
         timeout: Duration,
     },
+    /// mod_cti: LPUSH onto a Redis list.
+    Redis {
+        /// The server.
+        client: redis::Client,
+        /// One multiplexed connection, made at the first send.
+        conn: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
+        /// The list (`cti.json`'s `cdr.redis.list`).
+        list: String,
+    },
 }
 
 impl NativeSender {
@@ -75,6 +84,14 @@ impl NativeSender {
                 NativeSender::Asterisk { file: Mutex::new(tokio::fs::File::from_std(file)), path }
             }
             CdrFormat::UcmTcp => NativeSender::UcmTcp { addr: target.to_string(), timeout },
+            CdrFormat::Redis => {
+                let (url, list) = match target.split_once("?list=") {
+                    Some((url, list)) => (url, list.to_string()),
+                    None => (target, "cdr".to_string()),
+                };
+                let client = redis::Client::open(url).with_context(|| format!("redis URL {url}"))?;
+                NativeSender::Redis { client, conn: tokio::sync::OnceCell::new(), list }
+            }
         }))
     }
 
@@ -113,6 +130,10 @@ impl NativeSender {
                     Err(_) => PostOutcome::Error(format!("{addr}: timeout")),
                 }
             }
+            NativeSender::Redis { client, conn, list } => match lpush(client, conn, list, cdr).await {
+                Ok(()) => PostOutcome::Accepted,
+                Err(e) => PostOutcome::Error(format!("redis: {e}")),
+            },
         };
         (outcome, started.elapsed())
     }
@@ -131,4 +152,16 @@ pub async fn send_tcp(addr: &str, record: &[u8]) -> std::io::Result<()> {
             _ => continue,
         }
     }
+}
+
+/// LPUSHes `cdr`'s mod_cti item onto `list`, connecting at the first call.
+async fn lpush(
+    client: &redis::Client,
+    conn: &tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
+    list: &str,
+    cdr: &Cdr,
+) -> redis::RedisResult<()> {
+    let conn = conn.get_or_try_init(|| client.get_multiplexed_async_connection()).await?;
+    let item = cti::item(cdr).to_string();
+    redis::cmd("LPUSH").arg(list).arg(item).query_async::<i64>(&mut conn.clone()).await.map(drop)
 }
