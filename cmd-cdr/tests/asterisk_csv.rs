@@ -120,7 +120,7 @@ async fn import_asterisk_csv_posts_every_line_and_again_as_duplicates() {
     let receiver = TestReceiver::start().await;
     let config = write_config(dir.path(), &receiver.url());
     let program = Program::start(EXE, Service::Cdr, &config, &[]);
-    let fixtures = format!("{}/../../shared/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let fixtures = format!("{}/../fixtures", env!("CARGO_MANIFEST_DIR"));
     let sample = std::fs::read_to_string(format!("{fixtures}/asterisk_cdr_sample.csv")).unwrap();
     let (first, rest) = sample.split_once('\n').unwrap();
     let file = dir.path().join("Master.csv.1");

@@ -14,7 +14,7 @@ use push_core::{
 use serde_json::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_cdr-pusher");
-const FIXTURE: &str = include_str!("../../../shared/fixtures/freeswitch_cdr_sample.json");
+const FIXTURE: &str = include_str!("../../fixtures/freeswitch_cdr_sample.json");
 const A_LEG: &str = "5a3a1d91-90d3-4db4-af5c-cc3ae15d93a4";
 const B_LEG: &str = "9c1afb4f-1d4a-4e45-84a3-d25721981bf5";
 const OTHER_CALL: &str = "0b6f7e7c-3c1e-4a55-9d0e-1f2a3b4c5d6e";

@@ -1,7 +1,7 @@
 //! The Asterisk CSV source (issue 13, point 2) on real parts: the real app follows a real file
 //! that the test appends to as Asterisk's cdr_csv / cdr_custom do (one whole line per CDR,
 //! opened in append mode), the real outbox keeps its position, and a real receiver gets the
-//! CDRs. The fixtures are the real samples of `shared/fixtures/`.
+//! CDRs. The fixtures are the real samples in the repository's `fixtures/`.
 
 use std::{
     io::Write as _,
@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(15);
 
 fn fixture(name: &str) -> String {
-    let path = format!("{}/../../../shared/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

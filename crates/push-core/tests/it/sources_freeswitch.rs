@@ -16,7 +16,7 @@ use push_core::{
 };
 use serde_json::{json, Value};
 
-const FIXTURE: &str = include_str!("../../../../../shared/fixtures/freeswitch_cdr_sample.json");
+const FIXTURE: &str = include_str!("../../../../fixtures/freeswitch_cdr_sample.json");
 const A_LEG: &str = "5a3a1d91-90d3-4db4-af5c-cc3ae15d93a4";
 const B_LEG: &str = "9c1afb4f-1d4a-4e45-84a3-d25721981bf5";
 

@@ -36,7 +36,7 @@ pub(super) const FIXTURE_CALL_ID: &str = "1769422021.5655-3030";
 
 /// The fixture's JSON body, byte for byte as the UCM posted it.
 pub(super) fn fixture_body() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/ucm_cdr_sample.txt");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/ucm_cdr_sample.txt");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     text.lines().find(|l| l.starts_with('{')).expect("the fixture's JSON line").to_string()
 }
