@@ -59,6 +59,16 @@ fn generated(opts: &CallsOptions) -> Vec<Cdr> {
 
 /// Runs the calls, checks the summary, and returns the CDRs the receiver got (exactly as
 /// many as were sent, each once).
+/// Sends the run's calls in `format` to `target`: the CDRs generated (checked to cover the
+/// mix) and what the receiver got.
+async fn send_all(app: &TestApp, receiver: &TestReceiver, format: CdrFormat, target: String) -> (Vec<Cdr>, Vec<Value>) {
+    let opts = options(format, target);
+    let cdrs = generated(&opts);
+    covers_the_mix(&cdrs);
+    let pushes = run_and_collect(app, receiver, opts, cdrs.len()).await;
+    (cdrs, pushes)
+}
+
 async fn run_and_collect(app: &TestApp, receiver: &TestReceiver, opts: CallsOptions, sent: usize) -> Vec<Value> {
     let summary: CallsSummary = run_calls(opts).await.unwrap();
     let cdr = &summary.cdr;
@@ -188,10 +198,8 @@ async fn freeswitch_documents_give_the_generated_cdrs() {
         })
     })
     .await;
-    let opts = options(CdrFormat::Freeswitch, app.url.clone());
-    let cdrs = generated(&opts);
-    covers_the_mix(&cdrs);
-    let pushed = by_leg(&run_and_collect(&app, &receiver, opts, cdrs.len()).await);
+    let (cdrs, pushes) = send_all(&app, &receiver, CdrFormat::Freeswitch, app.url.clone()).await;
+    let pushed = by_leg(&pushes);
     let mut deviations = Vec::new();
     for cdr in &cdrs {
         let what = format!("{} {}", cdr.common.call_id, party(cdr));
@@ -237,10 +245,8 @@ async fn asterisk_master_csv_lines_give_the_generated_cdrs() {
         account_id: None,
     };
     let app = app_with(&receiver, dir.path(), |s| s.sources.asterisk_csv = vec![source]).await;
-    let opts = options(CdrFormat::AsteriskCsv, file.display().to_string());
-    let cdrs = generated(&opts);
-    covers_the_mix(&cdrs);
-    let pushed = by_leg(&run_and_collect(&app, &receiver, opts, cdrs.len()).await);
+    let (cdrs, pushes) = send_all(&app, &receiver, CdrFormat::AsteriskCsv, file.display().to_string()).await;
+    let pushed = by_leg(&pushes);
     for cdr in &cdrs {
         let what = format!("{} {}", cdr.common.call_id, party(cdr));
         let got = &pushed[&(cdr.common.call_id.clone(), party(cdr).to_string())];
@@ -267,10 +273,8 @@ async fn ucm_tcp_records_give_the_generated_cdrs() {
     let app = app_with(&receiver, dir.path(), |s| s.sources.ucm = Some(source)).await;
     let (_, sources) = app.get_json("/v1/sources").await;
     let address = sources["sources"][0]["address"].as_str().expect("the listener's address");
-    let opts = options(CdrFormat::UcmTcp, address.trim_start_matches("tcp://").to_string());
-    let cdrs = generated(&opts);
-    covers_the_mix(&cdrs);
-    let pushes = run_and_collect(&app, &receiver, opts, cdrs.len()).await;
+    let (cdrs, pushes) =
+        send_all(&app, &receiver, CdrFormat::UcmTcp, address.trim_start_matches("tcp://").to_string()).await;
     // The UCM names its CDRs itself (uniqueid-AcctId): a leg is found by its numbers and begin.
     let key = |caller: &str, callee: &str, begin: i64| format!("{caller}>{callee}@{begin}");
     let mut by_key = HashMap::new();
@@ -315,10 +319,8 @@ async fn redis_list_items_give_the_generated_cdrs() {
         account_id: None,
     };
     let app = app_with(&receiver, dir.path(), |s| s.sources.redis = Some(source)).await;
-    let opts = options(CdrFormat::Redis, format!("{}?list=cdr", redis.url()));
-    let cdrs = generated(&opts);
-    covers_the_mix(&cdrs);
-    let pushed = by_leg(&run_and_collect(&app, &receiver, opts, cdrs.len()).await);
+    let (cdrs, pushes) = send_all(&app, &receiver, CdrFormat::Redis, format!("{}?list=cdr", redis.url())).await;
+    let pushed = by_leg(&pushes);
     for cdr in &cdrs {
         let what = format!("{} {}", cdr.common.call_id, party(cdr));
         let got = &pushed[&(cdr.common.call_id.clone(), party(cdr).to_string())];

@@ -66,6 +66,9 @@ struct Inner {
     last_record_at: AtomicI64,
     clock: Arc<dyn Clock>,
     parser: Option<Parser>,
+    /// `voice_push_source_records_total{source, outcome}` (accepted, duplicate, rejected),
+    /// registered once: `count` runs per record for an HTTP source, so it only touches atomics.
+    counters: [::metrics::Counter; 3],
     address: Mutex<Option<String>>,
 }
 
@@ -121,11 +124,8 @@ impl SourceHandle {
         if accepted + duplicates + rejected > 0 {
             i.last_record_at.store(i.clock.now_ms(), Ordering::Relaxed);
         }
-        for (outcome, n) in [("accepted", accepted), ("duplicate", duplicates), ("rejected", rejected)] {
-            if n > 0 {
-                let labels = [("source", i.name.clone()), ("outcome", outcome.to_string())];
-                ::metrics::counter!("voice_push_source_records_total", &labels).increment(n);
-            }
+        for (counter, n) in i.counters.iter().zip([accepted, duplicates, rejected]) {
+            counter.increment(n);
         }
     }
 
@@ -168,9 +168,15 @@ impl Sources {
         state: SourceState,
         parser: Option<Parser>,
     ) -> SourceHandle {
+        let name = name.into();
+        let counter = |outcome: &'static str| {
+            let labels = [("source", name.clone()), ("outcome", outcome.to_string())];
+            ::metrics::counter!("voice_push_source_records_total", &labels)
+        };
+        let counters = [counter("accepted"), counter("duplicate"), counter("rejected")];
         let handle = SourceHandle {
             inner: Arc::new(Inner {
-                name: name.into(),
+                name,
                 kind: kind.to_string(),
                 state: Mutex::new(state),
                 accepted: AtomicU64::new(0),
@@ -179,6 +185,7 @@ impl Sources {
                 last_record_at: AtomicI64::new(0),
                 clock: self.clock.clone(),
                 parser,
+                counters,
                 address: Mutex::new(None),
             }),
         };

@@ -28,6 +28,20 @@ pub struct Outcome {
     pub release: &'static str,
 }
 
+impl Outcome {
+    /// Puts the outcome's CDR fields into `cdr` (`hangupCause` and `sipCode` when known).
+    pub fn write_into(&self, cdr: &mut serde_json::Map<String, serde_json::Value>) {
+        cdr.insert("disposition".into(), self.disposition.into());
+        cdr.insert("releaseDirection".into(), self.release.into());
+        if let Some(c) = self.hangup_cause {
+            cdr.insert("hangupCause".into(), c.into());
+        }
+        if let Some(s) = self.sip_code {
+            cdr.insert("sipCode".into(), s.into());
+        }
+    }
+}
+
 /// The leg's facts the outcome is derived from.
 #[derive(Debug, Clone, Copy)]
 pub struct Ending<'a> {

@@ -144,15 +144,7 @@ fn outcome(vars: &Variables<'_>, leg: Leg, cdr: &mut Map<String, Value>) {
         had_other_leg,
         reported_q850: vars.get("hangup_cause_q850").and_then(|s| s.parse().ok()),
     };
-    let o = cause::outcome(&ending);
-    cdr.insert("disposition".into(), o.disposition.into());
-    cdr.insert("releaseDirection".into(), o.release.into());
-    if let Some(c) = o.hangup_cause {
-        cdr.insert("hangupCause".into(), c.into());
-    }
-    if let Some(s) = o.sip_code {
-        cdr.insert("sipCode".into(), s.into());
-    }
+    cause::outcome(&ending).write_into(cdr);
 }
 
 /// What a subscriber may want that the SPEC has no field for: where the record comes from,

@@ -175,15 +175,8 @@ fn outcome_fields(r: &Record<'_>, answered: bool, b_leg: bool, out: &mut Map<Str
         had_other_leg: b_leg || r.text("bridge_uuid").is_some(),
         reported_q850: r.number("hangup_cause_q850")?.filter(|c| (0..=127).contains(c)).map(|c| c as u16),
     };
-    let o = freeswitch::cause::outcome(&ending);
-    out.insert("disposition".into(), o.disposition.into());
-    out.insert("releaseDirection".into(), o.release.into());
-    if let Some(c) = o.hangup_cause {
-        out.insert("hangupCause".into(), c.into());
-    }
-    if let Some(s) = o.sip_code {
-        out.insert("sipCode".into(), s.into());
-    }
+    freeswitch::cause::outcome(&ending).write_into(out);
+
     Ok(())
 }
 
