@@ -71,7 +71,10 @@ pub(super) fn batch(
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let mut walk = cursor.clone();
     let result = purge(conn, &mut walk, policy, now);
-    let result = result.and_then(|report| Ok(conn.execute_batch("COMMIT").map(|_| report)?));
+    // The batch's commit does not run the WAL's automatic checkpoint (two fsyncs and a
+    // copy of the WAL into the database): the next ingest or loop commit runs it, as it
+    // would have anyway, and a purge batch holds the writer only for its own work.
+    let result = result.and_then(|report| Ok(commit_without_checkpoint(conn).map(|_| report)?));
     if result.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
         return result;
@@ -87,6 +90,14 @@ pub(super) fn batch(
         cursor.batch
     };
     result
+}
+
+/// COMMIT with `wal_autocheckpoint` off for it, then back to SQLite's default (1,000 pages).
+fn commit_without_checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+    let committed = conn.execute_batch("COMMIT");
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 1000")?;
+    committed
 }
 
 /// The batch's work, inside the transaction.
