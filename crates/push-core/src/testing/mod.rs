@@ -245,6 +245,8 @@ pub fn subscriber(id: &str, url: &str) -> Subscriber {
         service_types: vec![100, 200],
         accounts: vec![],
         secret: None,
+        max_in_flight: None,
+        rate_limit_per_second: 0,
     }
 }
 
