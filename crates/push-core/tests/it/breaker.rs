@@ -185,6 +185,9 @@ async fn ten_minutes_down_with_100000_queued_costs_a_few_dozen_attempts_and_kill
         .await;
     }
     let failed = receiver.arrivals();
+    eprintln!(
+        "ten minutes down: {failed} failed attempts ({opened_with} until it opened and in flight, {probes} probes)"
+    );
     assert!(failed <= 60, "{failed} failed attempts in ten minutes ({opened_with} before it opened, {probes} probes)");
     assert_eq!(probes, 6, "5, 15, 35, 75, 155 and 315 s after it opened (the next at 615 s)");
 
