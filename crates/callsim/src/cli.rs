@@ -179,6 +179,10 @@ pub struct ReceiveArgs {
     /// Do not print a line per push (the summary is still printed).
     #[arg(long, short)]
     pub quiet: bool,
+    /// The subscriber has a `statuses:` filter: a call's sequence numbers skip the statuses
+    /// it does not get, so a gap is not an order violation (going backwards still is).
+    #[arg(long)]
+    pub filtered: bool,
 }
 
 impl ReceiveArgs {
@@ -192,6 +196,7 @@ impl ReceiveArgs {
             out: self.out.clone(),
             seed: self.seed,
             print: !self.quiet,
+            gaps_expected: self.filtered,
             ..ReceiverConfig::default()
         }
     }

@@ -28,6 +28,7 @@ pub struct Route {
     pub rate_limit_per_second: u32,
     service_types: Vec<u16>,
     accounts: Vec<String>,
+    statuses: Vec<String>,
 }
 
 /// The subscribers of one program, in configuration order, indexed by id (ingest looks up
@@ -52,6 +53,7 @@ impl Routes {
                     rate_limit_per_second: s.rate_limit_per_second,
                     service_types: s.service_types.clone(),
                     accounts: s.accounts.clone(),
+                    statuses: s.statuses.clone(),
                 }))
             })
             .collect();
@@ -59,13 +61,15 @@ impl Routes {
         Routes(routes, Arc::new(index))
     }
 
-    /// Ids of the subscribers that receive `event`: its serviceType is theirs, and their
-    /// account list is empty or names the event's accountId.
+    /// Ids of the subscribers that receive `event`: its serviceType is theirs, their
+    /// account list is empty or names the event's accountId, and (a status) their status
+    /// list is empty or names its status.
     pub fn matching(&self, event: &ValidEvent) -> Vec<String> {
         self.0
             .iter()
             .filter(|r| r.service_types.contains(&event.service_type))
             .filter(|r| r.accounts.is_empty() || event.account_id.as_ref().is_some_and(|a| r.accounts.contains(a)))
+            .filter(|r| r.statuses.is_empty() || event.status.as_ref().is_none_or(|s| r.statuses.contains(s)))
             .map(|r| r.id.clone())
             .collect()
     }

@@ -53,6 +53,9 @@ pub struct ReceiverConfig {
     pub print: bool,
     /// Accepted distance between `webhook-timestamp` and the receiver's clock, seconds.
     pub tolerance_secs: i64,
+    /// The subscriber filters statuses (`statuses:`): a call's sequence numbers may skip,
+    /// so only sequences going backwards are order violations.
+    pub gaps_expected: bool,
 }
 
 impl Default for ReceiverConfig {
@@ -121,8 +124,11 @@ impl Receiver {
             Some(seed) => ChaCha8Rng::seed_from_u64(seed),
             None => ChaCha8Rng::from_os_rng(),
         };
-        let shared =
-            Arc::new(Shared { config, secret, inner: Mutex::new(Inner { tracker: Tracker::default(), rng, out }) });
+        let shared = Arc::new(Shared {
+            config,
+            secret,
+            inner: Mutex::new(Inner { tracker: Tracker::new(config.gaps_expected), rng, out }),
+        });
         let addr = listener.local_addr()?;
         let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
         let stop = CancellationToken::new();

@@ -191,9 +191,16 @@ pub struct Tracker {
     answered: HashSet<(String, String)>,
     calls: HashMap<(String, String), CallTrack>,
     stats: ReceiverStats,
+    /// Sequences may skip (a subscriber with a `statuses:` filter).
+    gaps_expected: bool,
 }
 
 impl Tracker {
+    /// A tracker; with `gaps_expected` a skipped sequence is not a violation.
+    pub fn new(gaps_expected: bool) -> Self {
+        Tracker { gaps_expected, ..Tracker::default() }
+    }
+
     /// Current counters.
     pub fn stats(&self) -> &ReceiverStats {
         &self.stats
@@ -263,7 +270,7 @@ impl Tracker {
         let expected = track.delivered.map_or(0, |d| d + 1);
         let issue = match track.delivered {
             Some(delivered) if seq <= delivered => Some(OrderIssue::Backwards { delivered, got: seq }),
-            _ if seq > expected && !track.failed => Some(OrderIssue::Gap { expected, got: seq }),
+            _ if seq > expected && !track.failed && !self.gaps_expected => Some(OrderIssue::Gap { expected, got: seq }),
             _ => None,
         };
         if ok {
@@ -293,6 +300,20 @@ mod tests {
             injected: answer >= 500,
             malformed: false,
         }
+    }
+
+    #[test]
+    fn a_filtered_subscriber_may_skip_sequences_but_never_go_back() {
+        let mut strict = Tracker::default();
+        strict.observe(&status("a", 2, 200));
+        strict.observe(&status("b", 3, 200));
+        assert_eq!(strict.stats().order_gaps, 1, "0 and 1 never came: a gap for an unfiltered subscriber");
+        let mut filtered = Tracker::new(true);
+        filtered.observe(&status("a", 2, 200));
+        filtered.observe(&status("b", 3, 200));
+        assert_eq!(filtered.stats().order_violations(), 0, "ANSWERED then HANGUP only");
+        filtered.observe(&status("c", 1, 200));
+        assert_eq!(filtered.stats().order_backwards, 1, "going back is still a violation");
     }
 
     #[test]

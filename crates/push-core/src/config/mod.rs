@@ -270,6 +270,10 @@ pub struct Subscriber {
     /// Outbound pushes per second to this subscriber; 0 means no limit.
     #[serde(default)]
     pub rate_limit_per_second: u32,
+    /// Statuses status-pusher pushes to this subscriber (e.g. `[ANSWERED, HANGUP]`); empty
+    /// means all. Sequence numbers stay the call's, so a filtered subscriber sees gaps.
+    #[serde(default)]
+    pub statuses: Vec<String>,
 }
 
 impl Subscriber {

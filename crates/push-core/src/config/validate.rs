@@ -5,6 +5,9 @@ use std::{collections::HashSet, net::SocketAddr};
 
 use super::{signing_key, ConfigError, ServiceSettings, Settings, Subscriber};
 
+/// The statuses of SPEC §2.2, which a subscriber's `statuses` filter may name.
+const STATUSES: [&str; 4] = ["DIALING", "RINGING", "ANSWERED", "HANGUP"];
+
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), message: message.into() }
 }
@@ -76,6 +79,14 @@ fn validate_subscribers(subscribers: &[Subscriber]) -> Result<(), ConfigError> {
         }
         if sub.service_types.is_empty() || sub.service_types.iter().any(|t| ![100, 200].contains(t)) {
             return Err(invalid(key("service_types"), "must list 100 and/or 200"));
+        }
+        for (k, status) in sub.statuses.iter().enumerate() {
+            if !STATUSES.contains(&status.as_str()) {
+                return Err(invalid(key("statuses"), format!("`{status}` is not one of {}", STATUSES.join(", "))));
+            }
+            if sub.statuses[..k].contains(status) {
+                return Err(invalid(key("statuses"), format!("`{status}` is listed twice")));
+            }
         }
         if sub.max_in_flight == Some(0) {
             return Err(invalid(key("max_in_flight"), "must be at least 1 (leave it out for the default)"));

@@ -247,6 +247,7 @@ pub fn subscriber(id: &str, url: &str) -> Subscriber {
         secret: None,
         max_in_flight: None,
         rate_limit_per_second: 0,
+        statuses: vec![],
     }
 }
 

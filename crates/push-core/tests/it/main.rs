@@ -7,6 +7,7 @@ mod config_env;
 mod connections;
 mod delivery;
 mod fanout;
+mod filters;
 mod hardening;
 mod ingest;
 mod intake;
