@@ -22,6 +22,9 @@ pub struct SourcesSettings {
     /// A Redis list filled by FreeSWITCH mod_cti (cdr-pusher).
     #[serde(default)]
     pub redis: Option<RedisSettings>,
+    /// FreeSWITCH's event socket, read as an inbound client (status-pusher).
+    #[serde(default)]
+    pub esl: Option<EslSettings>,
 }
 
 fn service_type() -> u16 {
@@ -158,4 +161,28 @@ fn cdr_list() -> String {
 
 fn processing_list() -> String {
     "cdr:processing".into()
+}
+
+/// `sources.esl`: FreeSWITCH mod_event_socket (INTEGRATIONS.md §1.2), which status-pusher
+/// connects to as an inbound client for each leg's real-time state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EslSettings {
+    /// The switch (`event_socket.conf.xml`'s `listen-ip`).
+    pub host: String,
+    /// Its `listen-port`.
+    #[serde(default = "esl_port")]
+    pub port: u16,
+    /// Its `password`.
+    pub password: String,
+    /// `serviceType` of its statuses.
+    #[serde(default = "service_type")]
+    pub service_type: u16,
+    /// `accountId` of its statuses.
+    #[serde(default)]
+    pub account_id: Option<String>,
+}
+
+fn esl_port() -> u16 {
+    8021
 }

@@ -11,6 +11,7 @@
 //! [`Sources`], whose figures `GET /v1/sources` and `/readyz` show.
 
 pub mod asterisk_csv;
+pub mod esl;
 pub mod feed;
 pub mod freeswitch;
 pub mod localtime;
@@ -79,6 +80,10 @@ pub async fn start(ctx: &Context) -> anyhow::Result<Started> {
     }
     if let (Service::Cdr, Some(redis)) = (ctx.service, &ctx.settings.sources.redis) {
         started.tasks.extend(redis::start(ctx, redis)?);
+    }
+    // Real-time statuses straight from the switch (issue 16).
+    if let (Service::Status, Some(esl)) = (ctx.service, &ctx.settings.sources.esl) {
+        started.tasks.push(esl::start(ctx, esl));
     }
     Ok(started)
 }
