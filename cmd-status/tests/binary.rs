@@ -55,11 +55,8 @@ async fn sighup_reloads_the_subscribers_and_a_broken_file_leaves_the_running_one
     let program = Program::start(EXE, Service::Status, &config, &[]);
     let client = reqwest::Client::new();
     let post = |call: &str| {
-        let events: Vec<Value> = STATUSES
-            .iter()
-            .enumerate()
-            .map(|(i, s)| status_event(call, s, 1_701_388_800_000 + i as i64))
-            .collect();
+        let events: Vec<Value> =
+            STATUSES.iter().enumerate().map(|(i, s)| status_event(call, s, 1_701_388_800_000 + i as i64)).collect();
         client.post(format!("{}/v1/status-events", program.url)).json(&events).send()
     };
     assert_eq!(post("before").await.unwrap().status(), 202);

@@ -17,6 +17,7 @@ mod retention;
 mod security;
 mod single_process;
 mod sources_asterisk;
+mod sources_esl;
 mod sources_freeswitch;
 mod sources_redis;
 mod sources_ucm;

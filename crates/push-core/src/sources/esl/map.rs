@@ -37,7 +37,9 @@ impl Fields {
             Value::String(s) => s,
             other => other.to_string(),
         };
-        Ok(Fields(object.into_iter().filter(|(k, _)| k != "_body").map(|(k, v)| (k.to_ascii_lowercase(), text(v))).collect()))
+        Ok(Fields(
+            object.into_iter().filter(|(k, _)| k != "_body").map(|(k, v)| (k.to_ascii_lowercase(), text(v))).collect(),
+        ))
     }
 
     /// A `text/event-plain` body: `Name: value` lines, values percent-encoded.
@@ -82,16 +84,23 @@ impl EslMapping {
 
     /// Parses a raw event again (a reject re-driven): JSON, else plain.
     pub fn parse(&self, raw: &str) -> Mapped {
-        let fields = if raw.trim_start().starts_with('{') { Fields::from_json(raw.as_bytes()) } else { Fields::from_plain(raw.as_bytes()) };
+        let fields = if raw.trim_start().starts_with('{') {
+            Fields::from_json(raw.as_bytes())
+        } else {
+            Fields::from_plain(raw.as_bytes())
+        };
         match fields {
-            Ok(fields) => self.map(raw, &fields).unwrap_or_else(|| Mapped::new(raw, Err("the event gives no status".into()))),
+            Ok(fields) => {
+                self.map(raw, &fields).unwrap_or_else(|| Mapped::new(raw, Err("the event gives no status".into())))
+            }
             Err(reason) => Mapped::new(raw, Err(reason)),
         }
     }
 
     fn status(&self, f: &Fields, status: &str) -> Result<Value, String> {
         let uuid = f.get("Unique-ID").ok_or("the event names no leg (Unique-ID)")?;
-        let micros = f.number("Event-Date-Timestamp").filter(|t| *t > 0).ok_or("the event has no Event-Date-Timestamp")?;
+        let micros =
+            f.number("Event-Date-Timestamp").filter(|t| *t > 0).ok_or("the event has no Event-Date-Timestamp")?;
         let call = f.get("variable_originating_leg_uuid").or_else(|| f.get("Channel-Call-UUID")).unwrap_or(uuid);
         let leg = if call == uuid { Leg::A } else { Leg::B };
         let mut event = json!({
@@ -102,7 +111,9 @@ impl EslMapping {
             "party": if leg == Leg::A { "CALLER" } else { "CALLEE" },
         });
         let out = event.as_object_mut().expect("an object");
-        for (field, name) in [("callerNumber", "Caller-Caller-ID-Number"), ("calleeNumber", "Caller-Destination-Number")] {
+        for (field, name) in
+            [("callerNumber", "Caller-Caller-ID-Number"), ("calleeNumber", "Caller-Destination-Number")]
+        {
             if let Some(v) = f.get(name) {
                 out.insert(field.into(), v.into());
             }
@@ -118,10 +129,12 @@ impl EslMapping {
 }
 
 fn outcome(f: &Fields, leg: Leg, out: &mut Map<String, Value>) {
-    let answered = ["Caller-Channel-Answered-Time", "variable_answer_uepoch"].iter().any(|n| f.number(n).unwrap_or(0) > 0);
-    let had_other_leg = ["Other-Leg-Unique-ID", "variable_bridge_uuid", "variable_last_bridge_to", "variable_originate_disposition"]
-        .iter()
-        .any(|n| f.get(n).is_some());
+    let answered =
+        ["Caller-Channel-Answered-Time", "variable_answer_uepoch"].iter().any(|n| f.number(n).unwrap_or(0) > 0);
+    let had_other_leg =
+        ["Other-Leg-Unique-ID", "variable_bridge_uuid", "variable_last_bridge_to", "variable_originate_disposition"]
+            .iter()
+            .any(|n| f.get(n).is_some());
     let ending = Ending {
         leg,
         cause: f.get("Hangup-Cause").or_else(|| f.get("variable_hangup_cause")),

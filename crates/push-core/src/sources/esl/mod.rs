@@ -106,9 +106,9 @@ impl Client {
         if greeting.header("Content-Type") != Some("auth/request") {
             bail!("{} did not ask for auth (Content-Type {:?})", self.address, greeting.header("Content-Type"));
         }
-        self.command(&mut stream, &mut framer, &format!("auth {}", self.password))
-            .await
-            .with_context(|| format!("the event socket at {} refused the password (sources.esl.password)", self.address))?;
+        self.command(&mut stream, &mut framer, &format!("auth {}", self.password)).await.with_context(|| {
+            format!("the event socket at {} refused the password (sources.esl.password)", self.address)
+        })?;
         self.command(&mut stream, &mut framer, &format!("event json {EVENTS}")).await.context("subscribing")?;
         self.feed.handle().set_state(SourceState::Connected);
         tracing::info!(source = KIND, address = %self.address, "event socket connected");
@@ -126,7 +126,9 @@ impl Client {
                     let text = reply.header("Reply-Text").unwrap_or("");
                     return if text.starts_with("+OK") { Ok(()) } else { bail!("{text}") };
                 }
-                Some("text/disconnect-notice") => bail!("disconnected: {}", String::from_utf8_lossy(&reply.body).trim()),
+                Some("text/disconnect-notice") => {
+                    bail!("disconnected: {}", String::from_utf8_lossy(&reply.body).trim())
+                }
                 _ => continue, // an event before the reply: not subscribed yet, not ours
             }
         }
