@@ -55,9 +55,22 @@ impl Framer {
         &mut self.buf
     }
 
+    /// How many bytes are held, not yet framed.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Whether part of a message is held (a connection that ends now cuts it).
     pub fn partial(&self) -> bool {
         self.skip > 0 || self.buf.iter().any(|b| !b.is_ascii_whitespace())
+    }
+
+    /// The first line, if whole (AMI's banner, `Asterisk Call Manager/x.y`), without its end.
+    pub fn line(&mut self) -> Option<String> {
+        let end = self.buf.iter().position(|b| *b == b'\n')?;
+        let line = String::from_utf8_lossy(&self.buf[..end]).trim_end_matches('\r').to_string();
+        self.buf.drain(..=end);
+        Some(line)
     }
 
     /// The next message, if the bytes held make one.

@@ -13,7 +13,7 @@
 //! password, a refused connection or a dropped one puts the source in error (shown by
 //! `GET /v1/sources`, `/readyz` 503) and it tries again with back-off, 100 ms doubling to 5 s.
 
-mod frame;
+pub(crate) mod frame;
 pub mod map;
 
 use std::{sync::Arc, time::Duration};
