@@ -16,6 +16,7 @@ mod readiness;
 mod retention;
 mod security;
 mod single_process;
+mod sources_ami;
 mod sources_asterisk;
 mod sources_esl;
 mod sources_freeswitch;
