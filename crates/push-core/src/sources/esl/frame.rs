@@ -38,6 +38,8 @@ pub const MAX_HEADERS: usize = 64 * 1024;
 /// Bytes read from the socket and not yet framed.
 pub struct Framer {
     buf: Vec<u8>,
+    /// Where the unframed bytes start in `buf` (the framed ones are dropped at the next read).
+    pos: usize,
     /// Bytes of an oversized body still to be dropped as they come.
     skip: usize,
     /// The largest body taken.
@@ -47,56 +49,62 @@ pub struct Framer {
 impl Framer {
     /// A framer taking bodies of at most `max_body` bytes.
     pub fn new(max_body: usize) -> Self {
-        Framer { buf: Vec::with_capacity(64 * 1024), skip: 0, max_body }
+        Framer { buf: Vec::with_capacity(64 * 1024), pos: 0, skip: 0, max_body }
     }
 
     /// Where the next read goes.
     pub fn buffer(&mut self) -> &mut Vec<u8> {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
         &mut self.buf
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.pos..]
     }
 
     /// How many bytes are held, not yet framed.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.unread().len()
     }
 
     /// Whether part of a message is held (a connection that ends now cuts it).
     pub fn partial(&self) -> bool {
-        self.skip > 0 || self.buf.iter().any(|b| !b.is_ascii_whitespace())
+        self.skip > 0 || self.unread().iter().any(|b| !b.is_ascii_whitespace())
     }
 
     /// The first line, if whole (AMI's banner, `Asterisk Call Manager/x.y`), without its end.
     pub fn line(&mut self) -> Option<String> {
-        let end = self.buf.iter().position(|b| *b == b'\n')?;
-        let line = String::from_utf8_lossy(&self.buf[..end]).trim_end_matches('\r').to_string();
-        self.buf.drain(..=end);
+        let end = self.unread().iter().position(|b| *b == b'\n')?;
+        let line = String::from_utf8_lossy(&self.unread()[..end]).trim_end_matches('\r').to_string();
+        self.pos += end + 1;
         Some(line)
     }
 
     /// The next message, if the bytes held make one.
     pub fn next(&mut self) -> Next {
         if self.skip > 0 {
-            let n = self.skip.min(self.buf.len());
-            self.buf.drain(..n);
+            let n = self.skip.min(self.unread().len());
+            self.pos += n;
             self.skip -= n;
             if self.skip > 0 {
                 return Next::More;
             }
         }
-        let start = self.buf.iter().position(|b| !matches!(b, b'\n' | b'\r')).unwrap_or(self.buf.len());
-        self.buf.drain(..start);
-        let Some(end) = header_end(&self.buf) else {
-            if self.buf.len() > MAX_HEADERS {
-                self.buf.clear();
+        let start = self.unread().iter().position(|b| !matches!(b, b'\n' | b'\r')).unwrap_or(self.unread().len());
+        self.pos += start;
+        let Some(end) = header_end(self.unread()) else {
+            if self.unread().len() > MAX_HEADERS {
+                self.pos = self.buf.len();
                 return Next::Broken(format!("a header block longer than {MAX_HEADERS} bytes"));
             }
             return Next::More;
         };
         let (block, after) = (end.0, end.1);
-        let headers = match parse_headers(&self.buf[..block]) {
+        let headers = match parse_headers(&self.unread()[..block]) {
             Ok(headers) => headers,
             Err(reason) => {
-                self.buf.drain(..after);
+                self.pos += after;
                 return Next::Skipped(reason);
             }
         };
@@ -105,20 +113,20 @@ impl Framer {
             None => 0,
             Some(Ok(n)) => n,
             Some(Err(_)) => {
-                self.buf.drain(..after);
+                self.pos += after;
                 return Next::Skipped("a Content-Length that is no number".into());
             }
         };
         if length > self.max_body {
-            self.buf.drain(..after);
+            self.pos += after;
             self.skip = length;
             return Next::Skipped(format!("a body of {length} bytes, over the limit of {}", self.max_body));
         }
-        if self.buf.len() < after + length {
+        if self.unread().len() < after + length {
             return Next::More;
         }
-        let body = self.buf[after..after + length].to_vec();
-        self.buf.drain(..after + length);
+        let body = self.unread()[after..after + length].to_vec();
+        self.pos += after + length;
         Next::Frame(Frame { body, ..frame })
     }
 }
@@ -126,12 +134,17 @@ impl Framer {
 /// Where the header block ends (its length, and where the body starts): the first empty
 /// line, `\n\n` (or `\r\n\r\n` from a peer that writes CRLF).
 fn header_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2));
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, i + 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|b| *b == b'\n').map(|i| i + from) {
+        match buf.get(i + 1) {
+            Some(b'\n') => return Some((i, i + 2)),
+            Some(b'\r') if i > 0 && buf[i - 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') => {
+                return Some((i - 1, i + 3))
+            }
+            _ => from = i + 1,
+        }
     }
+    None
 }
 
 /// `Name: value` lines; the value is kept as written (a plain event's values are
