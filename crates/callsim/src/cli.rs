@@ -35,6 +35,9 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Benchmark already-built pushers end to end on this machine (see the README).
     Bench(BenchArgs),
+    /// Play a switch's real-time interface (FreeSWITCH ESL or Asterisk AMI) for status-pusher
+    /// to connect to, serving generated calls as events.
+    Switch(SwitchArgs),
 }
 
 /// Options of the call generator, shared by `calls` and `generate`.
@@ -228,6 +231,35 @@ pub struct GenerateArgs {
     /// Which records to print.
     #[arg(long, value_enum, default_value_t = RecordKind::All)]
     pub kind: RecordKind,
+    /// Generator options.
+    #[command(flatten)]
+    pub generator: GenArgs,
+}
+
+/// Options of `callsim switch`: one of `--esl` or `--ami`.
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
+    /// Listen as FreeSWITCH's event socket here (e.g. 127.0.0.1:8021).
+    #[arg(long, conflicts_with = "ami", required_unless_present = "ami")]
+    pub esl: Option<SocketAddr>,
+    /// The event socket's password (`sources.esl.password`).
+    #[arg(long, default_value = "ClueCon")]
+    pub password: String,
+    /// Listen as Asterisk's manager interface here (e.g. 127.0.0.1:5038).
+    #[arg(long)]
+    pub ami: Option<SocketAddr>,
+    /// The manager user (`sources.ami.username`).
+    #[arg(long, default_value = "voicepush")]
+    pub username: String,
+    /// Its secret (`sources.ami.secret`).
+    #[arg(long, default_value = "voicepush")]
+    pub secret: String,
+    /// Calls to serve, then exit; 0 = until interrupted.
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// Calls per second; 0 = as fast as the connection takes them.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
     /// Generator options.
     #[command(flatten)]
     pub generator: GenArgs,

@@ -12,5 +12,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Receive(args) => commands::receive(args).await,
         Command::Generate(args) => commands::generate(args),
         Command::Bench(args) => commands::bench(args).await,
+        Command::Switch(args) => callsim::native::switch::run(args).await,
     }
 }

@@ -19,6 +19,7 @@ pub mod receiver;
 pub mod report;
 mod retention;
 pub mod sink;
+mod source_esl;
 mod sources;
 
 use std::path::PathBuf;
@@ -60,11 +61,13 @@ pub enum Phase {
     SourceUcm,
     /// mod_cti items on a Redis list into cdr-pusher's Redis source.
     SourceRedis,
+    /// FreeSWITCH event-socket events into status-pusher's `sources.esl` (it connects).
+    SourceEsl,
 }
 
 impl Phase {
     /// All phases, in running order.
-    pub const ALL: [Phase; 13] = [
+    pub const ALL: [Phase; 14] = [
         Phase::Sink,
         Phase::Ingest,
         Phase::E2eCdr,
@@ -78,6 +81,7 @@ impl Phase {
         Phase::SourceAsterisk,
         Phase::SourceUcm,
         Phase::SourceRedis,
+        Phase::SourceEsl,
     ];
 
     /// The phase's name on the command line and in the report.
@@ -96,6 +100,7 @@ impl Phase {
             Phase::SourceAsterisk => "source-asterisk",
             Phase::SourceUcm => "source-ucm",
             Phase::SourceRedis => "source-redis",
+            Phase::SourceEsl => "source-esl",
         }
     }
 }

@@ -39,6 +39,7 @@ pub(super) async fn run(ctx: &mut Ctx, phase: Phase) -> anyhow::Result<()> {
         Phase::SourceFreeswitch | Phase::SourceAsterisk | Phase::SourceUcm | Phase::SourceRedis => {
             sources::run(ctx, phase).await
         }
+        Phase::SourceEsl => super::source_esl::run(ctx).await,
     }
 }
 

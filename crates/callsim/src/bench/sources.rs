@@ -231,7 +231,7 @@ async fn send_ucm(addr: &str, cdrs: &[(Cdr, LegNumber)], workers: usize) -> Sent
 }
 
 /// The source's entry in `GET /v1/sources`.
-async fn source_counts(client: &reqwest::Client, base: &str) -> Option<Value> {
+pub(super) async fn source_counts(client: &reqwest::Client, base: &str) -> Option<Value> {
     let body: Value = client.get(format!("{base}/v1/sources")).send().await.ok()?.json().await.ok()?;
     body["sources"].as_array()?.first().cloned()
 }

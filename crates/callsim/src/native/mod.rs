@@ -9,6 +9,7 @@ pub mod asterisk;
 pub mod freeswitch;
 pub mod redis;
 pub mod sender;
+pub mod switch;
 pub mod ucm;
 
 use std::time::{Duration, UNIX_EPOCH};

@@ -17,7 +17,8 @@ mod sources;
 mod validate;
 
 pub use self::sources::{
-    AsteriskCsvSettings, CsvColumns, CsvLayout, FreeswitchSettings, RedisSettings, SourcesSettings, UcmSettings,
+    AmiSettings, AsteriskCsvSettings, CsvColumns, CsvLayout, EslSettings, FreeswitchSettings, RedisSettings,
+    SourcesSettings, UcmSettings,
 };
 
 use base64::Engine as _;

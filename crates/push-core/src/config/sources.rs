@@ -22,6 +22,13 @@ pub struct SourcesSettings {
     /// A Redis list filled by FreeSWITCH mod_cti (cdr-pusher).
     #[serde(default)]
     pub redis: Option<RedisSettings>,
+    /// FreeSWITCH's event socket, read as an inbound client (status-pusher).
+    #[serde(default)]
+    pub esl: Option<EslSettings>,
+    /// Asterisk's manager interface, read as a client: call events for status-pusher, `Cdr`
+    /// events (cdr_manager) for cdr-pusher.
+    #[serde(default)]
+    pub ami: Option<AmiSettings>,
 }
 
 fn service_type() -> u16 {
@@ -158,4 +165,57 @@ fn cdr_list() -> String {
 
 fn processing_list() -> String {
     "cdr:processing".into()
+}
+
+/// `sources.esl`: FreeSWITCH mod_event_socket (INTEGRATIONS.md §1.2), which status-pusher
+/// connects to as an inbound client for each leg's real-time state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EslSettings {
+    /// The switch (`event_socket.conf.xml`'s `listen-ip`).
+    pub host: String,
+    /// Its `listen-port`.
+    #[serde(default = "esl_port")]
+    pub port: u16,
+    /// Its `password`.
+    pub password: String,
+    /// `serviceType` of its statuses.
+    #[serde(default = "service_type")]
+    pub service_type: u16,
+    /// `accountId` of its statuses.
+    #[serde(default)]
+    pub account_id: Option<String>,
+}
+
+fn esl_port() -> u16 {
+    8021
+}
+
+/// `sources.ami`: the Asterisk Manager Interface (INTEGRATIONS.md §2.2), which a program
+/// connects to and logs in to (`manager.conf`, `read = call,cdr`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmiSettings {
+    /// The Asterisk host.
+    pub host: String,
+    /// `manager.conf`'s `port`.
+    #[serde(default = "ami_port")]
+    pub port: u16,
+    /// The `[user]` section of `manager.conf`.
+    pub username: String,
+    /// Its `secret`.
+    pub secret: String,
+    /// The zone of the `Cdr` event's local times (cdr-pusher).
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// `serviceType` of its statuses and CDRs.
+    #[serde(default = "service_type")]
+    pub service_type: u16,
+    /// `accountId` of its statuses, and of CDRs whose AccountCode is empty.
+    #[serde(default)]
+    pub account_id: Option<String>,
+}
+
+fn ami_port() -> u16 {
+    5038
 }

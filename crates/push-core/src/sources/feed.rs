@@ -92,12 +92,21 @@ pub struct Taken {
 pub struct Feed {
     intake: Intake,
     handle: SourceHandle,
+    /// What its records are: CDRs (SPEC §2.1), or status events (§2.2) from a switch's
+    /// real-time interface.
+    service: Service,
 }
 
 impl Feed {
     /// The feed of the source `handle` describes.
     pub fn new(intake: Intake, handle: SourceHandle) -> Self {
-        Feed { intake, handle }
+        Feed { intake, handle, service: Service::Cdr }
+    }
+
+    /// The feed of a source of status events (an event socket): its records are validated
+    /// as SPEC §2.2 statuses, and a status after its call's HANGUP is set aside, not stored.
+    pub fn statuses(intake: Intake, handle: SourceHandle) -> Self {
+        Feed { intake, handle, service: Service::Status }
     }
 
     /// The source's handle.
@@ -131,21 +140,46 @@ impl Feed {
     /// with their reasons, with the source's new position (`mark`), all in one transaction.
     pub async fn take_or_set_aside(&self, records: Vec<Mapped>, mark: Option<String>) -> Result<Taken, IntakeError> {
         let mut items = Vec::new();
+        let mut origins = Vec::new();
         let mut notes = SourceNotes::default();
-        for record in records {
-            match self.validate(&record) {
-                Ok(mut valid) => items.append(&mut valid),
-                Err(reason) => {
-                    tracing::warn!(source = %self.handle.name(), %reason, "record set aside");
-                    let source = self.handle.name().to_string();
-                    notes.rejects.push(NewReject { source, reason, raw: record.raw });
+        for (at, record) in records.iter().enumerate() {
+            match self.validate(record) {
+                Ok(valid) => {
+                    origins.extend(std::iter::repeat_n(at, valid.len()));
+                    items.extend(valid);
                 }
+                Err(reason) => self.set_aside(&mut notes, record, reason),
             }
         }
         notes.mark = mark.map(|mark| SourceMark { source: self.handle.name().to_string(), mark });
-        let rejected = notes.rejects.len();
-        let accepted = self.store(items, notes, rejected as u64).await?;
-        Ok(Taken { accepted, rejected })
+        if self.service == Service::Cdr {
+            let rejected = notes.rejects.len();
+            return Ok(Taken { accepted: self.store(items, notes, rejected as u64).await?, rejected });
+        }
+        loop {
+            let rejected = notes.rejects.len();
+            match self.store(items.clone(), notes.clone(), rejected as u64).await {
+                Ok(accepted) => return Ok(Taken { accepted, rejected }),
+                // A status after its call's HANGUP (SPEC §3): that record is set aside and
+                // the others are stored (a CDR source never meets this).
+                Err(IntakeError::AfterHangup { index, call_id }) if index < items.len() => {
+                    let at = origins[index];
+                    let keep: Vec<bool> = origins.iter().map(|o| *o != at).collect();
+                    let mut k = keep.iter();
+                    items.retain(|_| *k.next().expect("one flag per item"));
+                    origins.retain(|o| *o != at);
+                    let reason = format!("call {call_id} has already hung up");
+                    self.set_aside(&mut notes, &records[at], reason);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn set_aside(&self, notes: &mut SourceNotes, record: &Mapped, reason: String) {
+        tracing::warn!(source = %self.handle.name(), %reason, "record set aside");
+        let source = self.handle.name().to_string();
+        notes.rejects.push(NewReject { source, reason, raw: record.raw.clone() });
     }
 
     /// Re-drives reject `id` (its record parsed again by `parse`): stored and the reject
@@ -160,10 +194,10 @@ impl Feed {
     fn validate(&self, record: &Mapped) -> Result<Vec<IngestItem>, String> {
         let cdrs = record.cdrs.clone()?;
         if cdrs.is_empty() {
-            return Err("the record gives no CDR".into());
+            return Err("the record gives no event".into());
         }
         let several = cdrs.len() > 1;
-        let mut events = schema::validate_body(Service::Cdr, &Value::Array(cdrs)).map_err(|errors| reason(&errors))?;
+        let mut events = schema::validate_body(self.service, &Value::Array(cdrs)).map_err(|errors| reason(&errors))?;
         if let Some(key) = &record.key {
             for (i, event) in events.iter_mut().enumerate() {
                 event.identify_record(if several { format!("{key}#{i}") } else { key.clone() });

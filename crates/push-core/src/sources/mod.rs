@@ -10,7 +10,9 @@
 //! [`start`] wires every configured source; each registers a [`SourceHandle`] with
 //! [`Sources`], whose figures `GET /v1/sources` and `/readyz` show.
 
+pub mod ami;
 pub mod asterisk_csv;
+pub mod esl;
 pub mod feed;
 pub mod freeswitch;
 pub mod localtime;
@@ -79,6 +81,13 @@ pub async fn start(ctx: &Context) -> anyhow::Result<Started> {
     }
     if let (Service::Cdr, Some(redis)) = (ctx.service, &ctx.settings.sources.redis) {
         started.tasks.extend(redis::start(ctx, redis)?);
+    }
+    // Real-time statuses straight from the switch (issue 16).
+    if let (Service::Status, Some(esl)) = (ctx.service, &ctx.settings.sources.esl) {
+        started.tasks.push(esl::start(ctx, esl));
+    }
+    if let Some(ami) = &ctx.settings.sources.ami {
+        started.tasks.push(ami::start(ctx, ami)?);
     }
     Ok(started)
 }

@@ -5,7 +5,7 @@
 //! a record that cannot be mapped is 422 with the reason, so mod_json_cdr retries it and at
 //! last keeps it in its `err-log-dir` spool, which `cdr-pusher import freeswitch` replays.
 
-mod body;
+pub(crate) mod body;
 pub(crate) mod cause;
 mod map;
 
