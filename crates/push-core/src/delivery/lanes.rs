@@ -184,8 +184,13 @@ impl Lanes {
     /// Starts ready deliveries of lane `i` while the in-flight limits, its breaker and its
     /// rate limit allow; returns how many.
     fn pump(&mut self, i: usize) -> usize {
-        let (now, at) = (self.clock.now_ms(), Instant::now());
         let lane = &mut self.lanes[i];
+        if lane.ready.is_empty() {
+            return 0;
+        }
+        // Time is read only where a breaker or a rate limit needs it.
+        let timed = !lane.open_for_attempts() || lane.pace.is_some();
+        let (now, at) = if timed { (self.clock.now_ms(), Instant::now()) } else { (0, Instant::now()) };
         let before = self.running;
         while self.running < self.max_in_flight && lane.may_start(now, at) {
             let Some(claimed) = lane.ready.pop_front() else { break };
@@ -392,13 +397,17 @@ impl Lanes {
 
     /// Lane `i`'s breaker and health take in a finished attempt.
     fn learn_result(&mut self, i: usize, c: &Completion) {
-        let now = self.clock.now_ms();
         let lane = &mut self.lanes[i];
+        let success = c.next == NextState::Delivered;
+        // The common case touches nothing: a success of a closed breaker with no failures.
+        if success && lane.probe.is_none() && lane.breaker.is_closed() && lane.breaker.failures() == 0 {
+            return;
+        }
+        let now = self.clock.now_ms();
         let probe = lane.probe == Some(c.id);
         if probe {
             lane.probe = None;
         }
-        let success = c.next == NextState::Delivered;
         let before = lane.breaker.failures();
         let transition = lane.breaker.record(success, probe, now);
         if !success {
