@@ -112,7 +112,7 @@ async fn a_duplicate_is_answered_with_the_first_event_id_and_stored_once() {
         let mut again = items(Service::Cdr, seed_cdr("dup"), &["a"]);
         again[0].event_id = "another-id".into();
         match ingest(&*store, again, NOW + 1).await {
-            IngestOutcome::Accepted { items, new_deliveries } => {
+            IngestOutcome::Accepted { items, new_deliveries, .. } => {
                 assert!(items[0].duplicate);
                 assert_eq!(items[0].event_id, "id-dup-0");
                 assert!(new_deliveries.is_empty());

@@ -1,0 +1,86 @@
+//! Stale statuses (`status.supersede`, status-pusher only): a status that keeps failing for
+//! one subscriber is given up as `superseded` once a later status of its call is pending for
+//! that subscriber, so the call's chain goes on exactly as after a dead one. Both paths only
+//! look at chains that already hold a failed status: the common case costs nothing.
+
+use std::borrow::Cow;
+
+use rusqlite::Connection;
+
+use super::{Completion, NextState};
+
+/// Supersedes the deliveries whose ids are in `?1` (JSON) that are still pending and have a
+/// later pending status of their call for their subscriber (found by call); returns each one's
+/// `id, subscriber, call_id`.
+pub(super) const SUPERSEDE_RETRIES: &str = "UPDATE deliveries SET state = 'superseded', updated_at = ?2
+     WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'pending' AND claimed = 0
+       AND EXISTS (SELECT 1 FROM deliveries d INDEXED BY deliveries_call
+                   WHERE d.call_id = deliveries.call_id AND d.subscriber = deliveries.subscriber
+                     AND d.state = 'pending' AND d.id > deliveries.id)
+     RETURNING id, subscriber, call_id";
+
+/// Supersedes the head of each `[subscriber, call_id]` chain of `?1` (JSON) that has failed
+/// at least once this round and is not in flight; returns each one's `subscriber, call_id`.
+pub(super) const SUPERSEDE_HEADS: &str = "UPDATE deliveries SET state = 'superseded', updated_at = ?2
+     FROM json_each(?1) AS v
+     WHERE deliveries.claimed = 0 AND deliveries.attempts > deliveries.round_start
+       AND deliveries.id = (SELECT d.id FROM deliveries d INDEXED BY deliveries_call
+                            WHERE d.subscriber = v.value->>0 AND d.call_id = v.value->>1 AND d.state = 'pending'
+                            ORDER BY d.id LIMIT 1)
+     RETURNING subscriber, call_id";
+
+/// After the results of `done` are recorded: each status that failed with a retry to follow
+/// is superseded instead when a later status of its call is pending. Returns their ids and
+/// subscribers.
+pub(super) fn retries(tx: &Connection, done: &[Completion], now: i64) -> anyhow::Result<Vec<(i64, String)>> {
+    let ids: Vec<i64> = done.iter().filter(|c| matches!(c.next, NextState::RetryAt(_))).map(|c| c.id).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = tx.prepare_cached(SUPERSEDE_RETRIES)?;
+    let rows = stmt.query_map(rusqlite::params![serde_json::to_string(&ids)?, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// `done` as the chains see it: a superseded status finishes like a dead one, so
+/// `release_chains` lets the next status of its call go.
+pub(super) fn as_finished<'d>(done: &'d [Completion], superseded: &[(i64, String)]) -> Cow<'d, [Completion]> {
+    if superseded.is_empty() {
+        return Cow::Borrowed(done);
+    }
+    let mut finished = done.to_vec();
+    for c in finished.iter_mut().filter(|c| superseded.iter().any(|(id, _)| *id == c.id)) {
+        c.next = NextState::Dead;
+    }
+    Cow::Owned(finished)
+}
+
+/// In the ingest transaction, after the new rows are written: supersedes the failed, idle
+/// head of each `(subscriber, call_id)` chain a new status was stored behind, and lets the
+/// next status of each go. Returns the chains it superseded a head of.
+pub(super) fn heads(tx: &Connection, chains: &[(&str, &str)], now: i64) -> anyhow::Result<Vec<(String, String)>> {
+    if chains.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found: Vec<(String, String)> = {
+        let mut stmt = tx.prepare_cached(SUPERSEDE_HEADS)?;
+        let rows =
+            stmt.query_map(rusqlite::params![serde_json::to_string(chains)?, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let release: Vec<(&str, &str, bool)> = found.iter().map(|(s, c)| (s.as_str(), c.as_str(), false)).collect();
+    super::deliveries::release_heads(tx, &release)?;
+    Ok(found)
+}
+
+/// How many of `subscribers` there are of each.
+pub(super) fn per_subscriber<'s>(subscribers: impl Iterator<Item = &'s str>) -> Vec<(String, u64)> {
+    let mut counts: Vec<(String, u64)> = Vec::new();
+    for s in subscribers {
+        match counts.iter_mut().find(|(x, _)| x == s) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((s.to_string(), 1)),
+        }
+    }
+    counts
+}
