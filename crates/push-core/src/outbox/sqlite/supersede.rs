@@ -84,3 +84,73 @@ pub(super) fn per_subscriber<'s>(subscribers: impl Iterator<Item = &'s str>) -> 
     }
     counts
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection as _, Row as _};
+
+    use super::super::MIGRATOR;
+
+    /// `sqlite_master` of `deliveries` (table and indexes), the table's CHECK set aside.
+    async fn schema(conn: &mut sqlx::SqliteConnection) -> Vec<(String, String)> {
+        let rows = sqlx::query("SELECT name, sql FROM sqlite_master WHERE tbl_name = 'deliveries' ORDER BY name")
+            .fetch_all(conn)
+            .await
+            .expect("schema");
+        rows.iter()
+            .map(|r| (r.get(0), r.get::<String, _>(1).split_whitespace().collect::<Vec<_>>().join(" ")))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn migration_0007_keeps_a_0006_databases_rows_states_and_indexes() {
+        // A database as 0001-0006 left it, with rows in every state.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = dir.path().join("migrations");
+        std::fs::create_dir(&old).unwrap();
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        for entry in std::fs::read_dir(&all).unwrap().map(Result::unwrap) {
+            if entry.file_name().to_string_lossy().as_ref() < "0007" {
+                std::fs::copy(entry.path(), old.join(entry.file_name())).unwrap();
+            }
+        }
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
+        sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&mut conn).await.expect("0001-0006");
+        let before = schema(&mut conn).await;
+        sqlx::query(
+            "INSERT INTO events (id, event_id, dedup_key, call_id, payload, created_at) VALUES (1, 'e1', 'k1', 'c1', '{}', 5);
+             INSERT INTO deliveries (id, event_row, subscriber, call_id, sequence, state, blocked, claimed, attempts,
+                 round_start, next_attempt_at, last_status, last_error, created_at, updated_at, delivered_at,
+                 last_attempt_at, last_latency_ms)
+             VALUES (1, 1, 'a', 'c1', 0, 'delivered', 0, 0, 1, 0, 10, 200, NULL, 5, 6, 7, 8, 9),
+                    (2, 1, 'b', 'c1', 1, 'dead', 0, 0, 3, 1, 11, 500, 'refused', 5, 6, NULL, 8, 9),
+                    (3, 1, 'c', 'c1', 2, 'pending', 1, 0, 0, 0, 12, NULL, NULL, 5, 6, NULL, NULL, NULL);",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("rows");
+        let cols = "id, event_row, subscriber, call_id, sequence, state, blocked, claimed, attempts, round_start, \
+                    next_attempt_at, last_status, last_error, created_at, updated_at, delivered_at, last_attempt_at, \
+                    last_latency_ms";
+        let quoted: Vec<String> = cols.split(", ").map(|c| format!("quote({c})")).collect();
+        let rows = format!("SELECT {} FROM deliveries ORDER BY id", quoted.join(" || ',' || "));
+        let rows = rows.as_str();
+        let dump = |rows: Vec<sqlx::sqlite::SqliteRow>| -> Vec<String> { rows.iter().map(|r| r.get(0)).collect() };
+        let kept = dump(sqlx::query(rows).fetch_all(&mut conn).await.unwrap());
+
+        MIGRATOR.run(&mut conn).await.expect("0007 and later");
+        assert_eq!(dump(sqlx::query(rows).fetch_all(&mut conn).await.unwrap()), kept, "every row and column kept");
+        let after = schema(&mut conn).await;
+        let names = |s: &[(String, String)]| s.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&after), names(&before), "the same indexes");
+        assert_eq!(after[1..], before[1..], "indexes identical (deliveries_call, _due, _unfinished)");
+        assert!(after[0].1.contains("'superseded'"), "{:?}", after[0]);
+        sqlx::query("UPDATE deliveries SET state = 'superseded' WHERE id = 3")
+            .execute(&mut conn)
+            .await
+            .expect("allowed");
+        let bad = sqlx::query("UPDATE deliveries SET state = 'lost' WHERE id = 3").execute(&mut conn).await;
+        assert!(bad.is_err(), "the CHECK still refuses other states");
+    }
+}
