@@ -252,7 +252,9 @@ async fn with_supersede_a_failed_status_with_a_later_one_pending_is_superseded_a
         ingest(&*store, items(Service::Status, status_event("s2", "RINGING", NOW), &["a"]), NOW).await;
         let head = claim(&*store, "a", 10, NOW).await;
         store.cycle(Arc::new(vec![failed(&head.items[0], NOW + 60_000)]), vec![], NOW).await.expect("record");
-        match ingest(&*store, items(Service::Status, status_event("s2", "ANSWERED", NOW), &["a"]), NOW).await {
+        let mut later = items(Service::Status, status_event("s2", "ANSWERED", NOW), &["a"]);
+        later[0].event_id = "id-s2-answered".into();
+        match ingest(&*store, later, NOW).await {
             IngestOutcome::Accepted { superseded, .. } => assert_eq!(superseded, [("a".to_string(), 1)]),
             other => panic!("{other:?}"),
         }

@@ -111,7 +111,7 @@ async fn a_status_failing_after_a_later_one_is_pending_is_superseded_after_its_a
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
     let id = page["items"][0]["id"].as_i64().unwrap();
     let (_, detail) = app.get_json(&format!("/v1/deliveries/{id}")).await;
-    assert_eq!(detail["attempts"].as_array().map(Vec::len), Some(1), "the attempt is logged: {detail}");
+    assert_eq!(detail["attemptLog"].as_array().map(Vec::len), Some(1), "the attempt is logged: {detail}");
     app.stop().await.unwrap();
 }
 
