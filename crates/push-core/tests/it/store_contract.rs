@@ -281,3 +281,38 @@ async fn without_supersede_a_failed_status_holds_the_next() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_superseded_status_is_kept_for_dead_retention_like_a_dead_one() {
+    each_backend_with(Service::Status, true, |store| async move {
+        let body = Value::Array(vec![status_event("k1", "ANSWERED", NOW), status_event("k1", "HANGUP", NOW)]);
+        ingest(&*store, items(Service::Status, body, &["a"]), NOW).await;
+        let head = claim(&*store, "a", 10, NOW).await;
+        let done = Arc::new(vec![failed(&head.items[0], NOW + 60_000)]);
+        let next = store.cycle(done, vec![("a".into(), 10)], NOW).await.expect("cycle");
+        finish(&*store, &next, 0, NextState::Delivered, NOW).await;
+        let policy = RetentionPolicy {
+            retention_ms: Some(DAY),
+            dead_retention_ms: Some(10 * DAY),
+            dedup_window_ms: Some(30 * DAY),
+        };
+        let purge_all = |at: i64| {
+            let store = store.clone();
+            async move {
+                let mut purged = 0;
+                loop {
+                    let report = store.purge(policy, at).await.unwrap();
+                    purged += report.events;
+                    if !report.more {
+                        break purged;
+                    }
+                }
+            }
+        };
+        assert_eq!(purge_all(NOW + 2 * DAY).await, 1, "the delivered HANGUP; the superseded one waits");
+        assert_eq!(counts(&store.stats().await.unwrap(), "a", "superseded"), 1);
+        assert_eq!(purge_all(NOW + 11 * DAY).await, 1, "then it goes after dead_retention");
+        assert_eq!(counts(&store.stats().await.unwrap(), "a", "superseded"), 0);
+    })
+    .await;
+}
