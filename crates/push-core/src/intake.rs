@@ -68,6 +68,11 @@ impl Intake {
         &self.outbox
     }
 
+    /// Wakes the delivery loop: work became claimable outside ingest (moved deliveries).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Whether the program has stopped taking events (readiness says so).
     pub fn is_stopping(&self) -> bool {
         self.stopping.is_cancelled()

@@ -69,6 +69,7 @@ impl Default for ReceiverConfig {
             seed: None,
             print: false,
             tolerance_secs: DEFAULT_TOLERANCE_SECS,
+            gaps_expected: false,
         }
     }
 }
@@ -124,11 +125,8 @@ impl Receiver {
             Some(seed) => ChaCha8Rng::seed_from_u64(seed),
             None => ChaCha8Rng::from_os_rng(),
         };
-        let shared = Arc::new(Shared {
-            config,
-            secret,
-            inner: Mutex::new(Inner { tracker: Tracker::new(config.gaps_expected), rng, out }),
-        });
+        let tracker = Tracker::new(config.gaps_expected);
+        let shared = Arc::new(Shared { config, secret, inner: Mutex::new(Inner { tracker, rng, out }) });
         let addr = listener.local_addr()?;
         let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
         let stop = CancellationToken::new();

@@ -55,6 +55,9 @@ pub enum ApiError {
     /// Over `ingest.rate_limit_per_second`.
     #[error("rate limit exceeded; retry after {0:?}")]
     RateLimited(Duration),
+    /// The request conflicts with the program's state.
+    #[error("{0}")]
+    Conflict(String),
     /// No such thing.
     #[error("{0} not found")]
     NotFound(String),
@@ -99,6 +102,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unmappable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unmappable_record"),
             ApiError::InvalidConfig { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_configuration"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -9,6 +9,7 @@ mod ops;
 mod security;
 mod sources_api;
 mod subscribers;
+mod subscribers_ops;
 
 use std::sync::Arc;
 
@@ -81,6 +82,8 @@ pub fn router(state: AppState, sources: Router) -> Router {
         .route("/v1/subscribers", get(subscribers::list))
         .route("/v1/subscribers/{id}/pause", post(subscribers::pause))
         .route("/v1/subscribers/{id}/resume", post(subscribers::resume))
+        .route("/v1/subscribers/{id}/drop", post(subscribers_ops::drop))
+        .route("/v1/subscribers/{id}/move", post(subscribers_ops::r#move))
         .route("/v1/reload", post(subscribers::reload))
         .route("/v1/sources", get(sources_api::list))
         .route("/v1/sources/rejects", get(sources_api::rejects))

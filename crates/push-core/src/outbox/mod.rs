@@ -18,7 +18,9 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use self::error::StoreError;
 pub use self::policy::{PurgeReport, RetentionPolicy};
-pub use self::records::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, RejectRecord, StatsRow};
+pub use self::records::{
+    AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, MoveReport, Page, RejectRecord, StatsRow,
+};
 pub use self::sqlite::DatabaseInUse;
 pub use self::store::{Store, StoreCounters, StoreFuture};
 use crate::{config::Service, schema::StoredEvent, slots::Slots};

@@ -108,3 +108,12 @@ pub struct RejectRecord {
     /// When (ms).
     pub created_at: i64,
 }
+
+/// What moving a removed subscriber's pending deliveries to another one did.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct MoveReport {
+    /// Deliveries that are now the other subscriber's.
+    pub moved: u64,
+    /// Deliveries left where they were: the other subscriber already has their event.
+    pub skipped: u64,
+}

@@ -8,7 +8,7 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use super::{
-    ClaimBatch, Completion, DeliveryDetail, DeliveryFilter, IngestItem, IngestOutcome, Page, PurgeReport,
+    ClaimBatch, Completion, DeliveryDetail, DeliveryFilter, IngestItem, IngestOutcome, MoveReport, Page, PurgeReport,
     RedeliverFilter, RejectRecord, RetentionPolicy, SourceNotes, StatsRow, StoreError,
 };
 
@@ -70,6 +70,14 @@ pub trait Store: Send + Sync + 'static {
     fn set_paused(&self, subscriber: String, paused: bool, now: i64) -> StoreFuture<'_, ()>;
     /// Subscribers the operator paused.
     fn paused(&self) -> StoreFuture<'_, Vec<String>>;
+    /// Gives up the pending deliveries of a subscriber that is no longer configured: they
+    /// become dead ("dropped by operator"), kept, listed and re-deliverable like any dead
+    /// delivery; answers how many.
+    fn drop_deliveries(&self, subscriber: String, now: i64) -> StoreFuture<'_, u64>;
+    /// Moves the pending deliveries of a subscriber that is no longer configured to `to`,
+    /// skipping those whose event `to` already has; status chains of `to` are re-linked so
+    /// they go in order.
+    fn move_deliveries(&self, from: String, to: String, now: i64) -> StoreFuture<'_, MoveReport>;
     /// Whether it answers now (`/readyz`).
     fn is_ready(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
     /// Whether its last write that changed rows failed (a full disk, a read-only file):

@@ -13,6 +13,7 @@ mod ingest;
 mod intake;
 mod ops;
 mod ordering;
+mod orphans;
 mod readiness;
 mod retention;
 mod security;

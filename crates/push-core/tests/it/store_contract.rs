@@ -316,3 +316,51 @@ async fn a_superseded_status_is_kept_for_dead_retention_like_a_dead_one() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_held_attempt_keeps_its_retry_step_and_a_returned_claim_changes_nothing() {
+    each_backend(Service::Cdr, |store| async move {
+        ingest(&*store, items(Service::Cdr, seed_cdr("h1"), &["a"]), NOW).await;
+        let first = claim(&*store, "a", 10, NOW).await;
+        finish(&*store, &first, 0, NextState::Held, NOW).await;
+        let again = claim(&*store, "a", 10, NOW).await;
+        assert_eq!(again.items.len(), 1, "held: pending, due as before");
+        let c = &again.items[0];
+        assert_eq!((c.attempts, c.round_start), (1, 1), "logged as an attempt that does not count");
+        finish(&*store, &again, 0, NextState::Returned, NOW).await;
+        let back = claim(&*store, "a", 10, NOW).await;
+        assert_eq!((back.items[0].attempts, back.items[0].round_start), (1, 1), "returned: nothing changed");
+        let detail = store.delivery(back.items[0].id).await.unwrap().unwrap();
+        assert_eq!(detail.attempt_log.len(), 1, "the held attempt is in the log, the returned claim is not");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pause_is_kept_and_a_removed_subscribers_deliveries_are_dropped_or_moved() {
+    each_backend(Service::Status, |store| async move {
+        store.set_paused("b".into(), true, NOW).await.unwrap();
+        assert_eq!(store.paused().await.unwrap(), ["b"]);
+        store.set_paused("b".into(), false, NOW).await.unwrap();
+        assert!(store.paused().await.unwrap().is_empty());
+
+        let call = |id: &str| Value::Array(["DIALING", "HANGUP"].iter().map(|s| status_event(id, s, NOW)).collect());
+        ingest(&*store, items(Service::Status, call("m1"), &["gone"]), NOW).await;
+        ingest(&*store, items(Service::Status, call("m2"), &["gone", "a"]), NOW).await;
+        let report = store.move_deliveries("gone".into(), "a".into(), NOW).await.unwrap();
+        assert_eq!((report.moved, report.skipped), (2, 2), "m2's two are a's already");
+        assert_eq!(store.drop_deliveries("gone".into(), NOW).await.unwrap(), 2);
+        let stats = store.stats().await.unwrap();
+        assert_eq!((counts(&stats, "gone", "dead"), counts(&stats, "gone", "pending")), (2, 0));
+        assert_eq!(counts(&stats, "a", "pending"), 4);
+        for _ in 0..2 {
+            let batch = claim(&*store, "a", 10, NOW).await;
+            assert_eq!(batch.items.len(), 2, "one head per call, m1's moved chain included");
+            for i in 0..2 {
+                finish(&*store, &batch, i, NextState::Delivered, NOW).await;
+            }
+        }
+        assert_eq!(counts(&store.stats().await.unwrap(), "a", "delivered"), 4);
+    })
+    .await;
+}

@@ -9,8 +9,8 @@ use super::{
     deliveries,
     ingest::{self, Plan, Request},
     supersede,
-    writer::{finish, Command, Finish, Reply},
-    ClaimBatch, Claimed, Completion, IngestItem, IngestOutcome, RedeliverFilter, SourceNotes, StoreError,
+    writer::{finish, Command, Finish, Reply, Settle},
+    ClaimBatch, Claimed, Completion, IngestItem, IngestOutcome, MoveReport, RedeliverFilter, SourceNotes, StoreError,
 };
 use crate::slots::Slots;
 
@@ -46,6 +46,7 @@ pub(super) fn apply_group(
             Command::Pause { subscriber, paused, now, reply } => {
                 others.push(LoopCommand::Pause { subscriber, paused, now, reply })
             }
+            Command::Settle { settle, now, reply } => others.push(LoopCommand::Settle { settle, now, reply }),
         }
     }
     let savepoints = usize::from(!ingests.is_empty()) + others.len() > 1;
@@ -79,6 +80,7 @@ fn fail(command: Command, e: &StoreError) -> Finish {
         Command::Redeliver { reply, .. } => finish(reply, Err(e.clone())),
         Command::ReleaseClaims { reply } => finish(reply, Err(e.clone())),
         Command::Pause { reply, .. } => finish(reply, Err(e.clone())),
+        Command::Settle { reply, .. } => finish(reply, Err(e.clone())),
     }
 }
 
@@ -89,6 +91,7 @@ enum LoopCommand {
     Redeliver { filter: RedeliverFilter, now: i64, reply: Reply<u64> },
     ReleaseClaims { reply: Reply<()> },
     Pause { subscriber: String, paused: bool, now: i64, reply: Reply<()> },
+    Settle { settle: Settle, now: i64, reply: Reply<MoveReport> },
 }
 
 /// An ingest request taken from its command.
@@ -169,6 +172,7 @@ enum Ran {
     Cycle(Reply<ClaimBatch>, anyhow::Result<ClaimBatch>),
     Redeliver(Reply<u64>, anyhow::Result<u64>),
     ReleaseClaims(Reply<()>, anyhow::Result<()>),
+    Settle(Reply<MoveReport>, anyhow::Result<MoveReport>),
 }
 
 impl Ran {
@@ -177,6 +181,7 @@ impl Ran {
             Ran::Cycle(_, r) => r.is_ok(),
             Ran::Redeliver(_, r) => r.is_ok(),
             Ran::ReleaseClaims(_, r) => r.is_ok(),
+            Ran::Settle(_, r) => r.is_ok(),
         }
     }
 
@@ -189,6 +194,7 @@ impl Ran {
             Ran::Cycle(reply, r) => finish(reply, with(kept, r)),
             Ran::Redeliver(reply, r) => finish(reply, with(kept, r)),
             Ran::ReleaseClaims(reply, r) => finish(reply, with(kept, r)),
+            Ran::Settle(reply, r) => finish(reply, with(kept, r)),
         }
     }
 }
@@ -210,6 +216,7 @@ fn apply_one(
                 LoopCommand::Cycle { reply, .. } => finish(reply, Err(e)),
                 LoopCommand::Redeliver { reply, .. } => finish(reply, Err(e)),
                 LoopCommand::ReleaseClaims { reply } | LoopCommand::Pause { reply, .. } => finish(reply, Err(e)),
+                LoopCommand::Settle { reply, .. } => finish(reply, Err(e)),
             };
             return (failed, true);
         }
@@ -261,6 +268,12 @@ fn run_command(conn: &Connection, command: LoopCommand, (ordered, supersede): (b
         }
         LoopCommand::Pause { subscriber, paused, now, reply } => {
             Ran::ReleaseClaims(reply, deliveries::set_paused(conn, &subscriber, paused, now))
+        }
+        LoopCommand::Settle { settle, now, reply } => {
+            if let Settle::Move { to, .. } = &settle {
+                slots.mark_backlog(to);
+            }
+            Ran::Settle(reply, deliveries::settle(conn, &settle, now, ordered))
         }
     }
 }

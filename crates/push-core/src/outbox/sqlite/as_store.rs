@@ -3,9 +3,9 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use super::{
-    ClaimBatch, Completion, DeliveryDetail, DeliveryFilter, IngestItem, IngestOutcome, Outbox, Page, PurgeReport,
-    RedeliverFilter, RejectRecord, RetentionPolicy, SourceNotes, StatsRow, Store, StoreCounters, StoreError,
-    StoreFuture,
+    ClaimBatch, Completion, DeliveryDetail, DeliveryFilter, IngestItem, IngestOutcome, MoveReport, Outbox, Page,
+    PurgeReport, RedeliverFilter, RejectRecord, RetentionPolicy, SourceNotes, StatsRow, Store, StoreCounters,
+    StoreError, StoreFuture,
 };
 
 /// A read's error, as the store's.
@@ -58,6 +58,12 @@ impl Store for Outbox {
     }
     fn paused(&self) -> StoreFuture<'_, Vec<String>> {
         Box::pin(async move { read(Outbox::paused(self).await) })
+    }
+    fn drop_deliveries(&self, subscriber: String, now: i64) -> StoreFuture<'_, u64> {
+        Box::pin(async move { Ok(self.settle(super::writer::Settle::Drop { subscriber }, now).await?.moved) })
+    }
+    fn move_deliveries(&self, from: String, to: String, now: i64) -> StoreFuture<'_, MoveReport> {
+        Box::pin(self.settle(super::writer::Settle::Move { from, to }, now))
     }
     fn is_ready(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(Outbox::is_ready(self))

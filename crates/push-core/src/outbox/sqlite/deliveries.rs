@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection};
 
-use super::{bulk, ClaimBatch, Claimed, Completion, NextState, RedeliverFilter};
+use super::{bulk, writer::Settle, ClaimBatch, Claimed, Completion, MoveReport, NextState, RedeliverFilter};
 
 /// A claimed delivery from a row of [`CLAIM`] or [`RELEASE_HEADS`]: `id, call_id, attempts,
 /// round_start, _, event_id, payload`.
@@ -281,4 +281,44 @@ pub(super) fn set_paused(tx: &Connection, subscriber: &str, paused: bool, now: i
         false => tx.execute("DELETE FROM subscriber_pauses WHERE subscriber = ?1", [subscriber])?,
     };
     Ok(())
+}
+
+/// Drops or moves a removed subscriber's pending deliveries (see [`Settle`]); a drop reports
+/// its count as `moved`.
+pub(super) fn settle(tx: &Connection, settle: &Settle, now: i64, ordered: bool) -> anyhow::Result<MoveReport> {
+    match settle {
+        Settle::Drop { subscriber } => {
+            let n = tx.execute(
+                "UPDATE deliveries SET state = 'dead', claimed = 0, updated_at = ?2,
+                     last_error = 'dropped by operator: subscriber removed'
+                 WHERE subscriber = ?1 AND state = 'pending'",
+                params![subscriber, now],
+            )?;
+            Ok(MoveReport { moved: n as u64, skipped: 0 })
+        }
+        Settle::Move { from, to } => {
+            let mut chains: Vec<(String, String)> = tx
+                .prepare(
+                    "UPDATE deliveries SET subscriber = ?2, claimed = 0, blocked = ?4, updated_at = ?3
+                     WHERE subscriber = ?1 AND state = 'pending'
+                       AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                       WHERE d.event_row = deliveries.event_row AND d.subscriber = ?2)
+                     RETURNING subscriber, call_id",
+                )?
+                .query_map(params![from, to, now, ordered], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let moved = chains.len() as u64;
+            let skipped: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE subscriber = ?1 AND state = 'pending'",
+                [from],
+                |r| r.get(0),
+            )?;
+            if ordered && moved > 0 {
+                chains.sort();
+                chains.dedup();
+                rechain(tx, &serde_json::to_string(&chains)?)?;
+            }
+            Ok(MoveReport { moved, skipped: skipped as u64 })
+        }
+    }
 }

@@ -42,8 +42,8 @@ use self::writer::{Command, Queued};
 // The seam's types, for this backend's modules (`super::…`).
 use super::{
     Accepted, AttemptRecord, ClaimBatch, Claimed, Completion, DeliveryDetail, DeliveryFilter, DeliveryRecord,
-    IngestItem, IngestOutcome, NextState, Page, PurgeReport, RedeliverFilter, RejectRecord, RetentionPolicy,
-    SourceNotes, StatsRow, Store, StoreCounters, StoreError, StoreFuture,
+    IngestItem, IngestOutcome, MoveReport, NextState, Page, PurgeReport, RedeliverFilter, RejectRecord,
+    RetentionPolicy, SourceNotes, StatsRow, Store, StoreCounters, StoreError, StoreFuture,
 };
 use crate::{config::Service, slots::Slots};
 
@@ -162,6 +162,11 @@ impl Outbox {
     /// Keeps (or forgets) that the operator paused `subscriber`; answers once on disk.
     pub async fn set_paused(&self, subscriber: String, paused: bool, now: i64) -> Result<(), StoreError> {
         self.call(|reply| Command::Pause { subscriber, paused, now, reply }).await
+    }
+
+    /// Drops or moves a removed subscriber's pending deliveries; answers once on disk.
+    async fn settle(&self, settle: writer::Settle, now: i64) -> Result<MoveReport, StoreError> {
+        self.call(|reply| Command::Settle { settle, now, reply }).await
     }
 
     /// Lets unfinished claims go, so the next start attempts them again at once.

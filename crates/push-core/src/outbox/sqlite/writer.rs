@@ -17,8 +17,8 @@ use super::{
     ingest::{Plan, RowIds},
     purge,
     syncer::{self, Committed},
-    ClaimBatch, Completion, Handoff, IngestItem, IngestOutcome, PurgeReport, RedeliverFilter, RetentionPolicy,
-    SourceNotes, StoreError,
+    ClaimBatch, Completion, Handoff, IngestItem, IngestOutcome, MoveReport, PurgeReport, RedeliverFilter,
+    RetentionPolicy, SourceNotes, StoreError,
 };
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -61,6 +61,16 @@ pub(super) enum Command {
     Redeliver { filter: RedeliverFilter, now: i64, reply: Reply<u64> },
     ReleaseClaims { reply: Reply<()> },
     Pause { subscriber: String, paused: bool, now: i64, reply: Reply<()> },
+    Settle { settle: Settle, now: i64, reply: Reply<MoveReport> },
+}
+
+/// What the operator does with a removed subscriber's pending deliveries.
+#[derive(Debug)]
+pub(super) enum Settle {
+    /// They become dead ("dropped by operator").
+    Drop { subscriber: String },
+    /// They become `to`'s.
+    Move { from: String, to: String },
 }
 
 /// What the writer's queue carries: a command applied with the rest of its group, or a
@@ -211,7 +221,10 @@ pub(super) struct WriterSetup {
 impl Command {
     /// Must survive a power loss before it is answered.
     fn is_durable(&self) -> bool {
-        matches!(self, Command::Ingest { .. } | Command::Redeliver { .. } | Command::Pause { .. })
+        matches!(
+            self,
+            Command::Ingest { .. } | Command::Redeliver { .. } | Command::Pause { .. } | Command::Settle { .. }
+        )
     }
 }
 
