@@ -105,7 +105,8 @@ pub(super) fn apply<'r>(
     let mut outcomes: Vec<IngestOutcome> = requests.iter().map(|r| planner.request(r)).collect();
     let written = write(tx, &rows, &known, ordered).and_then(|()| {
         if supersede {
-            supersede_heads(tx, requests, &rows, &mut outcomes, slots)?;
+            let behind = rows.deliveries.iter().filter(|d| d.blocked).map(|d| (d.subscriber, d.call_id));
+            supersede::at_ingest(tx, requests, behind.collect(), &mut outcomes, slots)?;
         }
         let kept = requests.iter().zip(&outcomes).filter(|(_, o)| matches!(o, IngestOutcome::Accepted { .. }));
         kept.filter(|(r, _)| !r.notes.is_empty()).try_for_each(|(r, _)| write_notes(tx, r.notes, r.now))
@@ -115,41 +116,6 @@ pub(super) fn apply<'r>(
         return Err(e);
     }
     Ok((outcomes, rows.handed))
-}
-
-/// `status.supersede`: the failed, idle head of each chain a new status was stored behind is
-/// superseded, and the next status of its call goes (see [`supersede::heads`]). Only chains
-/// that already had a pending head are looked at: a call with nothing pending costs nothing.
-/// Each superseded head is reported in the outcome of a request that stored a status of its
-/// call for its subscriber, so the queue-depth gauges stay right.
-fn supersede_heads(
-    tx: &Connection,
-    requests: &[Request<'_>],
-    rows: &Rows<'_>,
-    outcomes: &mut [IngestOutcome],
-    slots: &Slots,
-) -> anyhow::Result<()> {
-    let mut chains: Vec<(&str, &str)> =
-        rows.deliveries.iter().filter(|d| d.blocked).map(|d| (d.subscriber, d.call_id)).collect();
-    chains.sort_unstable();
-    chains.dedup();
-    let now = requests.first().map_or(0, |r| r.now);
-    for (subscriber, call_id) in supersede::heads(tx, &chains, now)? {
-        slots.mark_backlog(&subscriber);
-        let stored_it =
-            |r: &Request<'_>| r.items.iter().any(|i| i.event.call_id == call_id && i.subscribers.contains(&subscriber));
-        let found = requests
-            .iter()
-            .zip(outcomes.iter_mut())
-            .find(|(r, o)| matches!(o, IngestOutcome::Accepted { .. }) && stored_it(r));
-        if let Some((_, IngestOutcome::Accepted { superseded, .. })) = found {
-            match superseded.iter_mut().find(|(s, _)| *s == subscriber) {
-                Some((_, n)) => *n += 1,
-                None => superseded.push((subscriber, 1)),
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Returns the slots of deliveries that will not be handed over after all.

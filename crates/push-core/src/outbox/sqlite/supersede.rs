@@ -7,7 +7,8 @@ use std::borrow::Cow;
 
 use rusqlite::Connection;
 
-use super::{Completion, NextState};
+use super::{ingest::Request, Completion, IngestOutcome, NextState};
+use crate::slots::Slots;
 
 /// Supersedes the deliveries whose ids are in `?1` (JSON) that are still pending and have a
 /// later pending status of their call for their subscriber (found by call); returns each one's
@@ -71,6 +72,40 @@ pub(super) fn heads(tx: &Connection, chains: &[(&str, &str)], now: i64) -> anyho
     let release: Vec<(&str, &str, bool)> = found.iter().map(|(s, c)| (s.as_str(), c.as_str(), false)).collect();
     super::deliveries::release_heads(tx, &release)?;
     Ok(found)
+}
+
+/// `status.supersede` at ingest: the failed, idle head of each chain a new status was stored
+/// behind (`chains`: those of the new statuses that wait) is superseded, and the next status
+/// of its call goes (see [`heads`]). Only chains that already had a pending head are looked
+/// at: a call with nothing pending costs nothing.
+/// Each superseded head is reported in the outcome of a request that stored a status of its
+/// call for its subscriber, so the queue-depth gauges stay right.
+pub(super) fn at_ingest(
+    tx: &Connection,
+    requests: &[Request<'_>],
+    mut chains: Vec<(&str, &str)>,
+    outcomes: &mut [IngestOutcome],
+    slots: &Slots,
+) -> anyhow::Result<()> {
+    chains.sort_unstable();
+    chains.dedup();
+    let now = requests.first().map_or(0, |r| r.now);
+    for (subscriber, call_id) in heads(tx, &chains, now)? {
+        slots.mark_backlog(&subscriber);
+        let stored_it =
+            |r: &Request<'_>| r.items.iter().any(|i| i.event.call_id == call_id && i.subscribers.contains(&subscriber));
+        let found = requests
+            .iter()
+            .zip(outcomes.iter_mut())
+            .find(|(r, o)| matches!(o, IngestOutcome::Accepted { .. }) && stored_it(r));
+        if let Some((_, IngestOutcome::Accepted { superseded, .. })) = found {
+            match superseded.iter_mut().find(|(s, _)| *s == subscriber) {
+                Some((_, n)) => *n += 1,
+                None => superseded.push((subscriber, 1)),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How many of `subscribers` there are of each.
