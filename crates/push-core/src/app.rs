@@ -78,7 +78,9 @@ impl Application {
             crate::delivery::claim_capacity(d.max_in_flight_per_subscriber),
             routes.all().iter().map(|r| r.id.as_str()),
         ));
-        let opened = crate::outbox::open(&section.database, service, slots.clone()).await?;
+        // CDRs are never superseded (issue 14): only status-pusher reads `supersede`.
+        let supersede = section.supersede && service == Service::Status;
+        let opened = crate::outbox::open_with(&section.database, service, slots.clone(), supersede).await?;
         let (outbox, handed, writer) = (opened.store, opened.handed, opened.task);
         count_queues(&routes, outbox.as_ref()).await?;
         let wake = Arc::new(Notify::new());

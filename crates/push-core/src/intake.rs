@@ -106,10 +106,13 @@ impl Intake {
             IntakeError::Unavailable(e)
         })?;
         match outcome {
-            IngestOutcome::Accepted { items, new_deliveries } => {
+            IngestOutcome::Accepted { items, new_deliveries, superseded } => {
                 let new = items.iter().filter(|a| !a.duplicate).count() as u64;
                 for (subscriber, n) in &new_deliveries {
                     self.routes.queue_depth_add(subscriber, *n as f64);
+                }
+                for (subscriber, n) in &superseded {
+                    self.routes.superseded(subscriber, *n);
                 }
                 m::ingested(new, items.len() as u64 - new);
                 if new > 0 {

@@ -90,6 +90,14 @@ impl Routes {
             route.metrics.queue_depth.increment(delta);
         }
     }
+
+    /// Counts `n` of `subscriber`'s statuses given up as superseded (a no-op for an unknown
+    /// one): the metric, and the queue-depth gauge they leave.
+    pub fn superseded(&self, subscriber: &str, n: u64) {
+        if let Some(route) = self.get(subscriber) {
+            route.metrics.superseded(n);
+        }
+    }
 }
 
 /// The subscribers in force, replaced whole by a reload (`POST /v1/reload`, SIGHUP). Ingest
@@ -117,6 +125,11 @@ impl Roster {
     /// Moves the queue-depth gauge of `subscriber`, if it is in force.
     pub fn queue_depth_add(&self, subscriber: &str, delta: f64) {
         self.0.borrow().queue_depth_add(subscriber, delta);
+    }
+
+    /// As [`Routes::superseded`], for the subscribers in force.
+    pub fn superseded(&self, subscriber: &str, n: u64) {
+        self.0.borrow().superseded(subscriber, n);
     }
 
     /// Puts `routes` in force.

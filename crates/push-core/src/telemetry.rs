@@ -105,6 +105,7 @@ pub mod metrics {
         delivered: ::metrics::Counter,
         failed: ::metrics::Counter,
         dead: ::metrics::Counter,
+        superseded: ::metrics::Counter,
         latency: ::metrics::Histogram,
     }
 
@@ -128,6 +129,13 @@ pub mod metrics {
             }
         }
 
+        /// Counts `n` statuses given up as superseded (`voice_push_superseded_total`): they
+        /// leave the queue.
+        pub fn superseded(&self, n: u64) {
+            self.superseded.increment(n);
+            self.queue_depth.decrement(n as f64);
+        }
+
         /// Registers (or finds) the series labelled `subscriber`.
         pub fn new(subscriber: &str) -> Self {
             handle();
@@ -138,6 +146,7 @@ pub mod metrics {
                 delivered: ::metrics::counter!("voice_push_delivered_total", &label()),
                 failed: ::metrics::counter!("voice_push_attempts_failed_total", &label()),
                 dead: ::metrics::counter!("voice_push_dead_total", &label()),
+                superseded: ::metrics::counter!("voice_push_superseded_total", &label()),
                 latency: ::metrics::histogram!("voice_push_attempt_latency_seconds", &label()),
             }
         }

@@ -17,7 +17,7 @@ use crate::{
     telemetry,
 };
 
-const STATES: [&str; 3] = ["pending", "delivered", "dead"];
+const STATES: [&str; 4] = ["pending", "delivered", "dead", "superseded"];
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
@@ -39,9 +39,10 @@ fn storage(e: impl std::fmt::Display) -> ApiError {
 
 fn check_state(state: &Option<String>) -> Result<(), ApiError> {
     match state {
-        Some(s) if !STATES.contains(&s.as_str()) => {
-            Err(ApiError::BadParameter { field: "state", message: "must be pending, delivered or dead".into() })
-        }
+        Some(s) if !STATES.contains(&s.as_str()) => Err(ApiError::BadParameter {
+            field: "state",
+            message: "must be pending, delivered, dead or superseded".into(),
+        }),
         _ => Ok(()),
     }
 }
@@ -108,8 +109,8 @@ pub async fn redeliver_bulk(
 ) -> Result<impl IntoResponse, ApiError> {
     let req: BulkRedeliver = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let wanted = req.state.unwrap_or_else(|| "dead".into());
-    if !["dead", "delivered"].contains(&wanted.as_str()) {
-        return Err(ApiError::BadParameter { field: "state", message: "must be dead or delivered".into() });
+    if !["dead", "superseded", "delivered"].contains(&wanted.as_str()) {
+        return Err(ApiError::BadParameter { field: "state", message: "must be dead, superseded or delivered".into() });
     }
     if let Some(s) = &req.subscriber {
         if state.routes.current().get(s).is_none() {
@@ -130,7 +131,7 @@ pub async fn redeliver_bulk(
 
 /// A subscriber's entry of `/v1/stats` before anything is filled in.
 fn blank_stats() -> Value {
-    json!({"pending": 0, "delivered": 0, "dead": 0, "oldestDueAt": null, "oldestDueAgeMs": null})
+    json!({"pending": 0, "delivered": 0, "dead": 0, "superseded": 0, "oldestDueAt": null, "oldestDueAgeMs": null})
 }
 
 /// `GET /v1/stats`: counts by state per subscriber, and how long its oldest due delivery

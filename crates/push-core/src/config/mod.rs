@@ -233,6 +233,11 @@ pub struct ServiceSettings {
     /// Serve HTTPS with this certificate and key.
     #[serde(default)]
     pub tls: Option<TlsSettings>,
+    /// `status.supersede` (status-pusher only): a status that keeps failing for a subscriber
+    /// is given up as `superseded` once a later status of its call is pending for it, so the
+    /// call's later statuses go on. Off by default: every status, in order (SPEC).
+    #[serde(default)]
+    pub supersede: bool,
 }
 
 /// PEM files of the optional HTTPS listener.

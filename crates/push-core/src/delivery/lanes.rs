@@ -323,6 +323,11 @@ impl Lanes {
                         self.lanes[i].route.metrics.queue_depth.decrement(1.0);
                     }
                 }
+                for (subscriber, n) in &batch.superseded {
+                    if let Some(&i) = self.index.get(subscriber) {
+                        self.lanes[i].route.metrics.superseded(*n);
+                    }
+                }
                 self.enqueue(batch.items);
                 true
             }

@@ -54,6 +54,7 @@ fn the_total_is_shared_among_the_subscribers_that_want_work_only() {
     let batch = ClaimBatch {
         items: vec![claimed("s0", 1), claimed("s0", 2), claimed("s0", 3), claimed("s1", 4)],
         unfilled: vec![("s1".into(), None), ("s2".into(), Some(500)), ("s3".into(), None)],
+        superseded: vec![],
     };
     assert!(lanes.end_round(round, Ok(batch), Instant::now()));
     assert_eq!(slots.free_total(), 6, "the short claims' slots are back at once");
@@ -76,7 +77,7 @@ fn when_the_total_cannot_serve_everyone_the_next_round_starts_after_the_last_ser
 fn a_subscriber_with_nothing_claimable_is_asked_again_when_work_is_marked_or_falls_due() {
     let (mut lanes, slots) = lanes(1, 100);
     let round = lanes.begin_round(0).expect("a claim round");
-    let batch = ClaimBatch { items: vec![], unfilled: vec![("s0".into(), Some(1_000))] };
+    let batch = ClaimBatch { items: vec![], unfilled: vec![("s0".into(), Some(1_000))], superseded: vec![] };
     lanes.end_round(round, Ok(batch), Instant::now());
     assert_eq!(slots.free_total(), 100);
     assert!(!lanes.round_due(999, Instant::now()), "its next delivery falls due at 1000");
@@ -84,7 +85,7 @@ fn a_subscriber_with_nothing_claimable_is_asked_again_when_work_is_marked_or_fal
     assert!(lanes.round_due(1_000, Instant::now()), "due now");
 
     let round = lanes.begin_round(1_000).expect("a claim round");
-    let batch = ClaimBatch { items: vec![], unfilled: vec![("s0".into(), None)] };
+    let batch = ClaimBatch { items: vec![], unfilled: vec![("s0".into(), None)], superseded: vec![] };
     lanes.end_round(round, Ok(batch), Instant::now());
     slots.clear_backlog("s0");
     assert!(!lanes.round_due(10_000, Instant::now()), "nothing pending: not asked, however late");
@@ -98,7 +99,7 @@ fn a_filled_claim_is_followed_by_another_when_the_ready_queue_runs_low() {
     let round = lanes.begin_round(0).expect("a claim round");
     assert_eq!(asked(&round), [("s0", CAPACITY)]);
     let items = (0..CAPACITY as i64).map(|i| claimed("s0", i)).collect();
-    lanes.end_round(round, Ok(ClaimBatch { items, unfilled: vec![] }), Instant::now());
+    lanes.end_round(round, Ok(ClaimBatch { items, unfilled: vec![], superseded: vec![] }), Instant::now());
     assert_eq!(lanes.starts().len(), 32, "its in-flight limit");
     assert!(!lanes.round_due(0, Instant::now()), "its ready queue holds more than a slot's worth");
 }

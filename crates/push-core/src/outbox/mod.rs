@@ -41,11 +41,18 @@ pub struct Opened {
 /// the delivery loop's claim slots, shared with a backend that hands deliveries over at
 /// ingest.
 pub async fn open(url: &str, service: Service, slots: Arc<Slots>) -> anyhow::Result<Opened> {
+    open_with(url, service, slots, false).await
+}
+
+/// As [`open`], with `status.supersede` (status-pusher only; see [`ClaimBatch::superseded`]):
+/// a status that keeps failing for a subscriber is given up once a later one of its call is
+/// pending for it.
+pub async fn open_with(url: &str, service: Service, slots: Arc<Slots>, supersede: bool) -> anyhow::Result<Opened> {
     if !url.starts_with("sqlite:") {
         anyhow::bail!("database {url}: unsupported URL; the outbox is a SQLite file, sqlite://path");
     }
     let (deliveries, handed) = mpsc::unbounded_channel();
-    let (outbox, task) = sqlite::Outbox::open(url, service, sqlite::Handoff { slots, deliveries }).await?;
+    let (outbox, task) = sqlite::Outbox::open(url, service, sqlite::Handoff { slots, deliveries }, supersede).await?;
     Ok(Opened { store: Arc::new(outbox), handed, task })
 }
 
@@ -127,6 +134,9 @@ pub enum IngestOutcome {
         items: Vec<Accepted>,
         /// Deliveries stored, per subscriber (for the queue-depth gauge).
         new_deliveries: Vec<(String, u64)>,
+        /// Chain heads given up as `superseded` by this ingest (`status.supersede`), per
+        /// subscriber: they leave the queue.
+        superseded: Vec<(String, u64)>,
     },
     /// A status arrived after its call's HANGUP; nothing was stored.
     AfterHangup {
@@ -167,6 +177,10 @@ pub struct ClaimBatch {
     /// see [`crate::slots::Slots`]). A subscriber whose claim was filled is not listed: more
     /// of its deliveries may be due already.
     pub unfilled: Vec<(String, Option<i64>)>,
+    /// Failed statuses of the recorded results given up as `superseded` instead of retried
+    /// (`status.supersede`), per subscriber: they leave the queue although their result said
+    /// `RetryAt`.
+    pub superseded: Vec<(String, u64)>,
 }
 
 /// Where a delivery goes after an attempt.
@@ -222,7 +236,7 @@ pub struct Completion {
 pub struct RedeliverFilter {
     /// Only this delivery.
     pub id: Option<i64>,
-    /// Only deliveries in this state (`dead` or `delivered`).
+    /// Only deliveries in this state (`dead`, `superseded` or `delivered`).
     pub state: Option<String>,
     /// Only this subscriber's.
     pub subscriber: Option<String>,

@@ -6,7 +6,7 @@ use serde::Serialize;
 /// Filter and page of a delivery listing.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
-    /// `pending`, `delivered` or `dead`.
+    /// `pending`, `delivered`, `dead` or `superseded`.
     pub state: Option<String>,
     /// Subscriber id.
     pub subscriber: Option<String>,
@@ -30,7 +30,7 @@ pub struct DeliveryRecord {
     pub subscriber: String,
     /// Call id.
     pub call_id: String,
-    /// `pending`, `delivered` or `dead`.
+    /// `pending`, `delivered`, `dead` or `superseded`.
     pub state: String,
     /// Attempts made.
     pub attempts: i64,

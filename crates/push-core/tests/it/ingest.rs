@@ -92,7 +92,7 @@ impl Rig {
         let (status, page) = self.app.get_json("/v1/deliveries").await;
         assert_eq!((status, &page["items"]), (200, &json!([])), "nothing stored: {page}");
         let (_, stats) = self.app.get_json("/v1/stats").await;
-        let zero = json!({"pending": 0, "delivered": 0, "dead": 0, "oldestDueAt": null, "oldestDueAgeMs": null});
+        let zero = json!({"pending": 0, "delivered": 0, "dead": 0, "superseded": 0, "oldestDueAt": null, "oldestDueAgeMs": null});
         assert_eq!(stats["subscribers"]["demo"], zero, "nothing stored: {stats}");
         let (id, duplicate) = self.accept_one(probe).await;
         assert!(!duplicate);

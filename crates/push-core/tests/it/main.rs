@@ -26,3 +26,5 @@ mod sources_redis;
 mod sources_ucm;
 mod store_contract;
 mod subscriber_admin;
+// issue 14: stale statuses (status.supersede).
+mod supersede;

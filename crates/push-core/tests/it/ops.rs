@@ -112,7 +112,7 @@ async fn redelivery_one_and_in_bulk_brings_dead_deliveries_back() {
     let (_, stats) = app.get_json("/v1/stats").await;
     assert_eq!(
         stats["subscribers"]["demo"],
-        json!({"pending": 0, "delivered": 5, "dead": 0, "oldestDueAt": null, "oldestDueAgeMs": null})
+        json!({"pending": 0, "delivered": 5, "dead": 0, "superseded": 0, "oldestDueAt": null, "oldestDueAgeMs": null})
     );
 
     let (status, _) = post_json(&app, "/v1/deliveries/redeliver", &json!({"subscriber": "nobody"})).await;
@@ -211,7 +211,8 @@ async fn stats_of(app: &TestApp, subscriber: &str) -> Value {
 /// nothing due. Returns the time the earlier one falls due.
 async fn two_retries_an_hour_away(settings: &Settings, clock: &Arc<ManualClock>) -> i64 {
     let app = TestApp::spawn_with_clock(Service::Cdr, settings.clone(), clock.clone()).await;
-    let blank = json!({"pending": 0, "delivered": 0, "dead": 0, "oldestDueAt": null, "oldestDueAgeMs": null});
+    let blank =
+        json!({"pending": 0, "delivered": 0, "dead": 0, "superseded": 0, "oldestDueAt": null, "oldestDueAgeMs": null});
     assert_eq!(stats_of(&app, "starved").await, blank);
     let batch: Vec<Value> = (0..2).map(|i| seed_cdr(&format!("oldest-{i}"))).collect();
     assert_eq!(app.ingest(&Value::Array(batch)).await.status(), 202);
@@ -225,7 +226,8 @@ async fn two_retries_an_hour_away(settings: &Settings, clock: &Arc<ManualClock>)
     })
     .await;
     assert!((T0 + HOUR_MS..T0 + HOUR_MS + 10_000).contains(&due), "{due}");
-    let nothing_due = json!({"pending": 2, "delivered": 0, "dead": 0, "oldestDueAt": null, "oldestDueAgeMs": null});
+    let nothing_due =
+        json!({"pending": 2, "delivered": 0, "dead": 0, "superseded": 0, "oldestDueAt": null, "oldestDueAgeMs": null});
     assert_eq!(stats_of(&app, "starved").await, nothing_due, "the next attempt is an hour away");
     app.stop().await.unwrap();
     due

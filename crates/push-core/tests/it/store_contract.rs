@@ -32,10 +32,20 @@ where
     F: Fn(Arc<dyn Store>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    each_backend_with(service, false, case).await;
+}
+
+/// As [`each_backend`], with `status.supersede` on or off.
+async fn each_backend_with<F, Fut>(service: Service, supersede: bool, case: F)
+where
+    F: Fn(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path(), service) {
         let slots = Arc::new(Slots::new(0, 0, ["a", "b"]));
-        let opened = outbox::open(&url, service, slots).await.unwrap_or_else(|e| panic!("{url}: {e:#}"));
+        let opened =
+            outbox::open_with(&url, service, slots, supersede).await.unwrap_or_else(|e| panic!("{url}: {e:#}"));
         case(opened.store.clone()).await;
         opened.store.close().await;
         drop(opened.store);
@@ -112,7 +122,7 @@ async fn a_duplicate_is_answered_with_the_first_event_id_and_stored_once() {
         let mut again = items(Service::Cdr, seed_cdr("dup"), &["a"]);
         again[0].event_id = "another-id".into();
         match ingest(&*store, again, NOW + 1).await {
-            IngestOutcome::Accepted { items, new_deliveries } => {
+            IngestOutcome::Accepted { items, new_deliveries, .. } => {
                 assert!(items[0].duplicate);
                 assert_eq!(items[0].event_id, "id-dup-0");
                 assert!(new_deliveries.is_empty());
@@ -205,6 +215,104 @@ async fn purging_removes_finished_events_and_their_keys_answer_inside_the_window
             IngestOutcome::Accepted { items, .. } => assert!(items[0].duplicate, "its key outlives its body"),
             other => panic!("{other:?}"),
         }
+    })
+    .await;
+}
+
+/// The completion of one failed attempt of `c`, retried at `at`.
+fn failed(c: &outbox::Claimed, at: i64) -> Completion {
+    let (id, subscriber, call_id) = (c.id, c.subscriber.clone(), c.call_id.clone());
+    let next = NextState::RetryAt(at);
+    Completion {
+        id,
+        subscriber,
+        call_id,
+        attempt: c.attempts + 1,
+        at: NOW,
+        status: Some(500),
+        error: None,
+        latency_ms: 1,
+        next,
+    }
+}
+
+#[tokio::test]
+async fn with_supersede_a_failed_status_with_a_later_one_pending_is_superseded_and_the_next_goes() {
+    each_backend_with(Service::Status, true, |store| async move {
+        // After its attempt: ANSWERED fails while HANGUP waits behind it.
+        let body = Value::Array(vec![status_event("s1", "ANSWERED", NOW), status_event("s1", "HANGUP", NOW)]);
+        ingest(&*store, items(Service::Status, body, &["a"]), NOW).await;
+        let head = claim(&*store, "a", 10, NOW).await;
+        let done = Arc::new(vec![failed(&head.items[0], NOW + 60_000)]);
+        let batch = store.cycle(done, vec![("a".into(), 10)], NOW).await.expect("cycle");
+        assert_eq!(batch.superseded, [("a".to_string(), 1)], "reported for the queue-depth gauge");
+        let body: Value = serde_json::from_str(&batch.items[0].payload).unwrap();
+        assert_eq!(body["status"], "HANGUP", "the next one goes at once, not after the retry");
+        // At ingest: RINGING failed and waits for its retry when ANSWERED arrives.
+        ingest(&*store, items(Service::Status, status_event("s2", "RINGING", NOW), &["a"]), NOW).await;
+        let head = claim(&*store, "a", 10, NOW).await;
+        store.cycle(Arc::new(vec![failed(&head.items[0], NOW + 60_000)]), vec![], NOW).await.expect("record");
+        let mut later = items(Service::Status, status_event("s2", "ANSWERED", NOW), &["a"]);
+        later[0].event_id = "id-s2-answered".into();
+        match ingest(&*store, later, NOW).await {
+            IngestOutcome::Accepted { superseded, .. } => assert_eq!(superseded, [("a".to_string(), 1)]),
+            other => panic!("{other:?}"),
+        }
+        let next = claim(&*store, "a", 10, NOW).await;
+        let body: Value = serde_json::from_str(&next.items[0].payload).unwrap();
+        assert_eq!((body["callId"].as_str(), body["status"].as_str()), (Some("s2"), Some("ANSWERED")));
+        let stats = store.stats().await.unwrap();
+        assert_eq!(counts(&stats, "a", "superseded"), 2);
+        let filter = RedeliverFilter { state: Some("superseded".into()), ..RedeliverFilter::default() };
+        assert_eq!(store.redeliver(filter, NOW + 1).await.unwrap(), 2, "re-deliverable like dead");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_supersede_a_failed_status_holds_the_next() {
+    each_backend_with(Service::Status, false, |store| async move {
+        let body = Value::Array(vec![status_event("s1", "ANSWERED", NOW), status_event("s1", "HANGUP", NOW)]);
+        ingest(&*store, items(Service::Status, body, &["a"]), NOW).await;
+        let head = claim(&*store, "a", 10, NOW).await;
+        let batch = store.cycle(Arc::new(vec![failed(&head.items[0], NOW + 60_000)]), vec![("a".into(), 10)], NOW);
+        let batch = batch.await.expect("cycle");
+        assert!(batch.items.is_empty() && batch.superseded.is_empty(), "{batch:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_superseded_status_is_kept_for_dead_retention_like_a_dead_one() {
+    each_backend_with(Service::Status, true, |store| async move {
+        let body = Value::Array(vec![status_event("k1", "ANSWERED", NOW), status_event("k1", "HANGUP", NOW)]);
+        ingest(&*store, items(Service::Status, body, &["a"]), NOW).await;
+        let head = claim(&*store, "a", 10, NOW).await;
+        let done = Arc::new(vec![failed(&head.items[0], NOW + 60_000)]);
+        let next = store.cycle(done, vec![("a".into(), 10)], NOW).await.expect("cycle");
+        finish(&*store, &next, 0, NextState::Delivered, NOW).await;
+        let policy = RetentionPolicy {
+            retention_ms: Some(DAY),
+            dead_retention_ms: Some(10 * DAY),
+            dedup_window_ms: Some(30 * DAY),
+        };
+        let purge_all = |at: i64| {
+            let store = store.clone();
+            async move {
+                let mut purged = 0;
+                loop {
+                    let report = store.purge(policy, at).await.unwrap();
+                    purged += report.events;
+                    if !report.more {
+                        break purged;
+                    }
+                }
+            }
+        };
+        assert_eq!(purge_all(NOW + 2 * DAY).await, 1, "the delivered HANGUP; the superseded one waits");
+        assert_eq!(counts(&store.stats().await.unwrap(), "a", "superseded"), 1);
+        assert_eq!(purge_all(NOW + 11 * DAY).await, 1, "then it goes after dead_retention");
+        assert_eq!(counts(&store.stats().await.unwrap(), "a", "superseded"), 0);
     })
     .await;
 }

@@ -8,6 +8,7 @@ use rusqlite::Connection;
 use super::{
     deliveries,
     ingest::{self, Plan, Request},
+    supersede,
     writer::{finish, Command, Finish, Reply, Settle},
     ClaimBatch, Claimed, Completion, IngestItem, IngestOutcome, MoveReport, RedeliverFilter, SourceNotes, StoreError,
 };
@@ -29,7 +30,7 @@ pub(super) fn apply_group(
     group: Vec<Command>,
     ctx: Plan<'_>,
 ) -> (Vec<Finish>, Result<(), StoreError>, Vec<Claimed>) {
-    let (ordered, slots) = (ctx.ordered, ctx.slots);
+    let (ordered, supersede, slots) = (ctx.ordered, ctx.supersede, ctx.slots);
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let e = StoreError::transaction(e);
         let finishes = group.into_iter().map(|c| fail(c, &e)).collect();
@@ -51,7 +52,7 @@ pub(super) fn apply_group(
     let savepoints = usize::from(!ingests.is_empty()) + others.len() > 1;
     let (mut finishes, handed, mut keep) = apply_ingests(conn, ingests, ctx, savepoints);
     for command in others {
-        let (finish, kept) = apply_one(conn, command, ordered, slots, savepoints);
+        let (finish, kept) = apply_one(conn, command, (ordered, supersede), slots, savepoints);
         finishes.push(finish);
         keep &= kept;
     }
@@ -200,7 +201,14 @@ impl Ran {
 
 /// Applies one non-ingest command as one unit (see [`apply_group`]); also returns whether the
 /// transaction may be committed (false: it failed without a savepoint).
-fn apply_one(conn: &Connection, command: LoopCommand, ordered: bool, slots: &Slots, savepoint: bool) -> (Finish, bool) {
+/// `chains`: per-call chains on (status-pusher), and stale statuses superseded.
+fn apply_one(
+    conn: &Connection,
+    command: LoopCommand,
+    chains: (bool, bool),
+    slots: &Slots,
+    savepoint: bool,
+) -> (Finish, bool) {
     if savepoint {
         if let Err(e) = conn.execute_batch(BEGIN_UNIT) {
             let e = StoreError::transaction(e);
@@ -213,7 +221,7 @@ fn apply_one(conn: &Connection, command: LoopCommand, ordered: bool, slots: &Slo
             return (failed, true);
         }
     }
-    let ran = run_command(conn, command, ordered, slots);
+    let ran = run_command(conn, command, chains, slots);
     let ok = ran.ok();
     let kept = end_unit(conn, savepoint, ok);
     (ran.finish(kept), savepoint || ok)
@@ -221,15 +229,20 @@ fn apply_one(conn: &Connection, command: LoopCommand, ordered: bool, slots: &Slo
 
 /// Runs one non-ingest command. Keeps the subscribers' backlog marks (see [`Slots`]) in step
 /// with what it leaves claimable in the database.
-fn run_command(conn: &Connection, command: LoopCommand, ordered: bool, slots: &Slots) -> Ran {
+fn run_command(conn: &Connection, command: LoopCommand, (ordered, supersede): (bool, bool), slots: &Slots) -> Ran {
     match command {
         LoopCommand::Cycle { done, mut wants, now, reply } => {
             let result = (|| {
                 deliveries::complete(conn, &done)?;
+                // A failed status with a later one pending is given up (`status.supersede`).
+                let superseded = match supersede {
+                    true => supersede::retries(conn, &done, now)?,
+                    false => Vec::new(),
+                };
                 // A status let go after the one before it is claimed with it while the loop
                 // has room; the rest wait in the database.
                 let chained = match ordered {
-                    true => deliveries::release_chains(conn, &done, &mut wants)?,
+                    true => deliveries::release_chains(conn, &supersede::as_finished(&done, &superseded), &mut wants)?,
                     false => Vec::new(),
                 };
                 // A retry falls due later, a returned claim is claimable again; a finished
@@ -240,6 +253,7 @@ fn run_command(conn: &Connection, command: LoopCommand, ordered: bool, slots: &S
                 let mut batch = deliveries::claim(conn, &wants, now)?;
                 batch.unfilled.iter().filter(|(_, due)| due.is_none()).for_each(|(s, _)| slots.clear_backlog(s));
                 batch.items.splice(0..0, chained);
+                batch.superseded = supersede::per_subscriber(superseded.iter().map(|(_, s)| s.as_str()));
                 Ok(batch)
             })();
             Ran::Cycle(reply, result)
@@ -304,7 +318,7 @@ mod tests {
         let done = Arc::new(vec![finished("ev-1", 1)]);
         let cycle = Command::Cycle { done, wants: vec![("a".into(), 5)], now: 0, reply: cycle_reply };
         let mut ids = RowIds::load(&conn).unwrap();
-        let plan = Plan { ids: &mut ids, ordered: false, slots: &slots };
+        let plan = Plan { ids: &mut ids, ordered: false, supersede: false, slots: &slots };
 
         let (finishes, commit, _handed) = apply_group(&conn, vec![cycle, ingest], plan);
         assert!(commit.is_ok(), "the group commits: {commit:?}");
@@ -334,7 +348,7 @@ mod tests {
         let cycle =
             Command::Cycle { done: Arc::new(vec![finished("ev-1", 1)]), wants: vec![("a".into(), 5)], now: 0, reply };
         let mut ids = RowIds::default();
-        let plan = Plan { ids: &mut ids, ordered: false, slots: &slots };
+        let plan = Plan { ids: &mut ids, ordered: false, supersede: false, slots: &slots };
         let (finishes, commit, handed) = apply_group(&conn, vec![cycle], plan);
         assert!(handed.is_empty());
         finishes.into_iter().for_each(|f| f(commit.clone()));

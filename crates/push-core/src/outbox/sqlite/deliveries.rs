@@ -255,7 +255,7 @@ fn rechain(tx: &Connection, chains: &str) -> anyhow::Result<()> {
 
 /// Lets the head of each `(subscriber, call_id, claim)` chain go ([`RELEASE_HEADS`]); returns
 /// the ones it claimed.
-fn release_heads(tx: &Connection, chains: &[(&str, &str, bool)]) -> anyhow::Result<Vec<Claimed>> {
+pub(super) fn release_heads(tx: &Connection, chains: &[(&str, &str, bool)]) -> anyhow::Result<Vec<Claimed>> {
     let mut claimed = Vec::new();
     let bind: bulk::Bind<(&str, &str, bool)> = |args, (subscriber, call_id, claim)| {
         args.add(*subscriber)?;

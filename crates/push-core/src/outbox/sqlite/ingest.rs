@@ -10,7 +10,7 @@ use std::{
 
 use rusqlite::Connection;
 
-use super::{bulk, Accepted, Claimed, IngestItem, IngestOutcome, SourceNotes};
+use super::{bulk, supersede, Accepted, Claimed, IngestItem, IngestOutcome, SourceNotes};
 use crate::slots::Slots;
 
 /// Next row ids. The writer is the only writer, so it hands out ids itself and never needs
@@ -85,6 +85,8 @@ struct Rows<'r> {
 pub(super) struct Plan<'a> {
     pub ids: &'a mut RowIds,
     pub ordered: bool,
+    /// Stale statuses are superseded (`status.supersede`; only with `ordered`).
+    pub supersede: bool,
     pub slots: &'a Slots,
 }
 
@@ -96,12 +98,16 @@ pub(super) fn apply<'r>(
     requests: &[Request<'r>],
     plan_with: Plan<'_>,
 ) -> anyhow::Result<(Vec<IngestOutcome>, Vec<Claimed>)> {
-    let Plan { ids, ordered, slots } = plan_with;
+    let Plan { ids, ordered, supersede, slots } = plan_with;
     let mut known = lookup(tx, requests, ordered)?;
     let mut rows = Rows::default();
     let mut planner = Planner { known: &mut known, rows: &mut rows, ids, ordered, slots };
-    let outcomes: Vec<IngestOutcome> = requests.iter().map(|r| planner.request(r)).collect();
+    let mut outcomes: Vec<IngestOutcome> = requests.iter().map(|r| planner.request(r)).collect();
     let written = write(tx, &rows, &known, ordered).and_then(|()| {
+        if supersede {
+            let behind = rows.deliveries.iter().filter(|d| d.blocked).map(|d| (d.subscriber, d.call_id));
+            supersede::at_ingest(tx, requests, behind.collect(), &mut outcomes, slots)?;
+        }
         let kept = requests.iter().zip(&outcomes).filter(|(_, o)| matches!(o, IngestOutcome::Accepted { .. }));
         kept.filter(|(r, _)| !r.notes.is_empty()).try_for_each(|(r, _)| write_notes(tx, r.notes, r.now))
     });
@@ -213,7 +219,8 @@ impl<'r> Planner<'_, 'r> {
         self.known.keys.extend(draft.keys);
         self.known.calls.extend(draft.calls);
         self.known.chains.extend(draft.chains);
-        IngestOutcome::Accepted { items: accepted, new_deliveries: per_subscriber(&self.rows.deliveries[mark.2..]) }
+        let new_deliveries = per_subscriber(&self.rows.deliveries[mark.2..]);
+        IngestOutcome::Accepted { items: accepted, new_deliveries, superseded: Vec::new() }
     }
 
     fn find(&self, draft: &Draft, key: &str) -> Option<String> {

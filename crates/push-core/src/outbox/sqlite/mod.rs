@@ -18,6 +18,7 @@ mod lock;
 mod purge;
 mod read;
 mod sources;
+mod supersede;
 mod syncer;
 mod writer;
 
@@ -82,6 +83,7 @@ impl Outbox {
         url: &str,
         service: Service,
         handoff: Handoff,
+        supersede: bool,
     ) -> anyhow::Result<(Outbox, tokio::task::JoinHandle<()>)> {
         let options = connect_options(url)?;
         let path = db_path(url);
@@ -112,8 +114,9 @@ impl Outbox {
         let stats = Arc::new(WriterStats::default());
         let handoff = Arc::new(handoff);
         let (durable_tx, syncer) = syncer::spawn(path, handoff.clone(), stats.clone());
-        let setup =
-            writer::WriterSetup { ordered: service == Service::Status, stats: stats.clone(), ids, handoff, durable_tx };
+        let ordered = service == Service::Status;
+        let supersede = ordered && supersede;
+        let setup = writer::WriterSetup { ordered, supersede, stats: stats.clone(), ids, handoff, durable_tx };
         let writer = tokio::task::spawn_blocking(move || writer::run(writer, rx, setup));
         let task = tokio::spawn(async move {
             let _ = writer.await;

@@ -63,3 +63,9 @@ async fn pending_and_dead_deliveries_are_listed_and_counted_through_the_unfinish
 async fn the_oldest_due_deliveries_are_found_in_the_due_index() {
     assert_deliveries_by(read::OLDEST_DUE, "deliveries_due").await;
 }
+
+#[tokio::test]
+async fn superseding_finds_chains_by_call() {
+    assert_deliveries_by(super::supersede::SUPERSEDE_RETRIES, "deliveries_call").await;
+    assert_deliveries_by(super::supersede::SUPERSEDE_HEADS, "deliveries_call").await;
+}

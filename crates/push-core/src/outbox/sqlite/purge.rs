@@ -151,7 +151,8 @@ fn walk(conn: &Connection, cursor: &Cursor, young: i64) -> anyhow::Result<(Vec<S
         while let Some((id, _, state)) = rows.next_if(|r| r.1 == event.id) {
             event.deliveries.push(id);
             event.pending |= state == "pending";
-            event.dead |= state == "dead";
+            // A superseded status is kept as long as a dead one.
+            event.dead |= state == "dead" || state == "superseded";
         }
     }
     let stop = events.iter().position(|e| e.created_at >= young);

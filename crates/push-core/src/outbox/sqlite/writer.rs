@@ -101,7 +101,7 @@ pub(super) fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, Store
 /// It runs on a thread of its own and calls SQLite directly: every statement runs on this
 /// thread, without a hand-off to another thread and back.
 pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>, setup: WriterSetup) {
-    let WriterSetup { ordered, stats, mut ids, handoff, durable_tx } = setup;
+    let WriterSetup { ordered, supersede, stats, mut ids, handoff, durable_tx } = setup;
     let slots = handoff.slots.as_ref();
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut durable: VecDeque<Command> = VecDeque::new();
@@ -124,7 +124,7 @@ pub(super) fn run(conn: Connection, mut rx: mpsc::Receiver<Queued>, setup: Write
                 continue;
             }
             stats.transactions.fetch_add(1, Ordering::Relaxed);
-            let ctx = Plan { ids: &mut ids, ordered, slots };
+            let ctx = Plan { ids: &mut ids, ordered, supersede, slots };
             let before = conn.total_changes();
             let (finishes, commit, handed) = apply_group(&conn, commands, ctx);
             let wrote = conn.total_changes() > before;
@@ -206,6 +206,8 @@ fn take_chunk<T>(waiting: &mut VecDeque<T>, events: impl Fn(&T) -> usize) -> Vec
 pub(super) struct WriterSetup {
     /// Per-call chains on (status-pusher).
     pub ordered: bool,
+    /// Stale statuses are superseded (`status.supersede`; only with `ordered`).
+    pub supersede: bool,
     /// Counters for `/v1/stats`.
     pub stats: Arc<WriterStats>,
     /// Next row ids.
@@ -255,7 +257,7 @@ mod tests {
         let (deliveries, _handed) = mpsc::unbounded_channel();
         let handoff = Handoff { slots: Arc::new(Slots::new(10, 10, std::iter::empty::<&str>())), deliveries };
         let (outbox, _writer) =
-            Outbox::open(&format!("sqlite://{}", path.display()), Service::Cdr, handoff).await.unwrap();
+            Outbox::open(&format!("sqlite://{}", path.display()), Service::Cdr, handoff, false).await.unwrap();
         // Another connection holds the write lock: the writer's first transaction waits for it.
         let lock = Connection::open(&path).unwrap();
         lock.execute_batch("BEGIN IMMEDIATE").unwrap();
