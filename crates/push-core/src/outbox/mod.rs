@@ -8,6 +8,7 @@
 
 mod error;
 mod policy;
+mod postgres;
 mod records;
 mod sqlite;
 mod store;
@@ -18,6 +19,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use self::error::StoreError;
 pub use self::policy::{PurgeReport, RetentionPolicy};
+pub use self::postgres::{Replica, DEFAULT_LEASE};
 pub use self::records::{AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, Page, RejectRecord, StatsRow};
 pub use self::sqlite::DatabaseInUse;
 pub use self::store::{Store, StoreCounters, StoreFuture};
@@ -39,8 +41,24 @@ pub struct Opened {
 /// the delivery loop's claim slots, shared with a backend that hands deliveries over at
 /// ingest.
 pub async fn open(url: &str, service: Service, slots: Arc<Slots>) -> anyhow::Result<Opened> {
+    open_replica(url, service, slots, Replica::from_env(DEFAULT_LEASE)).await
+}
+
+/// As [`open`], saying who this replica is and how long its claims last (PostgreSQL only:
+/// a SQLite file has one process, whose claims end with it).
+pub async fn open_replica(url: &str, service: Service, slots: Arc<Slots>, replica: Replica) -> anyhow::Result<Opened> {
+    if is_postgres(url) {
+        let (outbox, task) = postgres::PgOutbox::open(url, service, slots, replica).await?;
+        // PostgreSQL never hands deliveries over at ingest: the channel stays empty (and open).
+        let (never, handed) = mpsc::unbounded_channel::<Vec<Claimed>>();
+        let task = tokio::spawn(async move {
+            let _ = task.await;
+            drop(never);
+        });
+        return Ok(Opened { store: Arc::new(outbox), handed, task });
+    }
     if !url.starts_with("sqlite:") {
-        anyhow::bail!("database {url}: unsupported URL; the outbox is a SQLite file, sqlite://path");
+        anyhow::bail!("database {url}: unsupported URL; sqlite://path or postgres://user:pass@host:port/db");
     }
     let (deliveries, handed) = mpsc::unbounded_channel();
     let (outbox, task) = sqlite::Outbox::open(url, service, sqlite::Handoff { slots, deliveries }).await?;
@@ -51,7 +69,15 @@ pub async fn open(url: &str, service: Service, slots: Arc<Slots>) -> anyhow::Res
 /// process per SQLite file); takes nothing. Lets a program refuse to start before it binds
 /// its port, so the message names the database rather than the address both would use.
 pub fn ensure_not_in_use(url: &str) -> anyhow::Result<()> {
+    if is_postgres(url) {
+        return Ok(()); // replicas share it by design
+    }
     sqlite::ensure_not_in_use(url)
+}
+
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// One event to store, with the subscribers it goes to.
