@@ -72,7 +72,9 @@ impl Application {
             crate::delivery::claim_capacity(d.max_in_flight_per_subscriber),
             routes.all().iter().map(|r| r.id.as_str()),
         ));
-        let opened = crate::outbox::open(&section.database, service, slots.clone()).await?;
+        let wake = Arc::new(Notify::new());
+        let replica = crate::outbox::Replica { wake: Some(wake.clone()), ..crate::outbox::Replica::from_env(d.lease) };
+        let opened = crate::outbox::open_replica(&section.database, service, slots.clone(), replica).await?;
         let (outbox, handed, writer) = (opened.store, opened.handed, opened.task);
         for route in routes.all() {
             route.metrics.queue_depth.set(0.0);
@@ -80,7 +82,6 @@ impl Application {
         for (sub, depth) in outbox.pending_counts().await? {
             routes.queue_depth_add(&sub, depth as f64);
         }
-        let wake = Arc::new(Notify::new());
         let wiring = Wiring {
             routes: routes.clone(),
             outbox: outbox.clone(),

@@ -15,6 +15,9 @@ impl Settings {
         if self.delivery.timeout.is_zero() {
             return Err(invalid("delivery.timeout", "must be greater than 0s"));
         }
+        if self.delivery.lease <= self.delivery.timeout {
+            return Err(invalid("delivery.lease", "must be greater than delivery.timeout"));
+        }
         if self.delivery.max_in_flight == 0 {
             return Err(invalid("delivery.max_in_flight", "must be at least 1"));
         }

@@ -12,6 +12,7 @@ mod intake;
 mod ops;
 mod ordering;
 mod readiness;
+mod replicas;
 mod retention;
 mod security;
 mod single_process;

@@ -30,9 +30,10 @@ pub(super) async fn notify(tx: &mut Tx<'_>, shared: &Shared, subscribers: &[Stri
     if subscribers.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT pg_notify($1, s) FROM unnest($2::text[]) AS s")
+    sqlx::query("SELECT pg_notify($1, $3 || chr(31) || s) FROM unnest($2::text[]) AS s")
         .bind(channel(shared.ordered))
         .bind(subscribers)
+        .bind(&shared.owner)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -83,6 +84,7 @@ async fn round(
     now: i64,
 ) -> sqlx::Result<ClaimBatch> {
     let ordered = shared.ordered;
+    renew_leases(tx, shared, now).await?;
     let finished = finished_chains(done);
     if ordered {
         // The chains' next heads are decided under the calls' locks, as ingest decides
@@ -107,6 +109,23 @@ async fn round(
     batch.unfilled.iter().filter(|(_, due)| due.is_none()).for_each(|(s, _)| shared.slots.clear_backlog(s));
     batch.items.splice(0..0, chained);
     Ok(batch)
+}
+
+/// Renews this replica's leases that are past half their time. Every claim a replica holds
+/// (running, or waiting in its delivery loop's ready queue) stays its own while the replica
+/// lives and its loop turns (at least once per `delivery.timeout` while attempts run): a
+/// lease runs out only when its holder died or stopped. Each claim is renewed at most once
+/// per half lease, so the cost stays small under load.
+async fn renew_leases(tx: &mut Tx<'_>, shared: &Shared, now: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE deliveries SET lease_until = $2 WHERE lease_owner = $1 AND state = 'pending' AND lease_until < $3",
+    )
+    .bind(&shared.owner)
+    .bind(now + shared.lease_ms)
+    .bind(now + shared.lease_ms / 2)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// `(subscriber, call)` of each finished (delivered or dead) completion, once each, sorted.

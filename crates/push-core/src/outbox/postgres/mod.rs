@@ -12,6 +12,7 @@
 
 mod deliveries;
 mod ingest;
+mod listen;
 mod purge;
 mod read;
 mod writer;
@@ -89,6 +90,8 @@ pub struct Replica {
     pub id: String,
     /// How long a claim lasts.
     pub lease: Duration,
+    /// The delivery loop's wake-up, notified when another replica commits new work (LISTEN).
+    pub wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Replica {
@@ -99,7 +102,7 @@ impl Replica {
             .ok()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        Replica { id, lease }
+        Replica { id, lease, wake: None }
     }
 }
 
@@ -125,7 +128,7 @@ impl PgOutbox {
         MIGRATOR.run(&pool).await.context("migrating the outbox")?;
         let shared = Arc::new(Shared {
             pool,
-            owner: replica.id,
+            owner: replica.id.clone(),
             lease_ms: replica.lease.as_millis() as i64,
             ordered: service == Service::Status,
             slots,
@@ -133,8 +136,13 @@ impl PgOutbox {
             purge: Mutex::new(purge::Cursor::default()),
         });
         deliveries::release_claims(&shared).await.context("releasing this replica's claims")?;
+        let listener = listen::spawn(&shared, replica.wake).await.context("LISTEN for other replicas")?;
         let (ingests, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(writer::run(shared.clone(), rx));
+        let writer = tokio::spawn(writer::run(shared.clone(), rx));
+        let task = tokio::spawn(async move {
+            let _ = writer.await;
+            listener.abort();
+        });
         Ok((PgOutbox { shared, ingests }, task))
     }
 
