@@ -198,3 +198,33 @@ async fn a_replica_wakes_on_another_replicas_commit_without_polling() {
     );
     b.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn metrics_and_stats_of_either_replica_show_the_databases_queue() {
+    let postgres = PostgresServer::start().await;
+    let url = postgres.database().await;
+    let receiver = TestReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path(), &receiver.url());
+    settings.cdr.database = url.clone();
+    let a = TestApp::spawn(Service::Cdr, settings.clone()).await;
+    let b = TestApp::spawn(Service::Cdr, settings).await;
+    // Another replica stores three CDRs that fall due far in the future: pending, unclaimed.
+    let (store, _opened) = replica(&url, "elsewhere", Duration::from_secs(30)).await;
+    let items = (0..3)
+        .map(|i| {
+            let event = schema::validate_body(Service::Cdr, &seed_cdr(&format!("q{i}"))).unwrap().remove(0);
+            IngestItem { event: event.into_stored(), event_id: format!("q{i}"), subscribers: vec!["demo".into()] }
+        })
+        .collect();
+    store.ingest(items, T0 + 1_000_000_000).await.unwrap();
+    for app in [&a, &b] {
+        let (_, stats) = app.get_json("/v1/stats").await;
+        assert_eq!(stats["subscribers"]["demo"]["pending"], 3, "{stats}");
+        let metrics = app.client.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+        let depth = metrics.lines().find(|l| l.starts_with("voice_push_queue_depth{") && l.contains("\"demo\""));
+        assert_eq!(depth.and_then(|l| l.split_whitespace().last()), Some("3"), "{metrics}");
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
