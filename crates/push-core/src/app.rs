@@ -10,10 +10,12 @@ use crate::{
     api::{self, AppState},
     clock::{Clock, SystemClock},
     config::{Service, Settings},
+    delivery::health::Board,
     delivery::{Dispatcher, Wiring},
     intake::Intake,
+    reload::{Loader, Reloader},
     slots::Slots,
-    subscribers::Routes,
+    subscribers::{Roster, Routes},
     telemetry::metrics as m,
 };
 
@@ -27,7 +29,11 @@ pub async fn run_program(service: Service, config_path: Option<&std::path::Path>
         Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
     }
     let shutdown = crate::shutdown::signal_token();
-    let app = Application::build(settings, service).await?;
+    let path = config_path.map(std::path::Path::to_path_buf);
+    let app = Application::build(settings, service)
+        .await?
+        .reload_with(Arc::new(move || crate::config::load(path.as_deref())));
+    crate::shutdown::on_hangup(app.reloader(), shutdown.clone());
     app.run_until_stopped(shutdown).await
 }
 
@@ -76,12 +82,8 @@ impl Application {
         let replica = crate::outbox::Replica { wake: Some(wake.clone()), ..crate::outbox::Replica::from_env(d.lease) };
         let opened = crate::outbox::open_replica(&section.database, service, slots.clone(), replica).await?;
         let (outbox, handed, writer) = (opened.store, opened.handed, opened.task);
-        for route in routes.all() {
-            route.metrics.queue_depth.set(0.0);
-        }
-        for (sub, depth) in outbox.pending_counts().await? {
-            routes.queue_depth_add(&sub, depth as f64);
-        }
+        count_queues(&routes, outbox.as_ref()).await?;
+        let (board, control) = Board::new();
         let wiring = Wiring {
             routes: routes.clone(),
             outbox: outbox.clone(),
@@ -89,12 +91,19 @@ impl Application {
             clock: clock.clone(),
             slots,
             handed,
+            board: board.clone(),
+            control,
+            paused: outbox.paused().await?,
         };
         let dispatcher = Dispatcher::new(&settings, wiring)?;
-        let routes = Arc::new(routes);
+        let routes = Roster::new(routes);
         let stopping = CancellationToken::new();
         let intake = Intake::new(routes.clone(), outbox.clone(), wake, clock.clone(), stopping.clone());
         let retention = (crate::outbox::RetentionPolicy::from_settings(&settings.outbox), clock.clone());
+        let fixed = settings.clone();
+        let load: Loader = Arc::new(move || Ok(fixed.clone()));
+        let reloader =
+            Arc::new(Reloader::new(service, settings.clone(), load, routes.clone(), board.clone(), outbox.clone()));
         let settings = Arc::new(settings);
         let registry = crate::sources::Sources::new(clock.clone());
         let context = crate::sources::Context {
@@ -105,8 +114,29 @@ impl Application {
             shutdown: stopping.clone(),
         };
         let sources = crate::sources::start(&context).await?;
-        let state = AppState { service, settings, routes, outbox, intake, sources: registry, clock, metrics };
+        let state =
+            AppState { service, settings, routes, outbox, intake, sources: registry, clock, metrics, board, reloader };
         Ok(Application { listener, state, dispatcher, writer, sources, retention, stopping })
+    }
+
+    /// Makes reloads read the configuration with `load` (by default they find the one the
+    /// program was built with, so a reload changes nothing).
+    pub fn reload_with(mut self, load: Loader) -> Self {
+        let state = &self.state;
+        self.state.reloader = Arc::new(Reloader::new(
+            state.service,
+            (*state.settings).clone(),
+            load,
+            state.routes.clone(),
+            state.board.clone(),
+            state.outbox.clone(),
+        ));
+        self
+    }
+
+    /// The program's reload (for SIGHUP).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.state.reloader.clone()
     }
 
     /// The bound address (useful with port 0).
@@ -149,4 +179,21 @@ impl Application {
         tracing::info!("{program} stopped");
         Ok(())
     }
+}
+
+/// Sets the queue-depth gauges from the outbox, and names each subscriber that has pending
+/// deliveries but is no longer configured (they are kept and shown, never attempted).
+async fn count_queues(routes: &Routes, outbox: &dyn crate::outbox::Store) -> anyhow::Result<()> {
+    for route in routes.all() {
+        route.metrics.queue_depth.set(0.0);
+    }
+    for (sub, depth) in outbox.pending_counts().await? {
+        match routes.get(&sub) {
+            Some(route) => route.metrics.queue_depth.increment(depth as f64),
+            None => tracing::warn!(subscriber = %sub, pending = depth,
+                "subscriber no longer configured: its pending deliveries are kept and not attempted; \
+                 POST /v1/subscribers/{sub}/drop or /move to settle them"),
+        }
+    }
+    Ok(())
 }

@@ -17,7 +17,7 @@ use crate::{
     clock::Clock,
     outbox::{Accepted, IngestItem, IngestOutcome, RedeliverFilter, SourceNotes, Store, StoreError},
     schema::ValidEvent,
-    subscribers::Routes,
+    subscribers::Roster,
     telemetry::metrics as m,
 };
 
@@ -43,7 +43,7 @@ pub enum IntakeError {
 /// The intake of one program: cheap to clone, shared by every source.
 #[derive(Clone)]
 pub struct Intake {
-    routes: Arc<Routes>,
+    routes: Roster,
     outbox: Arc<dyn Store>,
     wake: Arc<Notify>,
     clock: Arc<dyn Clock>,
@@ -51,10 +51,10 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// An intake storing into `outbox` for the subscribers in `routes`; `wake` is the
+    /// An intake storing into `outbox` for the subscribers in force in `routes`; `wake` is the
     /// delivery loop's, `stopping` is cancelled when the program stops taking events.
     pub fn new(
-        routes: Arc<Routes>,
+        routes: Roster,
         outbox: Arc<dyn Store>,
         wake: Arc<Notify>,
         clock: Arc<dyn Clock>,

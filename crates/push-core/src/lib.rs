@@ -24,6 +24,7 @@ pub mod config;
 pub mod delivery;
 pub mod intake;
 pub mod outbox;
+pub mod reload;
 pub mod retention;
 pub mod retry;
 pub mod schema;

@@ -36,3 +36,28 @@ async fn wait_for_signal() {
         _ = term => {}
     }
 }
+
+/// Re-reads the configuration on each SIGHUP until `shutdown` (unix only). A refused file
+/// is logged with the key at fault; the running configuration stays.
+pub fn on_hangup(reloader: std::sync::Arc<crate::reload::Reloader>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("SIGHUP cannot be watched: reload with POST /v1/reload");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(()) = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    if let Err(e) = reloader.reload().await {
+                        tracing::error!(error = %e, "reload refused; the running configuration stays");
+                    }
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop((reloader, shutdown));
+}

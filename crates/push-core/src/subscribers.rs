@@ -2,6 +2,8 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use tokio::sync::watch;
+
 use crate::{
     config::{signing_key, Service, Subscriber},
     schema::ValidEvent,
@@ -20,6 +22,10 @@ pub struct Route {
     pub key: Option<Vec<u8>>,
     /// This subscriber's metric handles, registered once.
     pub metrics: SubscriberMetrics,
+    /// Its own in-flight limit, if it has one (else the program's per-subscriber limit).
+    pub max_in_flight: Option<usize>,
+    /// Pushes per second at most; 0: no limit.
+    pub rate_limit_per_second: u32,
     service_types: Vec<u16>,
     accounts: Vec<String>,
 }
@@ -42,6 +48,8 @@ impl Routes {
                     uri: url.as_str().parse().ok()?,
                     key: s.secret.as_ref().and_then(signing_key),
                     metrics: SubscriberMetrics::new(&s.id),
+                    max_in_flight: s.max_in_flight,
+                    rate_limit_per_second: s.rate_limit_per_second,
                     service_types: s.service_types.clone(),
                     accounts: s.accounts.clone(),
                 }))
@@ -77,5 +85,38 @@ impl Routes {
         if let Some(route) = self.get(subscriber) {
             route.metrics.queue_depth.increment(delta);
         }
+    }
+}
+
+/// The subscribers in force, replaced whole by a reload (`POST /v1/reload`, SIGHUP). Ingest
+/// routes each event with the routes current when it is taken; the delivery loop learns of a
+/// new set through its control channel.
+#[derive(Debug, Clone)]
+pub struct Roster(Arc<watch::Sender<Arc<Routes>>>);
+
+impl Roster {
+    /// A roster starting with `routes`.
+    pub fn new(routes: Routes) -> Self {
+        Roster(Arc::new(watch::Sender::new(Arc::new(routes))))
+    }
+
+    /// The routes in force now.
+    pub fn current(&self) -> Arc<Routes> {
+        self.0.borrow().clone()
+    }
+
+    /// Ids of the subscribers in force that receive `event` (see [`Routes::matching`]).
+    pub fn matching(&self, event: &ValidEvent) -> Vec<String> {
+        self.0.borrow().matching(event)
+    }
+
+    /// Moves the queue-depth gauge of `subscriber`, if it is in force.
+    pub fn queue_depth_add(&self, subscriber: &str, delta: f64) {
+        self.0.borrow().queue_depth_add(subscriber, delta);
+    }
+
+    /// Puts `routes` in force.
+    pub fn replace(&self, routes: Arc<Routes>) {
+        self.0.send_replace(routes);
     }
 }

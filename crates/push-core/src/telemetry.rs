@@ -100,6 +100,8 @@ pub mod metrics {
     pub struct SubscriberMetrics {
         /// `voice_push_queue_depth`: deliveries pending.
         pub queue_depth: ::metrics::Gauge,
+        /// `voice_push_subscriber_state`: 0 closed, 1 open (breaker), 2 paused, 3 removed.
+        pub state: ::metrics::Gauge,
         delivered: ::metrics::Counter,
         failed: ::metrics::Counter,
         dead: ::metrics::Counter,
@@ -132,6 +134,7 @@ pub mod metrics {
             let label = || [("subscriber", subscriber.to_string())];
             SubscriberMetrics {
                 queue_depth: ::metrics::gauge!("voice_push_queue_depth", &label()),
+                state: ::metrics::gauge!("voice_push_subscriber_state", &label()),
                 delivered: ::metrics::counter!("voice_push_delivered_total", &label()),
                 failed: ::metrics::counter!("voice_push_attempts_failed_total", &label()),
                 dead: ::metrics::counter!("voice_push_dead_total", &label()),

@@ -61,6 +61,14 @@ pub enum ApiError {
     /// A switch's record that cannot be mapped to a CDR (a source endpoint): nothing stored.
     #[error("{0}")]
     Unmappable(String),
+    /// A reload's configuration was refused: the running one stays.
+    #[error("the new configuration was refused, the running one stays: key `{key}`: {message}")]
+    InvalidConfig {
+        /// The key at fault (`config` when the file could not be parsed at all).
+        key: String,
+        /// The rule it broke.
+        message: String,
+    },
     /// Shutting down, or the outbox failed: nothing was stored.
     #[error("{0}")]
     Unavailable(String),
@@ -92,6 +100,7 @@ impl ApiError {
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unmappable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unmappable_record"),
+            ApiError::InvalidConfig { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_configuration"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
@@ -116,6 +125,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadParameter { field, message } => {
                 vec![FieldError { index: 0, field: field.to_string(), message: message.clone() }]
+            }
+            ApiError::InvalidConfig { key, message } => {
+                vec![FieldError { index: 0, field: key.clone(), message: message.clone() }]
             }
             _ => Vec::new(),
         };

@@ -8,16 +8,19 @@ mod ingest;
 mod ops;
 mod security;
 mod sources_api;
+mod subscribers;
 
 use std::sync::Arc;
 
 use crate::{
     clock::Clock,
     config::{Service, Settings},
+    delivery::health::Board,
     intake::Intake,
     outbox::Store,
+    reload::Reloader,
     sources::Sources,
-    subscribers::Routes,
+    subscribers::Roster,
 };
 use axum::{
     middleware,
@@ -33,8 +36,8 @@ pub struct AppState {
     pub service: Service,
     /// The validated configuration.
     pub settings: Arc<Settings>,
-    /// Subscribers of this program.
-    pub routes: Arc<Routes>,
+    /// Subscribers of this program in force.
+    pub routes: Roster,
     /// The outbox, for the operations API's reads.
     pub outbox: Arc<dyn Store>,
     /// Where ingest and redelivery put events and work (stores, counts, wakes the loop).
@@ -45,6 +48,10 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Subscribers' health, and the delivery loop's controls.
+    pub board: Board,
+    /// Re-reads the configuration.
+    pub reloader: Arc<Reloader>,
 }
 
 /// The ingest path of a program.
@@ -71,6 +78,10 @@ pub fn router(state: AppState, sources: Router) -> Router {
         .route("/v1/deliveries/{id}", get(ops::get))
         .route("/v1/deliveries/{id}/redeliver", post(ops::redeliver_one))
         .route("/v1/stats", get(ops::stats))
+        .route("/v1/subscribers", get(subscribers::list))
+        .route("/v1/subscribers/{id}/pause", post(subscribers::pause))
+        .route("/v1/subscribers/{id}/resume", post(subscribers::resume))
+        .route("/v1/reload", post(subscribers::reload))
         .route("/v1/sources", get(sources_api::list))
         .route("/v1/sources/rejects", get(sources_api::rejects))
         .route("/v1/sources/rejects/{id}/redrive", post(sources_api::redrive))

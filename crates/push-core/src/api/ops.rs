@@ -112,13 +112,13 @@ pub async fn redeliver_bulk(
         return Err(ApiError::BadParameter { field: "state", message: "must be dead or delivered".into() });
     }
     if let Some(s) = &req.subscriber {
-        if state.routes.get(s).is_none() {
+        if state.routes.current().get(s).is_none() {
             return Err(ApiError::BadParameter { field: "subscriber", message: format!("no subscriber `{s}`") });
         }
     }
     let subs: Vec<String> = match &req.subscriber {
         Some(s) => vec![s.clone()],
-        None => state.routes.all().iter().map(|r| r.id.clone()).collect(),
+        None => state.routes.current().all().iter().map(|r| r.id.clone()).collect(),
     };
     let filters = subs
         .into_iter()
@@ -161,7 +161,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
 /// of (a subscriber taken out of the configuration: nobody claims them any more).
 async fn oldest_due(state: &AppState) -> anyhow::Result<(i64, BTreeMap<String, Option<i64>>)> {
     let now = state.clock.now_ms();
-    let mut oldest: BTreeMap<_, _> = state.routes.all().iter().map(|r| (r.id.clone(), None)).collect();
+    let mut oldest: BTreeMap<_, _> = state.routes.current().all().iter().map(|r| (r.id.clone(), None)).collect();
     oldest.extend(state.outbox.oldest_due(now).await?);
     Ok((now, oldest))
 }
@@ -173,7 +173,7 @@ async fn oldest_due(state: &AppState) -> anyhow::Result<(i64, BTreeMap<String, O
 async fn shared_queue_depth(state: &AppState) {
     match state.outbox.pending_counts().await {
         Ok(counts) => {
-            for route in state.routes.all() {
+            for route in state.routes.current().all() {
                 let depth = counts.iter().find(|(s, _)| *s == route.id).map_or(0, |(_, n)| *n);
                 route.metrics.queue_depth.set(depth as f64);
             }

@@ -84,6 +84,9 @@ pub struct Settings {
     pub retry: RetrySettings,
     /// Outbound attempt limits.
     pub delivery: DeliverySettings,
+    /// When a failing subscriber stops being attempted, and how it is probed.
+    #[serde(default)]
+    pub breaker: BreakerSettings,
     /// The PBX-facing ingest API.
     pub ingest: IngestSettings,
     /// The operations API.
@@ -144,6 +147,28 @@ pub struct DeliverySettings {
     /// never taken over.
     #[serde(with = "humantime_serde", default = "default_lease")]
     pub lease: Duration,
+}
+
+/// `breaker:` section: a subscriber that fails `failures` attempts in a row is not
+/// attempted (its deliveries keep their schedules) except for one probe at a time, `probe`
+/// after it opened, then at doubling intervals up to `probe_max`; the first success closes it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    /// Consecutive failed attempts that open the breaker; 0 turns breakers off.
+    pub failures: u32,
+    /// First wait before a probe.
+    #[serde(with = "humantime_serde")]
+    pub probe: Duration,
+    /// Longest wait between probes.
+    #[serde(with = "humantime_serde")]
+    pub probe_max: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings { failures: 10, probe: Duration::from_secs(5), probe_max: Duration::from_secs(300) }
+    }
 }
 
 /// `ingest:` section.
@@ -225,7 +250,7 @@ pub struct TlsSettings {
 }
 
 /// One receiving application.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Subscriber {
     /// Stable name, stored with each delivery.
@@ -244,9 +269,20 @@ pub struct Subscriber {
     /// `whsec_<base64>` signing secret; none means unsigned pushes.
     #[serde(default)]
     pub secret: Option<Secret>,
+    /// Concurrent attempts to this subscriber; none means `delivery.max_in_flight_per_subscriber`.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// Outbound pushes per second to this subscriber; 0 means no limit.
+    #[serde(default)]
+    pub rate_limit_per_second: u32,
 }
 
 impl Subscriber {
+    /// Concurrent attempts this subscriber may have, given the program's default.
+    pub fn in_flight_limit(&self, delivery: &DeliverySettings) -> usize {
+        self.max_in_flight.unwrap_or(delivery.max_in_flight_per_subscriber)
+    }
+
     /// The URL this subscriber wants `service`'s events at, if any.
     pub fn url_for(&self, service: Service) -> Option<&str> {
         match service {

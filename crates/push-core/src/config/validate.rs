@@ -38,6 +38,13 @@ impl Settings {
         for (name, section) in [("cdr", &self.cdr), ("status", &self.status)] {
             validate_service(name, section)?;
         }
+        if self.breaker.failures > 0 && (self.breaker.probe.is_zero() || self.breaker.probe_max < self.breaker.probe) {
+            let key = if self.breaker.probe.is_zero() { "breaker.probe" } else { "breaker.probe_max" };
+            return Err(invalid(
+                key,
+                "breaker.probe must be greater than 0s and breaker.probe_max at least breaker.probe",
+            ));
+        }
         validate_subscribers(&self.subscribers)
     }
 }
@@ -75,6 +82,9 @@ fn validate_subscribers(subscribers: &[Subscriber]) -> Result<(), ConfigError> {
         }
         if sub.service_types.is_empty() || sub.service_types.iter().any(|t| ![100, 200].contains(t)) {
             return Err(invalid(key("service_types"), "must list 100 and/or 200"));
+        }
+        if sub.max_in_flight == Some(0) {
+            return Err(invalid(key("max_in_flight"), "must be at least 1 (leave it out for the default)"));
         }
         if let Some(secret) = &sub.secret {
             if signing_key(secret).is_none() {

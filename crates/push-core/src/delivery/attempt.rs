@@ -18,8 +18,9 @@ pub(super) struct Shared {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Makes one attempt and decides what follows; logs one line per attempt.
-pub(super) async fn attempt(shared: &Shared, route: &Route, claimed: Claimed) -> Completion {
+/// Makes one attempt and decides what follows; logs one line per attempt. A failed probe of
+/// an open breaker is held: its retry schedule does not advance.
+pub(super) async fn attempt(shared: &Shared, route: &Route, claimed: Claimed, probe: bool) -> Completion {
     let number = claimed.attempts + 1;
     let at = shared.clock.now_ms();
     let sent = shared.client.send(route, &claimed.event_id, claimed.payload, number, at / 1000).await;
@@ -27,6 +28,7 @@ pub(super) async fn attempt(shared: &Shared, route: &Route, claimed: Claimed) ->
     let latency_ms = sent.latency.as_millis() as i64;
     let next = match decision {
         Decision::Delivered => NextState::Delivered,
+        _ if probe => NextState::Held,
         Decision::RetryIn(wait) => NextState::RetryAt(at + latency_ms + wait.as_millis() as i64),
         Decision::Dead => NextState::Dead,
     };
@@ -66,6 +68,10 @@ fn log_attempt(event_id: &str, call_id: &str, route: &Route, attempt: u32, sent:
         NextState::Dead => tracing::error!(
             target: "attempt", event_id, call_id, subscriber, attempt, status, error, latency_ms,
             "attempt failed; no retries left: delivery is dead"
+        ),
+        NextState::Held | NextState::Returned => tracing::warn!(
+            target: "attempt", event_id, call_id, subscriber, attempt, status, error, latency_ms,
+            "probe failed; the breaker stays open (the delivery keeps its retry schedule)"
         ),
     }
 }

@@ -4,18 +4,22 @@
 //! trip, sleeps), so a test can drive every decision step by step against the real outbox
 //! (`model_tests/`).
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-    time::Duration,
-};
+mod control;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
 #[cfg(doc)]
 use super::claim_capacity;
-use super::{RECORD_BATCH_PER_SLOT, RECORD_DELAY};
+use super::{
+    health::Board,
+    lane::{returned, Known, Lane},
+    RECORD_BATCH_PER_SLOT, RECORD_DELAY,
+};
 use crate::{
+    clock::{Clock, SystemClock},
+    config::BreakerSettings,
     outbox::{ClaimBatch, Claimed, Completion, NextState, StoreError},
     slots::Slots,
     subscribers::{Route, Routes},
@@ -25,31 +29,15 @@ use crate::{
 /// waking it (a failed commit's hand-over); a turn that finds nothing to claim costs nothing.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 
-/// One subscriber's share of the loop.
-struct Lane {
-    /// Where its attempts go.
-    route: Arc<Route>,
-    /// Its attempts started and not yet finished.
-    running: usize,
-    /// Its claimed deliveries waiting for an attempt to finish, so a freed attempt starts
-    /// the next one at once, without a round trip to the database.
-    ready: VecDeque<Claimed>,
-    /// What its last claim said about its claimable work in the database.
-    known: Known,
-    /// Its backlog marks when its claim under way was planned.
-    asking_marks: u64,
-}
-
-/// What the loop knows of one subscriber's claimable deliveries in the database.
-#[derive(Debug, Clone, Copy)]
-enum Known {
-    /// Some may be due now: at start, and after a claim that was filled.
-    Maybe,
-    /// Its last claim, planned when the subscriber's backlog marks (see [`Slots::marks`])
-    /// stood at `marks`, took everything due; the rest falls due at `at` (never: `None`).
-    /// A new mark since (a retry recorded, a status let go, a delivery stored without a
-    /// hand-over, a redelivery) makes it [`Known::Maybe`] again.
-    Until { at: Option<i64>, marks: u64 },
+/// An attempt to start.
+#[derive(Debug)]
+pub struct Start {
+    /// The delivery.
+    pub claimed: Claimed,
+    /// Where it goes.
+    pub route: Arc<Route>,
+    /// It probes an open breaker: a failure does not advance its retry schedule.
+    pub probe: bool,
 }
 
 /// An outbox round trip as planned: results to record and claims to make, the slots for
@@ -69,7 +57,7 @@ pub struct Lanes {
     slots: Arc<Slots>,
     max_in_flight: usize,
     per_subscriber: usize,
-    /// Claims one subscriber may hold (see [`claim_capacity`]).
+    /// Claims a subscriber without its own limit may hold (see [`claim_capacity`]).
     capacity: usize,
     /// Attempts started and not yet finished, in all.
     running: usize,
@@ -78,15 +66,22 @@ pub struct Lanes {
     /// When the oldest unrecorded result came in.
     oldest_finished: Option<Instant>,
     /// Attempts to start, taken by [`Lanes::starts`].
-    starts: Vec<(Claimed, Arc<Route>)>,
+    starts: Vec<Start>,
     /// The lane a claim round serves first: the one after the last served (round robin).
     claim_cursor: usize,
     /// The lane the next freed place under the total limit goes to first (round robin).
     pump_cursor: usize,
+    /// Breakers of new lanes.
+    breaker: BreakerSettings,
+    /// Time of breakers and returned claims.
+    clock: Arc<dyn Clock>,
+    /// Where lanes publish their health, if anyone reads it.
+    board: Option<Board>,
 }
 
 impl Lanes {
-    /// One lane per subscriber of the program, nothing claimed yet.
+    /// One lane per subscriber of the program, nothing claimed yet; breakers off until
+    /// [`Lanes::with_breakers`].
     pub fn new(
         routes: &Routes,
         slots: Arc<Slots>,
@@ -94,15 +89,13 @@ impl Lanes {
         per_subscriber: usize,
         capacity: usize,
     ) -> Self {
-        let lane = |r: &Arc<Route>| Lane {
-            route: r.clone(),
-            running: 0,
-            ready: VecDeque::new(),
-            known: Known::Maybe,
-            asking_marks: 0,
-        };
-        let lanes: Vec<Lane> = routes.all().iter().map(lane).collect();
+        let off = BreakerSettings { failures: 0, ..BreakerSettings::default() };
+        let lanes: Vec<Lane> =
+            routes.all().iter().map(|r| Lane::new(r.clone(), (per_subscriber, capacity), &off)).collect();
         let index = lanes.iter().enumerate().map(|(i, l)| (l.route.id.clone(), i)).collect();
+        for lane in lanes.iter().filter(|l| l.capacity != capacity) {
+            slots.set_capacity(&lane.route.id, lane.capacity);
+        }
         Lanes {
             lanes,
             index,
@@ -116,7 +109,22 @@ impl Lanes {
             starts: Vec::new(),
             claim_cursor: 0,
             pump_cursor: 0,
+            breaker: off,
+            clock: Arc::new(SystemClock),
+            board: None,
         }
+    }
+
+    /// Turns on every lane's breaker, on `clock`'s time, publishing health to `board`.
+    pub fn with_breakers(mut self, settings: &BreakerSettings, clock: Arc<dyn Clock>, board: Board) -> Self {
+        self.breaker = settings.clone();
+        for lane in &mut self.lanes {
+            lane.breaker = super::breaker::Breaker::new(settings);
+        }
+        self.clock = clock;
+        self.board = Some(board);
+        (0..self.lanes.len()).for_each(|i| self.publish(i));
+        self
     }
 
     /// Attempts started and not yet finished.
@@ -126,23 +134,35 @@ impl Lanes {
 
     /// The attempts decided since the last call, to be started now (each already counted
     /// as running).
-    pub fn starts(&mut self) -> Vec<(Claimed, Arc<Route>)> {
+    pub fn starts(&mut self) -> Vec<Start> {
         std::mem::take(&mut self.starts)
     }
 
     /// Queues deliveries the writer handed over (or a claim returned) and starts what may.
+    /// A delivery its lane cannot take (not a subscriber of this program any more, paused,
+    /// breaker open) goes back to the database unattempted.
     pub fn enqueue(&mut self, batch: Vec<Claimed>) {
+        let now = self.clock.now_ms();
         for claimed in batch {
-            match self.index.get(&claimed.subscriber) {
-                Some(&i) => self.lanes[i].ready.push_back(claimed),
-                // Not a subscriber of this program (any more): its claim is let go.
-                None => self.slots.give_back(&claimed.subscriber, 1),
+            match self.index.get(&claimed.subscriber).map(|&i| &mut self.lanes[i]) {
+                Some(lane) if lane.open_for_attempts() || (lane.ready.is_empty() && lane.wants_probe(now)) => {
+                    lane.ready.push_back(claimed)
+                }
+                _ => self.give_back_unattempted(claimed, now),
             }
         }
         self.pump_all();
     }
 
-    /// An attempt finished: its slot is free, its result waits to be recorded.
+    /// Lets a claim go without an attempt: its slot now, its row with the next record.
+    fn give_back_unattempted(&mut self, claimed: Claimed, now: i64) {
+        self.slots.give_back(&claimed.subscriber, 1);
+        self.oldest_finished.get_or_insert(Instant::now());
+        self.finished.push(returned(claimed, now));
+    }
+
+    /// An attempt finished: its slot is free, its result waits to be recorded, and its
+    /// subscriber's breaker learns of it.
     pub fn finished(&mut self, completion: Completion, at: Instant) {
         self.slots.give_back(&completion.subscriber, 1);
         // Only a freed place under the total limit can let another subscriber go.
@@ -151,6 +171,7 @@ impl Lanes {
         let lane = self.index.get(&completion.subscriber).copied();
         if let Some(i) = lane {
             self.lanes[i].running -= 1;
+            self.learn_result(i, &completion);
         }
         match (total_was_full, lane) {
             (false, Some(i)) => drop(self.pump(i)),
@@ -160,15 +181,22 @@ impl Lanes {
         self.finished.push(completion);
     }
 
-    /// Starts ready deliveries of lane `i` while the in-flight limits allow; returns how many.
+    /// Starts ready deliveries of lane `i` while the in-flight limits, its breaker and its
+    /// rate limit allow; returns how many.
     fn pump(&mut self, i: usize) -> usize {
+        let (now, at) = (self.clock.now_ms(), Instant::now());
         let lane = &mut self.lanes[i];
         let before = self.running;
-        while self.running < self.max_in_flight && lane.running < self.per_subscriber {
+        while self.running < self.max_in_flight && lane.may_start(now, at) {
             let Some(claimed) = lane.ready.pop_front() else { break };
+            let probe = !lane.breaker.is_closed();
+            if probe {
+                lane.breaker.probe_started();
+                lane.probe = Some(claimed.id);
+            }
             lane.running += 1;
             self.running += 1;
-            self.starts.push((claimed, lane.route.clone()));
+            self.starts.push(Start { claimed, route: lane.route.clone(), probe });
         }
         self.running - before
     }
@@ -203,8 +231,9 @@ impl Lanes {
         claim || record
     }
 
-    /// How long the loop may sleep: until a subscriber's next delivery falls due, or until
-    /// the oldest unrecorded result must be recorded, and at most [`MAX_IDLE`].
+    /// How long the loop may sleep: until a subscriber's next delivery falls due, a probe
+    /// or a rate limit's token is due, or the oldest unrecorded result must be recorded, and
+    /// at most [`MAX_IDLE`].
     pub fn wait(&self, now: i64, at: Instant) -> Duration {
         let next_due = self
             .lanes
@@ -214,14 +243,22 @@ impl Lanes {
                 _ => None,
             })
             .min();
-        let due = match next_due {
+        let mut due = match next_due {
             Some(due) => Duration::from_millis((due - now) as u64).min(MAX_IDLE),
             None => MAX_IDLE,
         };
+        for timer in self.lanes.iter().filter_map(|lane| lane.next_timer(now, at)) {
+            due = due.min(timer);
+        }
         match self.oldest_finished {
             Some(t) => due.min((t + RECORD_DELAY).saturating_duration_since(at)),
             None => due,
         }
+    }
+
+    /// After a sleep: starts what a probe or a rate limit's token now lets go.
+    pub fn tick(&mut self) {
+        self.pump_all();
     }
 
     /// Plans one outbox round trip: record finished attempts, and claim for the subscribers
@@ -276,7 +313,7 @@ impl Lanes {
             Ok(batch) => {
                 self.give_back_unclaimed(&asked, &batch.items);
                 self.learn(&asked, &batch.unfilled);
-                for c in results.iter().filter(|c| !matches!(c.next, NextState::RetryAt(_))) {
+                for c in results.iter().filter(|c| c.next.finishes()) {
                     if let Some(&i) = self.index.get(&c.subscriber) {
                         self.lanes[i].route.metrics.queue_depth.decrement(1.0);
                     }
@@ -338,15 +375,84 @@ impl Lanes {
         }
     }
 
-    /// How many deliveries lane `i` would claim now: none if it has nothing claimable, or
-    /// while its ready queue holds at least a slot's worth; otherwise up to its
-    /// [`claim_capacity`].
+    /// How many deliveries lane `i` would claim now: none if it has nothing claimable, is
+    /// paused or removed, or while its ready queue holds at least a slot's worth; one for
+    /// the probe of an open breaker that is due; otherwise up to its capacity.
     fn wants(&self, i: usize, now: i64) -> usize {
         let lane = &self.lanes[i];
-        if lane.ready.len() >= self.per_subscriber || !self.claimable(i, now) {
+        if !lane.open_for_attempts() {
+            let probe = lane.wants_probe(now) && lane.ready.is_empty() && self.claimable(i, now);
+            return usize::from(probe);
+        }
+        if lane.ready.len() >= lane.limit || !self.claimable(i, now) {
             return 0;
         }
-        self.capacity.saturating_sub(lane.running + lane.ready.len())
+        lane.capacity.saturating_sub(lane.running + lane.ready.len())
+    }
+
+    /// Lane `i`'s breaker and health take in a finished attempt.
+    fn learn_result(&mut self, i: usize, c: &Completion) {
+        let now = self.clock.now_ms();
+        let lane = &mut self.lanes[i];
+        let probe = lane.probe == Some(c.id);
+        if probe {
+            lane.probe = None;
+        }
+        let success = c.next == NextState::Delivered;
+        let before = lane.breaker.failures();
+        let transition = lane.breaker.record(success, probe, now);
+        if !success {
+            lane.failed += 1;
+            lane.last_error = c.error.clone().or_else(|| c.status.map(|s| format!("HTTP {s}")));
+        }
+        match transition {
+            super::breaker::Transition::Opened => self.breaker_opened(i, now),
+            super::breaker::Transition::Closed => self.breaker_closed(i),
+            super::breaker::Transition::Same if success && before == 0 => return,
+            super::breaker::Transition::Same => {}
+        }
+        self.publish(i);
+    }
+
+    /// Lane `i`'s breaker opened: its waiting claims go back, nothing more is handed over.
+    fn breaker_opened(&mut self, i: usize, now: i64) {
+        let lane = &mut self.lanes[i];
+        let (id, failures) = (lane.route.id.clone(), lane.breaker.failures());
+        let probe_in_ms = lane.breaker.next_probe().map(|t| t - now);
+        tracing::warn!(subscriber = %id, failures, probe_in_ms, last_error = lane.last_error.as_deref().unwrap_or(""),
+            "breaker opened: the subscriber is not attempted, except for probes, until one succeeds");
+        self.set_aside(i, now);
+        self.slots.hold(&id, true);
+    }
+
+    /// Lane `i`'s breaker closed: its deliveries go again, claimed from the database.
+    fn breaker_closed(&mut self, i: usize) {
+        let lane = &mut self.lanes[i];
+        tracing::info!(subscriber = %lane.route.id, "breaker closed: delivery resumes");
+        lane.known = Known::Maybe;
+        if !lane.paused && !lane.removed {
+            self.slots.hold(&lane.route.id, false);
+        }
+    }
+
+    /// Gives lane `i`'s ready queue back to the database unattempted.
+    fn set_aside(&mut self, i: usize, now: i64) {
+        let back = self.lanes[i].return_ready(now);
+        if !back.is_empty() {
+            self.slots.give_back(&self.lanes[i].route.id, back.len());
+            self.oldest_finished.get_or_insert(Instant::now());
+            self.finished.extend(back);
+        }
+    }
+
+    /// Publishes lane `i`'s health (board and gauge).
+    fn publish(&self, i: usize) {
+        let lane = &self.lanes[i];
+        let health = lane.health();
+        lane.route.metrics.state.set(health.state.gauge());
+        if let Some(board) = &self.board {
+            board.publish(&lane.route.id, health);
+        }
     }
 }
 

@@ -13,11 +13,15 @@
 //! The backlog stays in SQLite.
 
 mod attempt;
+pub mod breaker;
+pub mod health;
+mod lane;
 mod lanes;
 #[cfg(test)]
 mod lanes_tests;
 #[cfg(test)]
 mod model_tests;
+mod pace;
 mod webhook;
 
 use std::{sync::Arc, time::Duration};
@@ -29,7 +33,8 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use self::attempt::{attempt, Shared};
-use self::lanes::{Lanes, Round};
+use self::health::{Board, Control};
+use self::lanes::{Lanes, Round, Start};
 pub use self::webhook::{Sent, WebhookClient};
 use crate::{
     clock::Clock,
@@ -37,7 +42,7 @@ use crate::{
     outbox::{ClaimBatch, Claimed, Completion, Store, StoreError},
     retry::RetryPolicy,
     slots::Slots,
-    subscribers::{Route, Routes},
+    subscribers::Routes,
 };
 
 /// How long to wait before trying the database again after it failed.
@@ -74,6 +79,12 @@ pub struct Wiring {
     pub slots: Arc<Slots>,
     /// Deliveries the writer handed over (their claims already counted in the slots).
     pub handed: mpsc::UnboundedReceiver<Vec<Claimed>>,
+    /// Where the loop publishes subscribers' health.
+    pub board: Board,
+    /// The operations API's commands (pause, resume, reload).
+    pub control: mpsc::UnboundedReceiver<Control>,
+    /// Subscribers paused when the program started.
+    pub paused: Vec<String>,
 }
 
 /// The delivery loop of one program.
@@ -83,6 +94,7 @@ pub struct Dispatcher {
     per_subscriber: usize,
     max_in_flight: usize,
     grace: Duration,
+    breaker: crate::config::BreakerSettings,
 }
 
 /// An outbox round trip under way.
@@ -111,6 +123,7 @@ impl Dispatcher {
             per_subscriber: d.max_in_flight_per_subscriber,
             max_in_flight: d.max_in_flight,
             grace: d.shutdown_grace,
+            breaker: settings.breaker.clone(),
         })
     }
 
@@ -121,7 +134,9 @@ impl Dispatcher {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let (max, per) = (self.max_in_flight, self.per_subscriber);
-        let mut lanes = Lanes::new(&self.wiring.routes, self.wiring.slots.clone(), max, per, claim_capacity(per));
+        let mut lanes = Lanes::new(&self.wiring.routes, self.wiring.slots.clone(), max, per, claim_capacity(per))
+            .with_breakers(&self.breaker, self.shared.clock.clone(), self.wiring.board.clone());
+        lanes.paused_at_start(&std::mem::take(&mut self.wiring.paused));
         let mut round: Option<RoundFuture> = None;
         let mut backoff: Option<Instant> = None;
         while !shutdown.is_cancelled() {
@@ -147,7 +162,11 @@ impl Dispatcher {
                 _ = self.wiring.wake.notified() => {}
                 Some(c) = done_rx.recv() => lanes.finished(c, Instant::now()),
                 Some(batch) = self.wiring.handed.recv() => lanes.enqueue(batch),
-                _ = tokio::time::sleep(wait) => backoff = None,
+                Some(command) = self.wiring.control.recv() => lanes.control(command),
+                _ = tokio::time::sleep(wait) => {
+                    backoff = None;
+                    lanes.tick();
+                }
                 _ = shutdown.cancelled() => {}
             }
         }
@@ -170,17 +189,17 @@ impl Dispatcher {
 
     /// Starts every attempt the lanes decided on.
     fn start_all(&self, lanes: &mut Lanes, done: &mpsc::UnboundedSender<Completion>) {
-        for (claimed, route) in lanes.starts() {
-            self.start(claimed, route, done);
+        for start in lanes.starts() {
+            self.start(start, done);
         }
     }
 
     /// Starts one attempt, already counted as running; its claim is counted in the slots.
-    fn start(&self, claimed: Claimed, route: Arc<Route>, done: &mpsc::UnboundedSender<Completion>) {
+    fn start(&self, start: Start, done: &mpsc::UnboundedSender<Completion>) {
         let shared = self.shared.clone();
         let done = done.clone();
         tokio::spawn(async move {
-            let completion = attempt(&shared, &route, claimed).await;
+            let completion = attempt(&shared, &start.route, start.claimed, start.probe).await;
             let _ = done.send(completion);
         });
     }

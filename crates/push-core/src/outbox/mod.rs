@@ -202,6 +202,20 @@ pub enum NextState {
     RetryAt(i64),
     /// Given up; kept for the operations API.
     Dead,
+    /// A failed attempt that does not count towards the retry schedule (a probe of an open
+    /// breaker): logged, pending, due when it was before.
+    Held,
+    /// Not attempted: the claim is given back (a breaker opened, the subscriber was paused
+    /// or removed), nothing else changes.
+    Returned,
+}
+
+impl NextState {
+    /// Whether the delivery is finished (delivered or dead): its call's next status may go,
+    /// and it leaves the queue.
+    pub fn finishes(self) -> bool {
+        matches!(self, NextState::Delivered | NextState::Dead)
+    }
 }
 
 /// The record of one finished attempt.

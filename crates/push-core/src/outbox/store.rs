@@ -65,6 +65,11 @@ pub trait Store: Send + Sync + 'static {
     fn oldest_due(&self, now: i64) -> StoreFuture<'_, Vec<(String, Option<i64>)>>;
     /// Pending deliveries per subscriber (the queue-depth gauges at start).
     fn pending_counts(&self) -> StoreFuture<'_, Vec<(String, i64)>>;
+    /// Keeps (or forgets) that the operator paused `subscriber`, for every later start (and
+    /// every replica); answers once it is durable.
+    fn set_paused(&self, subscriber: String, paused: bool, now: i64) -> StoreFuture<'_, ()>;
+    /// Subscribers the operator paused.
+    fn paused(&self) -> StoreFuture<'_, Vec<String>>;
     /// Whether it answers now (`/readyz`).
     fn is_ready(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
     /// Whether its last write that changed rows failed (a full disk, a read-only file):

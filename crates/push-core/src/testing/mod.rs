@@ -247,6 +247,8 @@ pub fn subscriber(id: &str, url: &str) -> Subscriber {
         service_types: vec![100, 200],
         accounts: vec![],
         secret: None,
+        max_in_flight: None,
+        rate_limit_per_second: 0,
     }
 }
 
@@ -270,9 +272,22 @@ impl TestApp {
 
     /// The same on `clock` (e.g. a [`ManualClock`]), for tests that need exact times.
     pub async fn spawn_with_clock(service: Service, settings: Settings, clock: Arc<dyn Clock>) -> TestApp {
+        Self::spawn_reloadable(service, settings, clock, None).await
+    }
+
+    /// The same, reloading (`POST /v1/reload`) with `load` when given.
+    pub async fn spawn_reloadable(
+        service: Service,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        load: Option<crate::reload::Loader>,
+    ) -> TestApp {
         settings.validate().expect("test settings are valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
-        let app = Application::build_with(settings, service, listener, clock).await.expect("build app");
+        let mut app = Application::build_with(settings, service, listener, clock).await.expect("build app");
+        if let Some(load) = load {
+            app = app.reload_with(load);
+        }
         let url = format!("http://{}", app.local_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
@@ -290,6 +305,20 @@ impl TestApp {
         let r = self.client.get(format!("{}{path}", self.url)).send().await.expect("GET");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs JSON to a path of the API; answers its status and JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.client.post(format!("{}{path}", self.url)).json(body).send().await.expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// One subscriber's entry of `GET /v1/subscribers`.
+    pub async fn subscriber_health(&self, id: &str) -> Value {
+        let (status, body) = self.get_json("/v1/subscribers").await;
+        assert_eq!(status, 200, "{body}");
+        body["items"].as_array().and_then(|items| items.iter().find(|s| s["id"] == id).cloned()).unwrap_or(Value::Null)
     }
 
     /// Polls `GET /v1/deliveries?<query>` until it lists exactly `n` deliveries; returns them.

@@ -11,7 +11,7 @@ use push_core::{
     outbox::{RedeliverFilter, Store},
     schema,
     slots::Slots,
-    subscribers::Routes,
+    subscribers::{Roster, Routes},
     testing::{status_event, subscriber},
     Service,
 };
@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 async fn intake(dir: &std::path::Path) -> (Intake, Arc<dyn Store>, Arc<Notify>, CancellationToken) {
     let mut acme = subscriber("acme", "http://127.0.0.1:9");
     acme.accounts = vec!["acme".into()];
-    let routes = Arc::new(Routes::new(&[subscriber("all", "http://127.0.0.1:9"), acme], Service::Status));
+    let routes = Roster::new(Routes::new(&[subscriber("all", "http://127.0.0.1:9"), acme], Service::Status));
     let slots = Arc::new(Slots::new(10, 10, ["all", "acme"]));
     let url = format!("sqlite://{}", dir.join("status.db").display());
     let outbox = push_core::outbox::open(&url, Service::Status, slots).await.unwrap().store;

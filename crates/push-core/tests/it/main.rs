@@ -2,6 +2,7 @@
 //! SQLite file in a temporary directory. One test binary: each file here is a module of it,
 //! so the suite links once.
 
+mod breaker;
 mod config_env;
 mod connections;
 mod delivery;
@@ -21,3 +22,4 @@ mod sources_freeswitch;
 mod sources_redis;
 mod sources_ucm;
 mod store_contract;
+mod subscriber_admin;

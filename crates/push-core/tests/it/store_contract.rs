@@ -210,3 +210,23 @@ async fn purging_removes_finished_events_and_their_keys_answer_inside_the_window
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_returned_claim_and_a_held_attempt_keep_the_schedule_and_a_pause_is_kept() {
+    each_backend(Service::Cdr, |store| async move {
+        ingest(&*store, items(Service::Cdr, seed_cdr("h1"), &["a"]), NOW).await;
+        let first = claim(&*store, "a", 10, NOW).await;
+        finish(&*store, &first, 0, NextState::Returned, NOW).await;
+        let again = claim(&*store, "a", 10, NOW).await;
+        assert_eq!((again.items.len(), again.items[0].attempts), (1, 0), "given back without an attempt");
+        finish(&*store, &again, 0, NextState::Held, NOW).await;
+        let held = claim(&*store, "a", 10, NOW).await;
+        assert_eq!(held.items.len(), 1, "a held attempt leaves it due as it was");
+        assert_eq!((held.items[0].attempts, held.items[0].round_start), (1, 1), "logged, schedule not advanced");
+        store.set_paused("a".into(), true, NOW).await.unwrap();
+        assert_eq!(store.paused().await.unwrap(), ["a".to_string()]);
+        store.set_paused("a".into(), false, NOW).await.unwrap();
+        assert!(store.paused().await.unwrap().is_empty());
+    })
+    .await;
+}

@@ -241,8 +241,8 @@ impl Case {
     /// Takes the attempts the lanes started, checking each against the model.
     fn take_starts(&mut self) {
         let starts = self.node().lanes.starts();
-        let started: Vec<String> = starts.iter().map(|(c, _)| c.subscriber.clone()).collect();
-        for (claimed, _) in starts {
+        let started: Vec<String> = starts.iter().map(|s| s.claimed.subscriber.clone()).collect();
+        for claimed in starts.into_iter().map(|s| s.claimed) {
             let key = (claimed.event_id.clone(), claimed.subscriber.clone());
             self.ids.insert(claimed.id, key.clone());
             let (call, seq, state) = self.model.deliveries.get(&key).cloned().expect("started a known delivery");

@@ -49,8 +49,10 @@ impl Model {
                 NextState::Delivered => State::Delivered,
                 NextState::Dead => State::Dead,
                 NextState::RetryAt(at) => State::Pending(at),
+                // Breakers are off in the model: nothing is held; a returned claim is pending as before.
+                NextState::Held | NextState::Returned => entry.2,
             };
-            if !matches!(c.next, NextState::RetryAt(_)) {
+            if c.next.finishes() {
                 self.unfinished.get_mut(&key.1).and_then(|m| m.get_mut(&entry.0)).expect("a chain").remove(&entry.1);
                 self.open.remove(key);
             }

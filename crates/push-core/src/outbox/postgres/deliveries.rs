@@ -99,7 +99,9 @@ async fn round(
         true => release_chains(tx, shared, &finished, &mut wants, now).await?,
         false => Vec::new(),
     };
-    for c in done.iter().filter(|c| ordered || matches!(c.next, NextState::RetryAt(_))) {
+    // A retry falls due later, a returned claim is claimable again; a finished status lets
+    // the next one of its call go.
+    for c in done.iter().filter(|c| ordered || !c.next.finishes()) {
         shared.slots.mark_backlog(&c.subscriber);
     }
     if wants.iter().any(|(_, n)| *n > 0) {
@@ -130,11 +132,8 @@ async fn renew_leases(tx: &mut Tx<'_>, shared: &Shared, now: i64) -> sqlx::Resul
 
 /// `(subscriber, call)` of each finished (delivered or dead) completion, once each, sorted.
 fn finished_chains(done: &[Completion]) -> Vec<(&str, &str)> {
-    let mut finished: Vec<(&str, &str)> = done
-        .iter()
-        .filter(|c| !matches!(c.next, NextState::RetryAt(_)))
-        .map(|c| (c.subscriber.as_str(), c.call_id.as_str()))
-        .collect();
+    let mut finished: Vec<(&str, &str)> =
+        done.iter().filter(|c| c.next.finishes()).map(|c| (c.subscriber.as_str(), c.call_id.as_str())).collect();
     finished.sort_unstable();
     finished.dedup();
     finished
@@ -201,7 +200,20 @@ async fn complete(tx: &mut Tx<'_>, shared: &Shared, done: &[Completion]) -> sqlx
     if done.is_empty() {
         return Ok(());
     }
-    let failed: Vec<&Completion> = done.iter().filter(|c| c.next != NextState::Delivered).collect();
+    // A returned claim was never attempted: only the claim goes.
+    let (returned, done): (Vec<&Completion>, Vec<&Completion>) =
+        done.iter().partition(|c| c.next == NextState::Returned);
+    if !returned.is_empty() {
+        sqlx::query(
+            "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+             WHERE id = ANY($1) AND lease_owner = $2",
+        )
+        .bind(returned.iter().map(|c| c.id).collect::<Vec<_>>())
+        .bind(&shared.owner)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let failed: Vec<&Completion> = done.iter().copied().filter(|c| c.next != NextState::Delivered).collect();
     if !failed.is_empty() {
         sqlx::query(
             "INSERT INTO attempts (delivery_id, attempt, at, status, error, latency_ms)
@@ -222,9 +234,14 @@ async fn complete(tx: &mut Tx<'_>, shared: &Shared, done: &[Completion]) -> sqlx
         NextState::Delivered => ("delivered", None, Some(c.at + c.latency_ms)),
         NextState::RetryAt(at) => ("pending", Some(at), None),
         NextState::Dead => ("dead", None, None),
+        // A held attempt (a failed probe) is logged and moves `round_start` along with
+        // `attempts`, so the retry schedule does not advance.
+        NextState::Held | NextState::Returned => ("held", None, None),
     };
     sqlx::query(
-        "UPDATE deliveries d SET state = v.state, lease_owner = NULL, lease_until = NULL, attempts = v.attempt,
+        "UPDATE deliveries d SET state = CASE v.state WHEN 'held' THEN 'pending' ELSE v.state END,
+             lease_owner = NULL, lease_until = NULL, attempts = v.attempt,
+             round_start = d.round_start + CASE v.state WHEN 'held' THEN 1 ELSE 0 END,
              next_attempt_at = COALESCE(v.next_at, d.next_attempt_at), last_status = v.status,
              last_error = v.error, delivered_at = v.delivered_at, updated_at = v.at + v.latency,
              last_attempt_at = v.at, last_latency_ms = v.latency
@@ -315,6 +332,16 @@ async fn release_heads(
         .fetch_all(&mut **tx)
         .await?;
     rows.iter().map(claimed_row).collect()
+}
+
+/// Keeps (or forgets) that the operator paused `subscriber`, for every replica.
+pub(super) async fn set_paused(shared: &Shared, subscriber: &str, paused: bool, now: i64) -> sqlx::Result<()> {
+    let sql = match paused {
+        true => "INSERT INTO subscriber_pauses (subscriber, paused_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        false => "DELETE FROM subscriber_pauses WHERE subscriber = $1 AND $2::bigint IS NOT NULL",
+    };
+    sqlx::query(sql).bind(subscriber).bind(now).execute(&shared.pool).await?;
+    Ok(())
 }
 
 /// Puts matching finished deliveries back to pending with a fresh schedule; answers how many.

@@ -212,6 +212,18 @@ impl Store for PgOutbox {
     fn pending_counts(&self) -> StoreFuture<'_, Vec<(String, i64)>> {
         Box::pin(async move { statement(read::pending_counts(&self.shared.pool).await) })
     }
+    fn set_paused(&self, subscriber: String, paused: bool, now: i64) -> StoreFuture<'_, ()> {
+        Box::pin(async move { statement(deliveries::set_paused(&self.shared, &subscriber, paused, now).await) })
+    }
+    fn paused(&self) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            statement(
+                sqlx::query_scalar("SELECT subscriber FROM subscriber_pauses ORDER BY subscriber")
+                    .fetch_all(&self.shared.pool)
+                    .await,
+            )
+        })
+    }
     fn is_ready(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(async move {
             !self.ingests.is_closed()

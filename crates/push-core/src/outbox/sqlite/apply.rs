@@ -9,7 +9,7 @@ use super::{
     deliveries,
     ingest::{self, Plan, Request},
     writer::{finish, Command, Finish, Reply},
-    ClaimBatch, Claimed, Completion, IngestItem, IngestOutcome, NextState, RedeliverFilter, SourceNotes, StoreError,
+    ClaimBatch, Claimed, Completion, IngestItem, IngestOutcome, RedeliverFilter, SourceNotes, StoreError,
 };
 use crate::slots::Slots;
 
@@ -42,6 +42,9 @@ pub(super) fn apply_group(
             Command::Cycle { done, wants, now, reply } => others.push(LoopCommand::Cycle { done, wants, now, reply }),
             Command::Redeliver { filter, now, reply } => others.push(LoopCommand::Redeliver { filter, now, reply }),
             Command::ReleaseClaims { reply } => others.push(LoopCommand::ReleaseClaims { reply }),
+            Command::Pause { subscriber, paused, now, reply } => {
+                others.push(LoopCommand::Pause { subscriber, paused, now, reply })
+            }
         }
     }
     let savepoints = usize::from(!ingests.is_empty()) + others.len() > 1;
@@ -74,6 +77,7 @@ fn fail(command: Command, e: &StoreError) -> Finish {
         Command::Cycle { reply, .. } => finish(reply, Err(e.clone())),
         Command::Redeliver { reply, .. } => finish(reply, Err(e.clone())),
         Command::ReleaseClaims { reply } => finish(reply, Err(e.clone())),
+        Command::Pause { reply, .. } => finish(reply, Err(e.clone())),
     }
 }
 
@@ -83,6 +87,7 @@ enum LoopCommand {
     Cycle { done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64, reply: Reply<ClaimBatch> },
     Redeliver { filter: RedeliverFilter, now: i64, reply: Reply<u64> },
     ReleaseClaims { reply: Reply<()> },
+    Pause { subscriber: String, paused: bool, now: i64, reply: Reply<()> },
 }
 
 /// An ingest request taken from its command.
@@ -196,7 +201,7 @@ fn apply_one(conn: &Connection, command: LoopCommand, ordered: bool, slots: &Slo
             let failed = match command {
                 LoopCommand::Cycle { reply, .. } => finish(reply, Err(e)),
                 LoopCommand::Redeliver { reply, .. } => finish(reply, Err(e)),
-                LoopCommand::ReleaseClaims { reply } => finish(reply, Err(e)),
+                LoopCommand::ReleaseClaims { reply } | LoopCommand::Pause { reply, .. } => finish(reply, Err(e)),
             };
             return (failed, true);
         }
@@ -220,8 +225,9 @@ fn run_command(conn: &Connection, command: LoopCommand, ordered: bool, slots: &S
                     true => deliveries::release_chains(conn, &done, &mut wants)?,
                     false => Vec::new(),
                 };
-                // A retry falls due later; a finished status lets the next one of its call go.
-                for c in done.iter().filter(|c| ordered || matches!(c.next, NextState::RetryAt(_))) {
+                // A retry falls due later, a returned claim is claimable again; a finished
+                // status lets the next one of its call go.
+                for c in done.iter().filter(|c| ordered || !c.next.finishes()) {
                     slots.mark_backlog(&c.subscriber);
                 }
                 let mut batch = deliveries::claim(conn, &wants, now)?;
@@ -238,6 +244,9 @@ fn run_command(conn: &Connection, command: LoopCommand, ordered: bool, slots: &S
         LoopCommand::ReleaseClaims { reply } => {
             slots.mark_all_backlogged();
             Ran::ReleaseClaims(reply, deliveries::release_claims(conn))
+        }
+        LoopCommand::Pause { subscriber, paused, now, reply } => {
+            Ran::ReleaseClaims(reply, deliveries::set_paused(conn, &subscriber, paused, now))
         }
     }
 }

@@ -53,6 +53,12 @@ impl Store for Outbox {
     fn pending_counts(&self) -> StoreFuture<'_, Vec<(String, i64)>> {
         Box::pin(async move { read(Outbox::pending_counts(self).await) })
     }
+    fn set_paused(&self, subscriber: String, paused: bool, now: i64) -> StoreFuture<'_, ()> {
+        Box::pin(Outbox::set_paused(self, subscriber, paused, now))
+    }
+    fn paused(&self) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move { read(Outbox::paused(self).await) })
+    }
     fn is_ready(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(Outbox::is_ready(self))
     }

@@ -113,7 +113,9 @@ pub(super) fn complete(tx: &Connection, done: &[Completion]) -> anyhow::Result<(
     if done.is_empty() {
         return Ok(());
     }
-    let failed: Vec<&Completion> = done.iter().filter(|c| c.next != NextState::Delivered).collect();
+    let (returned, attempted): (Vec<&Completion>, Vec<&Completion>) =
+        done.iter().partition(|c| c.next == NextState::Returned);
+    let failed: Vec<&&Completion> = attempted.iter().filter(|c| c.next != NextState::Delivered).collect();
     bulk::execute(
         tx,
         "INSERT OR REPLACE INTO attempts (delivery_id, attempt, at, status, error, latency_ms) VALUES {values}",
@@ -128,20 +130,24 @@ pub(super) fn complete(tx: &Connection, done: &[Completion]) -> anyhow::Result<(
             args.add(c.latency_ms)
         },
     )?;
+    // A held attempt (a failed probe) is logged, and moves `round_start` along with
+    // `attempts`, so the retry schedule does not advance.
     bulk::execute_padded(
         tx,
-        "UPDATE deliveries SET state = v.column2, claimed = 0, attempts = v.column3,
+        "UPDATE deliveries SET state = CASE v.column2 WHEN 'held' THEN 'pending' ELSE v.column2 END,
+             claimed = 0, attempts = v.column3, round_start = round_start + (v.column2 = 'held'),
              next_attempt_at = COALESCE(v.column4, next_attempt_at), last_status = v.column5,
              last_error = v.column6, delivered_at = v.column7, updated_at = v.column8,
              last_attempt_at = v.column9, last_latency_ms = v.column10
          FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1",
         10,
-        done,
+        &attempted,
         |args, c| {
             let (state, next_at, delivered_at) = match c.next {
                 NextState::Delivered => ("delivered", None, Some(c.at + c.latency_ms)),
                 NextState::RetryAt(at) => ("pending", Some(at), None),
                 NextState::Dead => ("dead", None, None),
+                NextState::Held | NextState::Returned => ("held", None, None),
             };
             args.add(c.id)?;
             args.add(state)?;
@@ -155,6 +161,10 @@ pub(super) fn complete(tx: &Connection, done: &[Completion]) -> anyhow::Result<(
             args.add(c.latency_ms)
         },
     )?;
+    // A returned claim was never attempted: only the claim goes.
+    bulk::execute(tx, "UPDATE deliveries SET claimed = 0 WHERE id IN (VALUES {values})", 1, &returned, |args, c| {
+        args.add(c.id)
+    })?;
     Ok(())
 }
 
@@ -167,11 +177,8 @@ pub(super) fn release_chains(
     done: &[Completion],
     wants: &mut [(String, usize)],
 ) -> anyhow::Result<Vec<Claimed>> {
-    let mut finished: Vec<(&str, &str)> = done
-        .iter()
-        .filter(|c| !matches!(c.next, NextState::RetryAt(_)))
-        .map(|c| (c.subscriber.as_str(), c.call_id.as_str()))
-        .collect();
+    let mut finished: Vec<(&str, &str)> =
+        done.iter().filter(|c| c.next.finishes()).map(|c| (c.subscriber.as_str(), c.call_id.as_str())).collect();
     finished.sort_unstable();
     finished.dedup();
     // Each subscriber's claims go to its first chains, as far as the loop asked for.
@@ -262,4 +269,16 @@ fn release_heads(tx: &Connection, chains: &[(&str, &str, bool)]) -> anyhow::Resu
         Ok(())
     })?;
     Ok(claimed)
+}
+
+/// Keeps (or forgets) that the operator paused `subscriber`.
+pub(super) fn set_paused(tx: &Connection, subscriber: &str, paused: bool, now: i64) -> anyhow::Result<()> {
+    match paused {
+        true => tx.execute(
+            "INSERT INTO subscriber_pauses (subscriber, paused_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![subscriber, now],
+        )?,
+        false => tx.execute("DELETE FROM subscriber_pauses WHERE subscriber = ?1", [subscriber])?,
+    };
+    Ok(())
 }

@@ -156,6 +156,11 @@ impl Outbox {
         self.send(|reply| Queued::Purge { policy, now, reply }).await
     }
 
+    /// Keeps (or forgets) that the operator paused `subscriber`; answers once on disk.
+    pub async fn set_paused(&self, subscriber: String, paused: bool, now: i64) -> Result<(), StoreError> {
+        self.call(|reply| Command::Pause { subscriber, paused, now, reply }).await
+    }
+
     /// Lets unfinished claims go, so the next start attempts them again at once.
     pub async fn release_claims(&self) -> Result<(), StoreError> {
         self.call(|reply| Command::ReleaseClaims { reply }).await

@@ -71,6 +71,14 @@ impl Outbox {
         let rows = sqlx::query(PENDING_COUNTS).fetch_all(&self.readers).await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
+
+    /// Subscribers the operator paused.
+    pub async fn paused(&self) -> anyhow::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT subscriber FROM subscriber_pauses ORDER BY subscriber")
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
 }
 
 /// Pending deliveries per subscriber, through `deliveries_unfinished` (the second term lets

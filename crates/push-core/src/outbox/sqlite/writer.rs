@@ -60,6 +60,7 @@ pub(super) enum Command {
     Cycle { done: Arc<Vec<Completion>>, wants: Vec<(String, usize)>, now: i64, reply: Reply<ClaimBatch> },
     Redeliver { filter: RedeliverFilter, now: i64, reply: Reply<u64> },
     ReleaseClaims { reply: Reply<()> },
+    Pause { subscriber: String, paused: bool, now: i64, reply: Reply<()> },
 }
 
 /// What the writer's queue carries: a command applied with the rest of its group, or a
@@ -208,7 +209,7 @@ pub(super) struct WriterSetup {
 impl Command {
     /// Must survive a power loss before it is answered.
     fn is_durable(&self) -> bool {
-        matches!(self, Command::Ingest { .. } | Command::Redeliver { .. })
+        matches!(self, Command::Ingest { .. } | Command::Redeliver { .. } | Command::Pause { .. })
     }
 }
 
