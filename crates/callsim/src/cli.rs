@@ -303,6 +303,13 @@ pub struct BenchArgs {
     /// `--bin-dir`, then with these, and the figures are shown side by side.
     #[arg(long)]
     pub against: Option<PathBuf>,
+    /// Run the end-to-end phases on this PostgreSQL server (`postgres://user:pass@host/db`
+    /// of a role that may create databases; a new database per phase).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Replicas of the pusher on `--database` in the end-to-end phases.
+    #[arg(long, default_value_t = 1, requires = "database")]
+    pub replicas: usize,
     /// Rounds of a comparison (with `--against`).
     #[arg(long, default_value_t = 1, requires = "against")]
     pub rounds: usize,
@@ -321,6 +328,8 @@ impl BenchArgs {
             smoke: self.smoke,
             only: self.only.clone(),
             work_dir: self.work_dir.clone(),
+            database: self.database.clone(),
+            replicas: self.replicas.max(1),
         }
     }
 }

@@ -80,10 +80,11 @@ impl Application {
         ));
         // CDRs are never superseded (issue 14): only status-pusher reads `supersede`.
         let supersede = section.supersede && service == Service::Status;
-        let opened = crate::outbox::open_with(&section.database, service, slots.clone(), supersede).await?;
+        let wake = Arc::new(Notify::new());
+        let replica = crate::outbox::Replica { wake: Some(wake.clone()), ..crate::outbox::Replica::from_env(d.lease) };
+        let opened = crate::outbox::open_replica(&section.database, service, slots.clone(), replica, supersede).await?;
         let (outbox, handed, writer) = (opened.store, opened.handed, opened.task);
         count_queues(&routes, outbox.as_ref()).await?;
-        let wake = Arc::new(Notify::new());
         let (board, control) = Board::new();
         let wiring = Wiring {
             routes: routes.clone(),

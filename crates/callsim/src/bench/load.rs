@@ -99,7 +99,7 @@ pub fn client(pool: usize) -> anyhow::Result<reqwest::Client> {
 /// A closed-loop load: `concurrency` clients post `requests` bodies back to back.
 #[derive(Clone)]
 pub struct Load {
-    /// Endpoint URL.
+    /// Endpoint URL, or several separated by spaces (replicas of one pusher), taken in turn.
     pub url: String,
     /// Requests in total.
     pub requests: u64,
@@ -199,7 +199,8 @@ async fn worker(client: reqwest::Client, load: Arc<Load>, next: Arc<AtomicU64>, 
             return result;
         }
         let body = (load.body)(i);
-        match post(&client, &load.url, body).await {
+        let urls = load.url.split(' ').collect::<Vec<_>>();
+        match post(&client, urls[i as usize % urls.len()], body).await {
             Ok(answer) if answer.status.is_success() => {
                 result.ok_requests += 1;
                 result.ok_events += load.events_per_request;

@@ -127,6 +127,12 @@ pub struct BenchOptions {
     pub only: Vec<Phase>,
     /// Where the temporary directories (databases) go; default the system's.
     pub work_dir: Option<PathBuf>,
+    /// A PostgreSQL server (`postgres://…` of a role that may create databases): the
+    /// end-to-end phases keep their outbox there, a new database each, instead of SQLite.
+    pub database: Option<String>,
+    /// Replicas of the pusher on that database in the end-to-end phases (the load goes to
+    /// each in turn).
+    pub replicas: usize,
 }
 
 /// The sizes and time bounds a run uses, after `--smoke`.

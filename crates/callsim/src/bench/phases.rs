@@ -180,7 +180,8 @@ pub(super) fn per_sec_ids(r: &LoadResult) -> f64 {
 
 /// The load of an end-to-end phase: arrays of 100 CDRs, or of 25 whole calls of 4 statuses.
 fn e2e_load(ctx: &Ctx, phase: Phase, program: Program, base: &str) -> Load {
-    let url = format!("{base}{}", program.ingest_path());
+    // `base` may name several replicas, separated by spaces (see `Load::url`).
+    let url = base.split(' ').map(|b| format!("{b}{}", program.ingest_path())).collect::<Vec<_>>().join(" ");
     let prefix = prefix(phase);
     match program {
         Program::Cdr => arrays(url, prefix, ctx.sizes.events, ARRAY, E2E_CONCURRENCY, ctx.sizes.load_limit),
@@ -203,10 +204,21 @@ fn e2e_load(ctx: &Ctx, phase: Phase, program: Program, base: &str) -> Load {
 /// `e2e-cdr` / `e2e-status`: post everything, wait until the receiver answered all of it.
 async fn e2e(ctx: &mut Ctx, phase: Phase, program: Program) -> anyhow::Result<()> {
     let receiver = BenchReceiver::start(0, ctx.sizes.events as usize).await?;
-    let setup = Setup { subscriber: Some(receiver.url()), ..Setup::default() };
+    let database = match &ctx.options.database {
+        Some(server) => Some(super::pusher::fresh_database(server).await?),
+        None => None,
+    };
+    let setup = Setup { subscriber: Some(receiver.url()), database, ..Setup::default() };
     let (_dir, pusher) = ctx.pusher(phase, program, &setup)?;
+    // More replicas on the same database, when asked (`--replicas`); the load takes them in turn.
+    let mut others = Vec::new();
+    for _ in 1..ctx.options.replicas {
+        others.push(ctx.pusher(phase, program, &setup)?);
+    }
+    let urls: Vec<&str> =
+        std::iter::once(pusher.url.as_str()).chain(others.iter().map(|(_, p)| p.url.as_str())).collect();
     let client = load::client(E2E_CONCURRENCY)?;
-    let load = e2e_load(ctx, phase, program, &pusher.url);
+    let load = e2e_load(ctx, phase, program, &urls.join(" "));
     let cpu = CpuMeter::start(pusher.pid());
     let started = Instant::now();
     let posted = load::run(&client, load).await;
@@ -217,6 +229,9 @@ async fn e2e(ctx: &mut Ctx, phase: Phase, program: Program) -> anyhow::Result<()
     let counts = settle(&client, &pusher.url, Duration::from_secs(10)).await;
     let tally = receiver.tally(&posted.ids);
     pusher.stop()?;
+    for (_, other) in others {
+        other.stop()?;
+    }
     receiver.stop().await;
     let elapsed = tally.last_first.map_or(Duration::ZERO, |t| t - started);
     let p = phase.name();

@@ -69,12 +69,27 @@ pub struct Setup {
     pub subscribers: usize,
     /// More YAML sections, appended as they are (e.g. `outbox: {retention: 1s}`).
     pub extra: String,
+    /// The outbox's database URL (`postgres://…`, shared by replicas); none = a SQLite file
+    /// in the phase's directory.
+    pub database: Option<String>,
 }
 
 impl Default for Setup {
     fn default() -> Setup {
-        Setup { subscriber: None, retry: None, subscribers: 1, extra: String::new() }
+        Setup { subscriber: None, retry: None, subscribers: 1, extra: String::new(), database: None }
     }
+}
+
+/// A new, empty database on the PostgreSQL server at `server` (`--database`); its URL. Each
+/// phase gets its own, so no phase sees another's outbox.
+pub async fn fresh_database(server: &str) -> anyhow::Result<String> {
+    use sqlx::Connection as _;
+    let name = format!("callsim_bench_{}_{}", std::process::id(), crate::calls::now_ms());
+    let mut conn = sqlx::PgConnection::connect(server).await.context("connecting to --database")?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.context("CREATE DATABASE")?;
+    conn.close().await?;
+    let (base, _) = server.rsplit_once('/').context("--database needs a path: postgres://host/db")?;
+    Ok(format!("{base}/{name}"))
 }
 
 /// The id of subscriber `i` of a setup with several, which is also the first segment of its
@@ -94,12 +109,12 @@ fn subscriber_yaml(id: &str, base: &str) -> String {
 /// The YAML config of a bench run of `program` with its database in `dir`.
 pub fn config_yaml(program: Program, dir: &Path, setup: &Setup) -> String {
     let db = dir.join(format!("{}.db", program.section()));
+    let database = setup.database.clone().unwrap_or_else(|| format!("sqlite://{}", db.display()));
     let mut yaml = format!(
         "log: {{level: warn, dir: \"\"}}\n\
          delivery: {{shutdown_grace: 1s}}\n\
-         {}: {{listen: \"127.0.0.1:0\", database: \"sqlite://{}\"}}\n",
+         {}: {{listen: \"127.0.0.1:0\", database: \"{database}\"}}\n",
         program.section(),
-        db.display()
     );
     yaml.push_str(&setup.extra);
     if let Some(schedule) = &setup.retry {

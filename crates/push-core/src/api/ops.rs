@@ -167,6 +167,22 @@ async fn oldest_due(state: &AppState) -> anyhow::Result<(i64, BTreeMap<String, O
     Ok((now, oldest))
 }
 
+/// With replicas on one database (PostgreSQL), this process's own count of pending
+/// deliveries is not the queue: `voice_push_queue_depth` is set from the database at each
+/// scrape instead, so every replica answers the same. (A SQLite outbox has one process,
+/// whose count is exact and costs no query.)
+async fn shared_queue_depth(state: &AppState) {
+    match state.outbox.pending_counts().await {
+        Ok(counts) => {
+            for route in state.routes.current().all() {
+                let depth = counts.iter().find(|(s, _)| *s == route.id).map_or(0, |(_, n)| *n);
+                route.metrics.queue_depth.set(depth as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "pending deliveries not read; the queue depth gauge is stale"),
+    }
+}
+
 /// `GET /metrics`: Prometheus text. `voice_push_oldest_due_age_seconds` is read from the
 /// outbox here (one indexed query), so it is as fresh as the scrape; if the outbox does not
 /// answer, the rest is still rendered.
@@ -179,6 +195,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             }
         }
         Err(e) => tracing::warn!(error = %e, "oldest due deliveries not read; their gauge is stale"),
+    }
+    if crate::outbox::is_postgres(&state.settings.service(state.service).database) {
+        shared_queue_depth(&state).await;
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

@@ -143,6 +143,11 @@ pub struct DeliverySettings {
     /// How long in-flight attempts may run on after a shutdown signal.
     #[serde(with = "humantime_serde", default = "default_shutdown_grace")]
     pub shutdown_grace: Duration,
+    /// How long a replica's claim on a delivery lasts in a shared (PostgreSQL) outbox before
+    /// another replica may attempt it: longer than `timeout`, so a live replica's attempt is
+    /// never taken over.
+    #[serde(with = "humantime_serde", default = "default_lease")]
+    pub lease: Duration,
 }
 
 /// `breaker:` section: a subscriber that fails `failures` attempts in a row is not
@@ -412,6 +417,10 @@ fn networks<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<IpNet>, D::Error> {
 
 fn default_retry_after_cap() -> Duration {
     Duration::from_secs(3600)
+}
+
+fn default_lease() -> Duration {
+    crate::outbox::DEFAULT_LEASE
 }
 
 fn default_shutdown_grace() -> Duration {

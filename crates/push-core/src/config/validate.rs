@@ -18,6 +18,9 @@ impl Settings {
         if self.delivery.timeout.is_zero() {
             return Err(invalid("delivery.timeout", "must be greater than 0s"));
         }
+        if self.delivery.lease <= self.delivery.timeout {
+            return Err(invalid("delivery.lease", "must be greater than delivery.timeout"));
+        }
         if self.delivery.max_in_flight == 0 {
             return Err(invalid("delivery.max_in_flight", "must be at least 1"));
         }
@@ -53,9 +56,12 @@ fn validate_service(name: &str, section: &ServiceSettings) -> Result<(), ConfigE
     if section.listen.parse::<SocketAddr>().is_err() {
         return Err(invalid(format!("{name}.listen"), "must be an address such as 127.0.0.1:8081"));
     }
+    if crate::outbox::is_postgres(&section.database) {
+        return Ok(());
+    }
     match section.database.strip_prefix("sqlite://") {
         Some(path) if !path.is_empty() => Ok(()),
-        _ => Err(invalid(format!("{name}.database"), "must be sqlite://<path>")),
+        _ => Err(invalid(format!("{name}.database"), "must be sqlite://<path> or postgres://user:pass@host:port/db")),
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod error;
 mod policy;
+mod postgres;
 mod records;
 mod sqlite;
 mod store;
@@ -18,6 +19,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use self::error::StoreError;
 pub use self::policy::{PurgeReport, RetentionPolicy};
+pub use self::postgres::{Replica, DEFAULT_LEASE};
 pub use self::records::{
     AttemptRecord, DeliveryDetail, DeliveryFilter, DeliveryRecord, MoveReport, Page, RejectRecord, StatsRow,
 };
@@ -41,15 +43,35 @@ pub struct Opened {
 /// the delivery loop's claim slots, shared with a backend that hands deliveries over at
 /// ingest.
 pub async fn open(url: &str, service: Service, slots: Arc<Slots>) -> anyhow::Result<Opened> {
-    open_with(url, service, slots, false).await
+    open_replica(url, service, slots, Replica::from_env(DEFAULT_LEASE), false).await
 }
 
-/// As [`open`], with `status.supersede` (status-pusher only; see [`ClaimBatch::superseded`]):
-/// a status that keeps failing for a subscriber is given up once a later one of its call is
-/// pending for it.
-pub async fn open_with(url: &str, service: Service, slots: Arc<Slots>, supersede: bool) -> anyhow::Result<Opened> {
+/// As [`open`], saying who this replica is and how long its claims last (PostgreSQL only:
+/// a SQLite file has one process, whose claims end with it), and with `status.supersede`
+/// (status-pusher only, SQLite only for now; see [`ClaimBatch::superseded`]): a status that
+/// keeps failing for a subscriber is given up once a later one of its call is pending for it.
+pub async fn open_replica(
+    url: &str,
+    service: Service,
+    slots: Arc<Slots>,
+    replica: Replica,
+    supersede: bool,
+) -> anyhow::Result<Opened> {
+    if is_postgres(url) {
+        if supersede {
+            tracing::warn!("status.supersede is not implemented by the PostgreSQL backend yet: it is off");
+        }
+        let (outbox, task) = postgres::PgOutbox::open(url, service, slots, replica).await?;
+        // PostgreSQL never hands deliveries over at ingest: the channel stays empty (and open).
+        let (never, handed) = mpsc::unbounded_channel::<Vec<Claimed>>();
+        let task = tokio::spawn(async move {
+            let _ = task.await;
+            drop(never);
+        });
+        return Ok(Opened { store: Arc::new(outbox), handed, task });
+    }
     if !url.starts_with("sqlite:") {
-        anyhow::bail!("database {url}: unsupported URL; the outbox is a SQLite file, sqlite://path");
+        anyhow::bail!("database {url}: unsupported URL; sqlite://path or postgres://user:pass@host:port/db");
     }
     let (deliveries, handed) = mpsc::unbounded_channel();
     let (outbox, task) = sqlite::Outbox::open(url, service, sqlite::Handoff { slots, deliveries }, supersede).await?;
@@ -60,7 +82,15 @@ pub async fn open_with(url: &str, service: Service, slots: Arc<Slots>, supersede
 /// process per SQLite file); takes nothing. Lets a program refuse to start before it binds
 /// its port, so the message names the database rather than the address both would use.
 pub fn ensure_not_in_use(url: &str) -> anyhow::Result<()> {
+    if is_postgres(url) {
+        return Ok(()); // replicas share it by design
+    }
     sqlite::ensure_not_in_use(url)
+}
+
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// One event to store, with the subscribers it goes to.

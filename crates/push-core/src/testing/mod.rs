@@ -23,9 +23,11 @@ use serde_json::Value;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+mod postgres_server;
 mod program;
 mod redis_server;
 
+pub use self::postgres_server::{PostgresServer, TEST_POSTGRES_VAR};
 pub use self::program::{write_config, Program};
 pub use self::redis_server::RedisServer;
 use crate::{

@@ -15,6 +15,7 @@ mod ops;
 mod ordering;
 mod orphans;
 mod readiness;
+mod replicas;
 mod retention;
 mod security;
 mod single_process;

@@ -1,6 +1,6 @@
 //! The storage seam's contract (issue 12, point 2): delivery semantics written against
-//! `outbox::Store` alone, run against every backend [`backends`] lists. SQLite always; a
-//! backend added later (PostgreSQL, issue 15) adds its URL there and runs the same cases.
+//! `outbox::Store` alone, run against every backend [`backends`] lists: SQLite, and
+//! PostgreSQL (issue 15; a database of its own per case on `testing::PostgresServer`).
 //!
 //! The delivery loop's slots are given no room, so nothing is handed over at ingest and every
 //! delivery is claimed through `Store::cycle`, the way every backend is asked.
@@ -13,7 +13,7 @@ use push_core::{
     },
     schema,
     slots::Slots,
-    testing::{seed_cdr, status_event},
+    testing::{seed_cdr, status_event, PostgresServer},
     Service,
 };
 use serde_json::Value;
@@ -21,9 +21,10 @@ use serde_json::Value;
 const NOW: i64 = 1_900_000_000_000;
 const DAY: i64 = 86_400_000;
 
-/// Database URLs of every backend under test, each fresh, in `dir`.
-fn backends(dir: &Path, service: Service) -> Vec<String> {
-    vec![format!("sqlite://{}", dir.join(format!("{service:?}.db")).display())]
+/// Database URLs of every backend under test, each fresh: a SQLite file in `dir`, and a new
+/// database on `postgres`.
+async fn backends(dir: &Path, service: Service, postgres: &PostgresServer) -> Vec<String> {
+    vec![format!("sqlite://{}", dir.join(format!("{service:?}.db")).display()), postgres.database().await]
 }
 
 /// Runs `case` on a fresh store of each backend.
@@ -42,10 +43,18 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let dir = tempfile::tempdir().unwrap();
-    for url in backends(dir.path(), service) {
+    let postgres = PostgresServer::start().await;
+    for url in backends(dir.path(), service, &postgres).await {
+        // `status.supersede` is SQLite's alone so far (issue 14 landed after the PostgreSQL
+        // backend); its cases run there.
+        if supersede && outbox::is_postgres(&url) {
+            continue;
+        }
         let slots = Arc::new(Slots::new(0, 0, ["a", "b"]));
-        let opened =
-            outbox::open_with(&url, service, slots, supersede).await.unwrap_or_else(|e| panic!("{url}: {e:#}"));
+        let replica = outbox::Replica::from_env(outbox::DEFAULT_LEASE);
+        let opened = outbox::open_replica(&url, service, slots, replica, supersede)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e:#}"));
         case(opened.store.clone()).await;
         opened.store.close().await;
         drop(opened.store);
