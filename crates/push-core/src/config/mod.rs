@@ -420,7 +420,15 @@ fn default_retry_after_cap() -> Duration {
 }
 
 fn default_lease() -> Duration {
-    crate::outbox::DEFAULT_LEASE
+    DEFAULT_LEASE
+}
+
+/// `delivery.lease` by default: how long a replica's claim lasts in a shared outbox.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 fn default_shutdown_grace() -> Duration {

@@ -56,7 +56,7 @@ fn validate_service(name: &str, section: &ServiceSettings) -> Result<(), ConfigE
     if section.listen.parse::<SocketAddr>().is_err() {
         return Err(invalid(format!("{name}.listen"), "must be an address such as 127.0.0.1:8081"));
     }
-    if crate::outbox::is_postgres(&section.database) {
+    if super::is_postgres(&section.database) {
         return Ok(());
     }
     match section.database.strip_prefix("sqlite://") {

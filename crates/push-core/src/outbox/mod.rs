@@ -90,7 +90,7 @@ pub fn ensure_not_in_use(url: &str) -> anyhow::Result<()> {
 
 /// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
 pub fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
+    crate::config::is_postgres(url)
 }
 
 /// One event to store, with the subscribers it goes to.

@@ -47,7 +47,7 @@ use crate::{config::Service, slots::Slots};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// How long a replica's claim lasts when the program does not say (`delivery.lease`).
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+pub use crate::config::DEFAULT_LEASE;
 
 /// Ingest requests the writer queue holds before callers wait for room.
 const QUEUE: usize = 4096;
