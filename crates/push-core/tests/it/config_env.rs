@@ -50,7 +50,7 @@ fn invalid_values_name_their_key() {
         ("VOICE_PUSH__DELIVERY__MAX_IN_FLIGHT_PER_SUBSCRIBER", "0", "delivery.max_in_flight_per_subscriber"),
         ("VOICE_PUSH__RETRY__SCHEDULE", "5s,later", "retry.schedule"),
         ("VOICE_PUSH__STATUS__LISTEN", "localhost", "status.listen"),
-        ("VOICE_PUSH__CDR__DATABASE", "postgres://x", "cdr.database"),
+        ("VOICE_PUSH__CDR__DATABASE", "mysql://x", "cdr.database"),
         ("VOICE_PUSH__INGEST__ALLOWED_IPS", "10.0.0.0/99", "ingest.allowed_ips"),
         ("VOICE_PUSH__LOG__LEVEL", "loud", "log.level"),
         ("VOICE_PUSH__SERVER__HEADER_READ_TIMEOUT", "0s", "server.header_read_timeout"),

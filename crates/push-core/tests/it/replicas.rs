@@ -207,6 +207,9 @@ async fn metrics_and_stats_of_either_replica_show_the_databases_queue() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(dir.path(), &receiver.url());
     settings.cdr.database = url.clone();
+    // A subscriber id of this test's own: the metrics recorder is shared by every test of
+    // the binary, and others move `demo`'s gauges.
+    settings.subscribers = vec![push_core::testing::subscriber("pgq", &receiver.url())];
     let a = TestApp::spawn(Service::Cdr, settings.clone()).await;
     let b = TestApp::spawn(Service::Cdr, settings).await;
     // Another replica stores three CDRs that fall due far in the future: pending, unclaimed.
@@ -214,15 +217,15 @@ async fn metrics_and_stats_of_either_replica_show_the_databases_queue() {
     let items = (0..3)
         .map(|i| {
             let event = schema::validate_body(Service::Cdr, &seed_cdr(&format!("q{i}"))).unwrap().remove(0);
-            IngestItem { event: event.into_stored(), event_id: format!("q{i}"), subscribers: vec!["demo".into()] }
+            IngestItem { event: event.into_stored(), event_id: format!("q{i}"), subscribers: vec!["pgq".into()] }
         })
         .collect();
     store.ingest(items, T0 + 1_000_000_000).await.unwrap();
     for app in [&a, &b] {
         let (_, stats) = app.get_json("/v1/stats").await;
-        assert_eq!(stats["subscribers"]["demo"]["pending"], 3, "{stats}");
+        assert_eq!(stats["subscribers"]["pgq"]["pending"], 3, "{stats}");
         let metrics = app.client.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
-        let depth = metrics.lines().find(|l| l.starts_with("voice_push_queue_depth{") && l.contains("\"demo\""));
+        let depth = metrics.lines().find(|l| l.starts_with("voice_push_queue_depth{") && l.contains("\"pgq\""));
         assert_eq!(depth.and_then(|l| l.split_whitespace().last()), Some("3"), "{metrics}");
     }
     a.stop().await.unwrap();

@@ -30,14 +30,22 @@ fn two(dir: &std::path::Path, a: &TestReceiver, b: &TestReceiver) -> Settings {
     s
 }
 
+/// Settings with the two subscribers `subs`, ids of the test's own (the metrics recorder is
+/// shared by every test of the binary).
+fn named(dir: &std::path::Path, subs: [(&str, &TestReceiver); 2]) -> Settings {
+    let mut s = test_settings(dir, &subs[0].1.url());
+    s.subscribers = subs.iter().map(|(id, r)| subscriber(id, &r.url())).collect();
+    s
+}
+
 #[tokio::test]
 async fn a_paused_subscriber_waits_across_a_restart_and_gets_everything_on_resume() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (TestReceiver::start().await, TestReceiver::start().await);
-    let app = TestApp::spawn(Service::Cdr, two(dir.path(), &a, &b)).await;
-    assert_eq!(app.post_json("/v1/subscribers/b/pause", &json!({})).await.0, 200);
+    let app = TestApp::spawn(Service::Cdr, named(dir.path(), [("pa", &a), ("pb", &b)])).await;
+    assert_eq!(app.post_json("/v1/subscribers/pb/pause", &json!({})).await.0, 200);
     assert_eq!(app.post_json("/v1/subscribers/nobody/pause", &json!({})).await.0, 404);
-    eventually(WAIT, "b paused", || async { (app.subscriber_health("b").await["state"] == "paused").then_some(()) })
+    eventually(WAIT, "pb paused", || async { (app.subscriber_health("pb").await["state"] == "paused").then_some(()) })
         .await;
     assert_eq!(app.ingest(&cdrs("p", 30)).await.status(), 202);
     // a, the witness, gets all 30; b, paused, none of them.
@@ -45,21 +53,21 @@ async fn a_paused_subscriber_waits_across_a_restart_and_gets_everything_on_resum
     assert_eq!(b.arrivals(), 0);
     app.stop().await.unwrap();
 
-    let app = TestApp::spawn(Service::Cdr, two(dir.path(), &a, &b)).await;
-    assert_eq!(app.subscriber_health("b").await["state"], "paused", "kept across the restart");
+    let app = TestApp::spawn(Service::Cdr, named(dir.path(), [("pa", &a), ("pb", &b)])).await;
+    assert_eq!(app.subscriber_health("pb").await["state"], "paused", "kept across the restart");
     assert_eq!(app.ingest(&cdrs("q", 10)).await.status(), 202);
     a.wait_for_successes(40, WAIT).await;
     assert_eq!(b.arrivals(), 0);
-    let health = app.subscriber_health("b").await;
+    let health = app.subscriber_health("pb").await;
     assert_eq!((health["queueDepth"].clone(), health["dead"].clone()), (json!(40), json!(0)));
     let (_, metrics) = (0, app.client.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap());
-    assert!(metrics.contains("voice_push_subscriber_state{subscriber=\"b\"} 2"), "paused on the gauge");
+    assert!(metrics.contains("voice_push_subscriber_state{subscriber=\"pb\"} 2"), "paused on the gauge");
 
-    assert_eq!(app.post_json("/v1/subscribers/b/resume", &json!({})).await.0, 200);
+    assert_eq!(app.post_json("/v1/subscribers/pb/resume", &json!({})).await.0, 200);
     b.wait_for_successes(40, WAIT).await;
-    let s = stats(&app, "b").await;
+    let s = stats(&app, "pb").await;
     assert_eq!((s["delivered"].clone(), s["dead"].clone()), (json!(40), json!(0)));
-    assert_eq!(app.subscriber_health("b").await["state"], "closed");
+    assert_eq!(app.subscriber_health("pb").await["state"], "closed");
     app.stop().await.unwrap();
 }
 
