@@ -152,3 +152,39 @@ fn utc_date_today() -> String {
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}")
 }
+
+/// `text` without ANSI colour sequences.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_subscriber_removed_from_the_config_is_named_at_start_with_its_pending_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dead, _held) = dead_url();
+    let config = write_config(dir.path(), &dead);
+    let program = Program::start(EXE, Service::Cdr, &config, &[]);
+    let client = reqwest::Client::new();
+    let items: Vec<Value> = (0..5).map(|i| seed_cdr(&format!("orphan-{i}"))).collect();
+    assert_eq!(post(&client, &program.url, &Value::Array(items)).await.len(), 5);
+    // Attempts to the dead URL time out after 2 s: all five are still pending.
+    program.signal(Signal::SIGKILL);
+    drop(program);
+
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, yaml.replace("id: demo", "id: other")).unwrap();
+    let program = Program::start(EXE, Service::Cdr, &config, &[]);
+    let output = plain(&program.output());
+    let line = output.lines().find(|l| l.contains("no longer configured")).unwrap_or_else(|| panic!("{output}"));
+    assert!(line.contains("subscriber=demo") && line.contains("pending=5"), "{line}");
+    assert_eq!(output.matches("no longer configured").count(), 1, "one line per removed subscriber");
+}
