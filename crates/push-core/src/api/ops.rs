@@ -32,7 +32,8 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-fn storage(e: impl std::fmt::Display) -> ApiError {
+/// An outbox failure as the API's 503 (the cause is logged, not shown).
+pub(super) fn storage(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "outbox query failed");
     ApiError::Unavailable("the outbox is unavailable".into())
 }

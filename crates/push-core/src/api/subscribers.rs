@@ -8,13 +8,8 @@ use axum::{
 };
 use serde_json::{json, Map, Value};
 
-use super::{error::ApiError, AppState};
+use super::{error::ApiError, ops::storage, AppState};
 use crate::{config::ConfigError, delivery::health::Control};
-
-fn storage(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "outbox query failed");
-    ApiError::Unavailable("the outbox is unavailable".into())
-}
 
 /// A subscriber's entry before anything is filled in: one the outbox holds deliveries of
 /// but the loop has no lane for (removed before this start).

@@ -10,12 +10,7 @@ use axum::{
 };
 use serde_json::{json, Value};
 
-use super::{error::ApiError, AppState};
-
-fn storage(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "outbox command failed");
-    ApiError::Unavailable("the outbox is unavailable".into())
-}
+use super::{error::ApiError, ops::storage, AppState};
 
 /// Refuses to settle a subscriber that is configured: its deliveries are the loop's.
 fn removed_only(state: &AppState, id: &str) -> Result<(), ApiError> {

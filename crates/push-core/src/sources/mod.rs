@@ -12,6 +12,7 @@
 
 pub mod ami;
 pub mod asterisk_csv;
+pub mod connect;
 pub mod esl;
 pub mod feed;
 pub mod freeswitch;

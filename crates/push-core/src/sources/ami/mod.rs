@@ -133,13 +133,7 @@ impl Client {
 
     /// One connection: banner, login, then events until it drops (`Err`) or the program stops.
     async fn session(&self, backoff: &mut Duration) -> anyhow::Result<()> {
-        let connect = tokio::time::timeout(HANDSHAKE, TcpStream::connect(&self.address));
-        let mut stream = connect
-            .await
-            .map_err(|_| anyhow::anyhow!("connecting timed out"))
-            .and_then(|c| c.map_err(anyhow::Error::from))
-            .with_context(|| format!("cannot reach the manager interface at {}", self.address))?;
-        let _ = stream.set_nodelay(true);
+        let mut stream = super::connect::connect(&self.address, "the manager interface", HANDSHAKE).await?;
         let mut framer = Framer::new(0);
         let banner = tokio::time::timeout(HANDSHAKE, async {
             loop {

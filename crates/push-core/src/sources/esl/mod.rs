@@ -94,13 +94,7 @@ impl Client {
 
     /// One connection: handshake, then events until it drops (`Err`) or the program stops.
     async fn session(&self, backoff: &mut Duration) -> anyhow::Result<()> {
-        let connect = tokio::time::timeout(HANDSHAKE, TcpStream::connect(&self.address));
-        let mut stream = connect
-            .await
-            .map_err(|_| anyhow::anyhow!("connecting timed out"))
-            .and_then(|c| c.map_err(anyhow::Error::from))
-            .with_context(|| format!("cannot reach the event socket at {}", self.address))?;
-        let _ = stream.set_nodelay(true);
+        let mut stream = super::connect::connect(&self.address, "the event socket", HANDSHAKE).await?;
         let mut framer = Framer::new(self.max_body);
         let greeting = self.reply(&mut stream, &mut framer).await?;
         if greeting.header("Content-Type") != Some("auth/request") {
