@@ -231,3 +231,32 @@ async fn metrics_and_stats_of_either_replica_show_the_databases_queue() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// A CI run once hung here: closing the pool waits for every connection, and the LISTEN task
+/// held one. Closing must end promptly whatever the listener is doing: idle, or just woken by
+/// a notification of its own replica's commit.
+#[tokio::test]
+async fn closing_a_replica_ends_promptly_while_its_listener_waits_or_has_just_heard() {
+    let postgres = PostgresServer::start().await;
+    let url = postgres.database().await;
+    for round in 0..10 {
+        let (store, opened) = replica(&url, &format!("closing-{round}"), Duration::from_secs(30)).await;
+        if round % 2 == 1 {
+            let events = schema::validate_body(Service::Cdr, &seed_cdr(&format!("close-{round}"))).unwrap();
+            let item = IngestItem {
+                event: events.into_iter().next().unwrap().into_stored(),
+                event_id: format!("close-{round}"),
+                subscribers: vec!["a".into()],
+            };
+            store.ingest(vec![item], T0).await.unwrap();
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            store.close().await;
+            drop(store);
+            drop(opened.store);
+            opened.task.await.unwrap();
+        })
+        .await;
+        assert!(closed.is_ok(), "round {round}: close did not end within 10 s");
+    }
+}

@@ -43,6 +43,8 @@ pub(super) async fn spawn(shared: &Shared, wake: Option<Arc<Notify>>) -> sqlx::R
                 }
                 // The connection was lost (the next call reconnects): anything may be waiting.
                 Ok(None) => woken_all(&slots, &wake),
+                // The outbox is closing: nothing more to hear.
+                Err(sqlx::Error::PoolClosed) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "LISTEN connection failed; retrying");
                     woken_all(&slots, &wake);

@@ -75,6 +75,9 @@ pub(super) struct Shared {
     slots: Arc<Slots>,
     counters: Counters,
     purge: Mutex<purge::Cursor>,
+    /// The LISTEN task. It holds one of the pool's connections, and closing the pool waits for
+    /// every connection: [`Store::close`] stops it first, or the close waits forever.
+    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Handle to one replica's view of the shared outbox.
@@ -135,14 +138,17 @@ impl PgOutbox {
             slots,
             counters: Counters::default(),
             purge: Mutex::new(purge::Cursor::default()),
+            listener: Mutex::new(None),
         });
         deliveries::release_claims(&shared).await.context("releasing this replica's claims")?;
         let listener = listen::spawn(&shared, replica.wake).await.context("LISTEN for other replicas")?;
+        *shared.listener.lock().expect("listener lock") = Some(listener);
         let (ingests, rx) = mpsc::channel(QUEUE);
         let writer = tokio::spawn(writer::run(shared.clone(), rx));
+        let stopping = shared.clone();
         let task = tokio::spawn(async move {
             let _ = writer.await;
-            listener.abort();
+            stopping.stop_listening().await;
         });
         Ok((PgOutbox { shared, ingests }, task))
     }
@@ -151,6 +157,17 @@ impl PgOutbox {
         let (reply, rx) = oneshot::channel();
         self.ingests.send(writer::Request { items, notes, now, reply }).await.map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+impl Shared {
+    /// Ends the LISTEN task and waits until it has let go of its connection.
+    async fn stop_listening(&self) {
+        let listener = self.listener.lock().expect("listener lock").take();
+        if let Some(listener) = listener {
+            listener.abort();
+            let _ = listener.await;
+        }
     }
 }
 
@@ -252,6 +269,9 @@ impl Store for PgOutbox {
         }
     }
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async move { self.shared.pool.close().await })
+        Box::pin(async move {
+            self.shared.stop_listening().await;
+            self.shared.pool.close().await
+        })
     }
 }
