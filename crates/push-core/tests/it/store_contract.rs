@@ -202,6 +202,53 @@ async fn a_retry_waits_for_its_time_a_dead_delivery_is_redelivered_and_released_
     .await;
 }
 
+/// Records every claimed delivery of `batch` with outcome `next`, in one round trip.
+async fn finish_all(store: &dyn Store, batch: &ClaimBatch, next: NextState, now: i64) {
+    let done = batch.items.iter().map(|c| Completion {
+        id: c.id,
+        subscriber: c.subscriber.clone(),
+        call_id: c.call_id.clone(),
+        attempt: c.attempts + 1,
+        at: now,
+        status: Some(500),
+        error: None,
+        latency_ms: 1,
+        next,
+    });
+    store.cycle(Arc::new(done.collect()), vec![], now).await.expect("record");
+}
+
+/// A redelivery re-chains every call it touches, thousands at once (PostgreSQL takes every
+/// call with one lock for it, not one per call).
+#[tokio::test]
+async fn a_redelivery_of_thousands_of_dead_statuses_rechains_every_call() {
+    const CALLS: usize = 5_000;
+    const BATCH: usize = 1_000;
+    each_backend(Service::Status, |store| async move {
+        for b in 0..CALLS / BATCH {
+            let body =
+                Value::Array((0..BATCH).map(|i| status_event(&format!("dead-{b}-{i}"), "DIALING", NOW)).collect());
+            ingest(&*store, items(Service::Status, body, &["a"]), NOW).await;
+            let batch = claim(&*store, "a", BATCH, NOW).await;
+            assert_eq!(batch.items.len(), BATCH);
+            finish_all(&*store, &batch, NextState::Dead, NOW).await;
+        }
+        assert_eq!(counts(&store.stats().await.unwrap(), "a", "dead"), CALLS as i64);
+        let filter = RedeliverFilter { state: Some("dead".into()), ..RedeliverFilter::default() };
+        assert_eq!(store.redeliver(filter, NOW + 1).await.expect("redeliver"), CALLS as u64);
+        let mut heads = 0;
+        loop {
+            let batch = claim(&*store, "a", 5 * BATCH, NOW + 1).await;
+            if batch.items.is_empty() {
+                break;
+            }
+            heads += batch.items.len();
+        }
+        assert_eq!(heads, CALLS, "every call's status is its chain's head again");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn purging_removes_finished_events_and_their_keys_answer_inside_the_window() {
     each_backend(Service::Cdr, |store| async move {

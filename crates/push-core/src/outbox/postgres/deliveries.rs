@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use sqlx::{postgres::PgRow, Postgres, Row as _, Transaction};
 
-use super::{ingest::lock_calls, ClaimBatch, Completion, RedeliverFilter, Shared, StoreError};
+use super::{
+    ingest::{lock_all_calls, lock_calls},
+    ClaimBatch, Completion, RedeliverFilter, Shared, StoreError,
+};
 use crate::outbox::{Claimed, NextState};
 
 type Tx<'c> = Transaction<'c, Postgres>;
@@ -354,6 +357,9 @@ pub(super) async fn redeliver(shared: &Shared, filter: RedeliverFilter, now: i64
 }
 
 async fn redeliver_in(tx: &mut Tx<'_>, shared: &Shared, filter: &RedeliverFilter, now: i64) -> sqlx::Result<u64> {
+    if shared.ordered {
+        lock_all_calls(tx).await?; // before any row: see `rechain`
+    }
     let (id, state, subscriber) = (filter.id, filter.state.as_deref(), filter.subscriber.as_deref());
     const MATCHES: &str = "($1::bigint IS NULL OR id = $1) AND ($2::text IS NULL OR state = $2)
          AND ($3::text IS NULL OR subscriber = $3)";
@@ -394,18 +400,17 @@ async fn redeliver_in(tx: &mut Tx<'_>, shared: &Shared, filter: &RedeliverFilter
     Ok(count)
 }
 
-/// Re-chains the pairs after a redelivery: every waiting status is blocked, then each
-/// chain's head goes unless one of its statuses is in flight (its completion lets it go).
+/// Re-chains the pairs after a redelivery or a move: every waiting status is blocked, then
+/// each chain's head goes unless one of its statuses is in flight (its completion lets it go).
+/// The transaction holds every call ([`lock_all_calls`], taken before it touched a row: its
+/// calls are known only from the rows it updated, and locking them after those rows could
+/// deadlock with a transaction that locked a call and waits for one of the rows).
 pub(super) async fn rechain(
     tx: &mut Tx<'_>,
     shared: &Shared,
     chains: &[(String, String)],
     now: i64,
 ) -> sqlx::Result<()> {
-    let mut calls: Vec<&str> = chains.iter().map(|(_, c)| c.as_str()).collect();
-    calls.sort_unstable();
-    calls.dedup();
-    lock_calls(tx, &calls).await?;
     let subs: Vec<&str> = chains.iter().map(|(s, _)| s.as_str()).collect();
     let cs: Vec<&str> = chains.iter().map(|(_, c)| c.as_str()).collect();
     sqlx::query(

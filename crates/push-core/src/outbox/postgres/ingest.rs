@@ -13,6 +13,9 @@ use crate::outbox::Accepted;
 
 /// The advisory-lock namespace of a call (the first key of `pg_advisory_xact_lock(int, int)`).
 pub(super) const CALL_LOCKS: i32 = 0x5650; // "VP"
+/// The lock every call-locking transaction shares and a re-chaining operator action
+/// ([`lock_all_calls`]) takes alone.
+const ALL_CALLS: (i32, i32) = (0x5651, 0);
 
 /// One ingest request of the group.
 pub(super) struct Request<'a> {
@@ -23,18 +26,33 @@ pub(super) struct Request<'a> {
 
 /// Takes the transaction-scoped advisory lock of each of `calls`, in the order of their
 /// hashes, so two transactions locking overlapping calls never deadlock. Held to the commit.
+/// The shared lock of [`ALL_CALLS`] comes first: an operator's redelivery or move, which
+/// touches delivery rows of calls it cannot know in advance, waits for these transactions
+/// instead of locking calls after its rows (which could deadlock with one of them).
 pub(super) async fn lock_calls(tx: &mut Transaction<'_, Postgres>, calls: &[&str]) -> sqlx::Result<()> {
     if calls.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "SELECT pg_advisory_xact_lock($1, h) FROM
-             (SELECT DISTINCT hashtext(c) AS h FROM unnest($2::text[]) AS c ORDER BY h) AS x",
+        "SELECT CASE WHEN x.every THEN pg_advisory_xact_lock_shared($3, $4) ELSE pg_advisory_xact_lock($1, x.h) END
+         FROM (SELECT TRUE AS every, 0 AS h
+               UNION ALL SELECT DISTINCT FALSE, hashtext(c) FROM unnest($2::text[]) AS c
+               ORDER BY every DESC, h) AS x",
     )
     .bind(CALL_LOCKS)
     .bind(calls)
+    .bind(ALL_CALLS.0)
+    .bind(ALL_CALLS.1)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Takes every call at once (the exclusive lock of [`ALL_CALLS`]): for an operator action
+/// that re-chains calls it finds by updating their rows. It waits for every transaction
+/// holding call locks to commit, and they wait for it.
+pub(super) async fn lock_all_calls(tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)").bind(ALL_CALLS.0).bind(ALL_CALLS.1).execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use sqlx::Row as _;
 
 use super::{
     deliveries::{notify, rechain},
+    ingest::lock_all_calls,
     MoveReport, Shared, StoreError,
 };
 
@@ -39,6 +40,9 @@ async fn move_in(
     to: &str,
     now: i64,
 ) -> sqlx::Result<MoveReport> {
+    if shared.ordered {
+        lock_all_calls(tx).await?; // before any row: see `rechain`
+    }
     let rows = sqlx::query(
         "UPDATE deliveries SET subscriber = $2, lease_owner = NULL, lease_until = NULL, blocked = $4, updated_at = $3
          WHERE subscriber = $1 AND state = 'pending'
