@@ -241,6 +241,10 @@ async fn complete(tx: &mut Tx<'_>, shared: &Shared, done: &[Completion]) -> sqlx
         // `attempts`, so the retry schedule does not advance.
         NextState::Held | NextState::Returned => ("held", None, None),
     };
+    // `d.state = v.was` (every row's is 'pending') rather than `d.state = 'pending'`: with
+    // the constant, the planner may walk a partial index of pending rows and join the results
+    // to each of them, which stale statistics of a fast-filling queue make look cheap (seen:
+    // 3 s for 225 results over 26,000 pending rows). Without it, only the primary key joins.
     sqlx::query(
         "UPDATE deliveries d SET state = CASE v.state WHEN 'held' THEN 'pending' ELSE v.state END,
              lease_owner = NULL, lease_until = NULL, attempts = v.attempt,
@@ -249,9 +253,9 @@ async fn complete(tx: &mut Tx<'_>, shared: &Shared, done: &[Completion]) -> sqlx
              last_error = v.error, delivered_at = v.delivered_at, updated_at = v.at + v.latency,
              last_attempt_at = v.at, last_latency_ms = v.latency
          FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[],
-                     $7::bigint[], $8::bigint[], $9::bigint[])
-              AS v(id, state, attempt, next_at, status, error, delivered_at, at, latency)
-         WHERE d.id = v.id AND d.state = 'pending' AND (d.lease_owner IS NULL OR d.lease_owner = $10)",
+                     $7::bigint[], $8::bigint[], $9::bigint[], $11::text[])
+              AS v(id, state, attempt, next_at, status, error, delivered_at, at, latency, was)
+         WHERE d.id = v.id AND d.state = v.was AND (d.lease_owner IS NULL OR d.lease_owner = $10)",
     )
     .bind(done.iter().map(|c| c.id).collect::<Vec<_>>())
     .bind(done.iter().map(|c| next(c).0).collect::<Vec<_>>())
@@ -263,6 +267,7 @@ async fn complete(tx: &mut Tx<'_>, shared: &Shared, done: &[Completion]) -> sqlx
     .bind(done.iter().map(|c| c.at).collect::<Vec<_>>())
     .bind(done.iter().map(|c| c.latency_ms).collect::<Vec<_>>())
     .bind(&shared.owner)
+    .bind(vec!["pending"; done.len()])
     .execute(&mut **tx)
     .await?;
     Ok(())
