@@ -260,3 +260,39 @@ async fn closing_a_replica_ends_promptly_while_its_listener_waits_or_has_just_he
         assert!(closed.is_ok(), "round {round}: close did not end within 10 s");
     }
 }
+
+/// A live replica's claim outlasts its lease: the loop's round trips renew it (at most once
+/// per quarter lease), so another replica takes it only after its holder stopped turning.
+#[tokio::test]
+async fn a_live_replicas_round_trips_renew_its_claims_past_the_lease() {
+    let postgres = PostgresServer::start().await;
+    let url = postgres.database().await;
+    let lease = Duration::from_secs(30);
+    let (r1, _o1) = replica(&url, "holder", lease).await;
+    let (r2, _o2) = replica(&url, "other", lease).await;
+    let items: Vec<IngestItem> = ["held", "later"]
+        .iter()
+        .map(|call| IngestItem {
+            event: schema::validate_body(Service::Cdr, &seed_cdr(call))
+                .unwrap()
+                .into_iter()
+                .next()
+                .unwrap()
+                .into_stored(),
+            event_id: format!("renew-{call}"),
+            subscribers: vec!["a".into()],
+        })
+        .collect();
+    r1.ingest(items, T0).await.unwrap();
+    let one = || vec![("a".to_string(), 1)];
+    assert_eq!(r1.cycle(Arc::new(vec![]), one(), T0).await.unwrap().items.len(), 1, "r1 holds the first");
+    // r1's loop turns again 20 s later (it claims the second): past half the lease, the
+    // first claim is renewed to 20 + 30 s.
+    assert_eq!(r1.cycle(Arc::new(vec![]), one(), T0 + 20_000).await.unwrap().items.len(), 1);
+    let want = || vec![("a".to_string(), 10)];
+    let early = r2.cycle(Arc::new(vec![]), want(), T0 + 31_000).await.unwrap();
+    assert!(early.items.is_empty(), "the first claim was renewed: {:?}", early.items);
+    // r1 stops turning: its renewed leases run out (the second's at 50 s as well).
+    let taken = r2.cycle(Arc::new(vec![]), want(), T0 + 50_000).await.unwrap();
+    assert_eq!(taken.items.len(), 2, "after the renewed lease, another replica takes them");
+}

@@ -110,10 +110,14 @@ pub(super) async fn apply(
     }
     let mut known = Known { keys: pairs(tx, KNOWN_KEYS, &keys).await?.into_iter().collect(), ..Known::default() };
     if ordered {
-        let rows = sqlx::query("SELECT call_id, next_sequence FROM calls WHERE call_id = ANY($1)")
-            .bind(&calls)
-            .fetch_all(&mut **tx)
-            .await?;
+        // A join, not `call_id = ANY($1)`: on a young table the planner may scan it, and a
+        // scan with `ANY` compares every row with every key (9 ms per group at 25,000 calls).
+        let rows = sqlx::query(
+            "SELECT c.call_id, c.next_sequence FROM unnest($1::text[]) AS k(id) JOIN calls c ON c.call_id = k.id",
+        )
+        .bind(&calls)
+        .fetch_all(&mut **tx)
+        .await?;
         known.calls = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<sqlx::Result<_>>()?;
         known.chains = pairs(tx, PENDING_CHAINS, &calls).await?.into_iter().collect();
     }

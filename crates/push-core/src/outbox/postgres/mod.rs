@@ -75,6 +75,8 @@ pub(super) struct Shared {
     slots: Arc<Slots>,
     counters: Counters,
     purge: Mutex<purge::Cursor>,
+    /// When leases were last renewed (`deliveries::renew_leases`), epoch ms.
+    last_renewal: std::sync::atomic::AtomicI64,
     /// The LISTEN task. It holds one of the pool's connections, and closing the pool waits for
     /// every connection: [`Store::close`] stops it first, or the close waits forever.
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -138,6 +140,7 @@ impl PgOutbox {
             slots,
             counters: Counters::default(),
             purge: Mutex::new(purge::Cursor::default()),
+            last_renewal: std::sync::atomic::AtomicI64::new(i64::MIN),
             listener: Mutex::new(None),
         });
         deliveries::release_claims(&shared).await.context("releasing this replica's claims")?;
