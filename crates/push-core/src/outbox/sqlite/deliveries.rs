@@ -106,6 +106,22 @@ pub(super) fn claim(tx: &Connection, wants: &[(String, usize)], now: i64) -> any
     Ok(batch)
 }
 
+/// Records attempted deliveries: `v.column2` is the new state.
+const RECORD: &str = "UPDATE deliveries SET state = v.column2, claimed = 0, attempts = v.column3,
+         next_attempt_at = COALESCE(v.column4, next_attempt_at), last_status = v.column5,
+         last_error = v.column6, delivered_at = v.column7, updated_at = v.column8,
+         last_attempt_at = v.column9, last_latency_ms = v.column10
+     FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1";
+
+/// As [`RECORD`], where a state may be `held`: pending again, with `round_start` moved on.
+const RECORD_WITH_HELD: &str =
+    "UPDATE deliveries SET state = CASE v.column2 WHEN 'held' THEN 'pending' ELSE v.column2 END,
+         claimed = 0, attempts = v.column3, round_start = round_start + (v.column2 = 'held'),
+         next_attempt_at = COALESCE(v.column4, next_attempt_at), last_status = v.column5,
+         last_error = v.column6, delivered_at = v.column7, updated_at = v.column8,
+         last_attempt_at = v.column9, last_latency_ms = v.column10
+     FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1";
+
 /// Records finished attempts in bulk: the attempt log (a successful attempt lives on the
 /// delivery row only, see `read::attempts`) and the delivery's new state. For status
 /// deliveries, [`release_chains`] then lets the next one of each finished call go.
@@ -131,15 +147,15 @@ pub(super) fn complete(tx: &Connection, done: &[Completion]) -> anyhow::Result<(
         },
     )?;
     // A held attempt (a failed probe) is logged, and moves `round_start` along with
-    // `attempts`, so the retry schedule does not advance.
+    // `attempts`, so the retry schedule does not advance. Rounds without one (nearly all)
+    // use the plain statement (callgrind: about 500 instructions less per recorded event).
+    let held = attempted.iter().any(|c| c.next == NextState::Held);
     bulk::execute_padded(
         tx,
-        "UPDATE deliveries SET state = CASE v.column2 WHEN 'held' THEN 'pending' ELSE v.column2 END,
-             claimed = 0, attempts = v.column3, round_start = round_start + (v.column2 = 'held'),
-             next_attempt_at = COALESCE(v.column4, next_attempt_at), last_status = v.column5,
-             last_error = v.column6, delivered_at = v.column7, updated_at = v.column8,
-             last_attempt_at = v.column9, last_latency_ms = v.column10
-         FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1",
+        match held {
+            true => RECORD_WITH_HELD,
+            false => RECORD,
+        },
         10,
         &attempted,
         |args, c| {
