@@ -11,6 +11,7 @@ mod policy;
 mod postgres;
 mod records;
 mod sqlite;
+mod stale;
 mod store;
 
 use std::sync::Arc;
@@ -48,7 +49,7 @@ pub async fn open(url: &str, service: Service, slots: Arc<Slots>) -> anyhow::Res
 
 /// As [`open`], saying who this replica is and how long its claims last (PostgreSQL only:
 /// a SQLite file has one process, whose claims end with it), and with `status.supersede`
-/// (status-pusher only, SQLite only for now; see [`ClaimBatch::superseded`]): a status that
+/// (status-pusher only; see [`ClaimBatch::superseded`]): a status that
 /// keeps failing for a subscriber is given up once a later one of its call is pending for it.
 pub async fn open_replica(
     url: &str,
@@ -58,10 +59,7 @@ pub async fn open_replica(
     supersede: bool,
 ) -> anyhow::Result<Opened> {
     if is_postgres(url) {
-        if supersede {
-            tracing::warn!("status.supersede is not implemented by the PostgreSQL backend yet: it is off");
-        }
-        let (outbox, task) = postgres::PgOutbox::open(url, service, slots, replica).await?;
+        let (outbox, task) = postgres::PgOutbox::open(url, service, slots, replica, supersede).await?;
         // PostgreSQL never hands deliveries over at ingest: the channel stays empty (and open).
         let (never, handed) = mpsc::unbounded_channel::<Vec<Claimed>>();
         let task = tokio::spawn(async move {

@@ -45,11 +45,6 @@ where
     let dir = tempfile::tempdir().unwrap();
     let postgres = PostgresServer::start().await;
     for url in backends(dir.path(), service, &postgres).await {
-        // `status.supersede` is SQLite's alone so far (issue 14 landed after the PostgreSQL
-        // backend); its cases run there.
-        if supersede && outbox::is_postgres(&url) {
-            continue;
-        }
         let slots = Arc::new(Slots::new(0, 0, ["a", "b"]));
         let replica = outbox::Replica::from_env(outbox::DEFAULT_LEASE);
         let opened = outbox::open_replica(&url, service, slots, replica, supersede)

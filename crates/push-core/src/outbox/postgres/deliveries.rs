@@ -15,7 +15,7 @@ use super::{
     ingest::{lock_all_calls, lock_calls},
     ClaimBatch, Completion, RedeliverFilter, Shared, StoreError,
 };
-use crate::outbox::{Claimed, NextState};
+use crate::outbox::{stale, Claimed, NextState};
 
 type Tx<'c> = Transaction<'c, Postgres>;
 
@@ -86,18 +86,25 @@ async fn round(
     mut wants: Vec<(String, usize)>,
     now: i64,
 ) -> sqlx::Result<ClaimBatch> {
-    let ordered = shared.ordered;
+    let (ordered, supersede) = (shared.ordered, shared.ordered && shared.supersede);
     renew_leases(tx, shared, now).await?;
-    let finished = finished_chains(done);
     if ordered {
-        // The chains' next heads are decided under the calls' locks, as ingest decides
-        // whether a new status is blocked (see `ingest::lock_calls`).
-        let mut calls: Vec<&str> = finished.iter().map(|(_, c)| *c).collect();
+        // The chains' next heads (and, with `status.supersede`, the stale statuses) are
+        // decided under the calls' locks, as ingest decides whether a new status is blocked
+        // (see `ingest::lock_calls`).
+        let decides = |c: &&Completion| c.next.finishes() || (supersede && matches!(c.next, NextState::RetryAt(_)));
+        let mut calls: Vec<&str> = done.iter().filter(decides).map(|c| c.call_id.as_str()).collect();
         calls.sort_unstable();
         calls.dedup();
         lock_calls(tx, &calls).await?;
     }
     complete(tx, shared, done).await?;
+    let superseded = match supersede {
+        true => super::supersede::retries(tx, done, now).await?,
+        false => Vec::new(),
+    };
+    let as_finished = stale::as_finished(done, &superseded);
+    let finished = finished_chains(&as_finished);
     let chained = match ordered {
         true => release_chains(tx, shared, &finished, &mut wants, now).await?,
         false => Vec::new(),
@@ -113,6 +120,7 @@ async fn round(
     let mut batch = claim(tx, shared, &wants, now).await?;
     batch.unfilled.iter().filter(|(_, due)| due.is_none()).for_each(|(s, _)| shared.slots.clear_backlog(s));
     batch.items.splice(0..0, chained);
+    batch.superseded = stale::per_subscriber(superseded.iter().map(|(_, s)| s.as_str()));
     Ok(batch)
 }
 
@@ -328,7 +336,7 @@ const RELEASE_HEADS: &str = "WITH v AS (SELECT * FROM unnest($1::text[], $2::tex
      SELECT f.id, f.call_id, f.attempts, f.round_start, f.subscriber, e.event_id, e.payload
      FROM freed f JOIN events e ON e.id = f.event_row WHERE f.claim";
 
-async fn release_heads(
+pub(super) async fn release_heads(
     tx: &mut Tx<'_>,
     shared: &Shared,
     chains: &[(&str, &str, bool)],

@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{Postgres, Row as _, Transaction};
 
-use super::{IngestItem, IngestOutcome, SourceNotes};
-use crate::outbox::Accepted;
+use super::{IngestItem, IngestOutcome, Shared, SourceNotes};
+use crate::outbox::{stale, Accepted};
 
 /// The advisory-lock namespace of a call (the first key of `pg_advisory_xact_lock(int, int)`).
 pub(super) const CALL_LOCKS: i32 = 0x5650; // "VP"
@@ -97,8 +97,9 @@ struct DeliveryRow {
 pub(super) async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     requests: &[Request<'_>],
-    ordered: bool,
+    shared: &Shared,
 ) -> anyhow::Result<(Vec<IngestOutcome>, Vec<String>)> {
+    let ordered = shared.ordered;
     let events = || requests.iter().flat_map(|r| r.items.iter().map(|i| &i.event));
     let mut calls: Vec<&str> = events().map(|e| e.call_id.as_str()).collect();
     calls.sort_unstable();
@@ -123,8 +124,11 @@ pub(super) async fn apply(
     }
     let mut rows = Rows::default();
     let mut planner = Planner { known: &mut known, rows: &mut rows, ordered };
-    let outcomes: Vec<IngestOutcome> = requests.iter().map(|r| planner.request(r)).collect();
+    let mut outcomes: Vec<IngestOutcome> = requests.iter().map(|r| planner.request(r)).collect();
     write(tx, &rows, &known, ordered).await?;
+    if ordered && shared.supersede {
+        supersede_behind(tx, shared, requests, &rows, &mut outcomes).await?;
+    }
     for (request, outcome) in requests.iter().zip(&outcomes) {
         if matches!(outcome, IngestOutcome::Accepted { .. }) && !request.notes.is_empty() {
             write_notes(tx, request.notes, request.now).await?;
@@ -134,6 +138,27 @@ pub(super) async fn apply(
     subscribers.sort_unstable();
     subscribers.dedup();
     Ok((outcomes, subscribers))
+}
+
+/// `status.supersede` at ingest: the failed, idle head of each chain a new status was stored
+/// behind is superseded, and the next status of its call goes. Only chains that already had a
+/// pending head (the new statuses that wait) are looked at.
+async fn supersede_behind(
+    tx: &mut Transaction<'_, Postgres>,
+    shared: &Shared,
+    requests: &[Request<'_>],
+    rows: &Rows,
+    outcomes: &mut [IngestOutcome],
+) -> anyhow::Result<()> {
+    let mut behind: Vec<(&str, &str)> =
+        rows.deliveries.iter().filter(|d| d.blocked).map(|d| (d.subscriber.as_str(), d.call_id.as_str())).collect();
+    behind.sort_unstable();
+    behind.dedup();
+    let now = requests.first().map_or(0, |r| r.now);
+    for (subscriber, call_id) in super::supersede::heads(tx, shared, &behind, now).await? {
+        stale::credit(requests.iter().map(|r| r.items), outcomes, &subscriber, &call_id);
+    }
+    Ok(())
 }
 
 /// Event ids of the dedup keys in `$1`: stored events', and those purged inside the window.

@@ -16,6 +16,7 @@ mod listen;
 mod orphans;
 mod purge;
 mod read;
+mod supersede;
 mod writer;
 
 use std::{
@@ -72,6 +73,8 @@ pub(super) struct Shared {
     owner: String,
     lease_ms: i64,
     ordered: bool,
+    /// `status.supersede` (only with `ordered`): see [`supersede`].
+    supersede: bool,
     slots: Arc<Slots>,
     counters: Counters,
     purge: Mutex<purge::Cursor>,
@@ -115,11 +118,13 @@ impl Replica {
 impl PgOutbox {
     /// Connects, runs the migrations (one replica at a time: sqlx takes an advisory lock),
     /// releases this replica id's claims of a previous run, and starts the writer.
+    /// `supersede`: `status.supersede` (status-pusher only).
     pub async fn open(
         url: &str,
         service: Service,
         slots: Arc<Slots>,
         replica: Replica,
+        supersede: bool,
     ) -> anyhow::Result<(PgOutbox, tokio::task::JoinHandle<()>)> {
         let options = PgConnectOptions::from_str(url)
             .with_context(|| format!("database url {url}"))?
@@ -137,6 +142,7 @@ impl PgOutbox {
             owner: replica.id.clone(),
             lease_ms: replica.lease.as_millis() as i64,
             ordered: service == Service::Status,
+            supersede: supersede && service == Service::Status,
             slots,
             counters: Counters::default(),
             purge: Mutex::new(purge::Cursor::default()),

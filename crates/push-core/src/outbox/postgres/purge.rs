@@ -71,7 +71,8 @@ async fn purge(
     if let Some(young) = policy.youngest_purgeable(now) {
         let rows = sqlx::query(
             "SELECT e.id, e.created_at, e.dedup_key, e.event_id, e.call_id,
-                    COALESCE(bool_or(d.state = 'pending'), FALSE), COALESCE(bool_or(d.state = 'dead'), FALSE),
+                    COALESCE(bool_or(d.state = 'pending'), FALSE),
+                    COALESCE(bool_or(d.state IN ('dead', 'superseded')), FALSE),
                     COALESCE(array_agg(d.id) FILTER (WHERE d.id IS NOT NULL), '{}')
              FROM (SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2) AS e
              LEFT JOIN deliveries d ON d.event_row = e.id

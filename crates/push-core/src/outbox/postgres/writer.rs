@@ -82,8 +82,7 @@ async fn store(shared: &Shared, group: &[Request]) -> Result<(Vec<IngestOutcome>
     let mut tx = shared.pool.begin().await.map_err(StoreError::transaction)?;
     let planned: Vec<Planned<'_>> =
         group.iter().map(|r| Planned { items: &r.items, notes: &r.notes, now: r.now }).collect();
-    let (outcomes, subscribers) =
-        ingest::apply(&mut tx, &planned, shared.ordered).await.map_err(StoreError::statement)?;
+    let (outcomes, subscribers) = ingest::apply(&mut tx, &planned, shared).await.map_err(StoreError::statement)?;
     super::deliveries::notify(&mut tx, shared, &subscribers).await.map_err(|e| StoreError::statement(e.into()))?;
     tx.commit().await.map_err(StoreError::transaction)?;
     Ok((outcomes, subscribers))

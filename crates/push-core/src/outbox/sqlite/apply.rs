@@ -242,7 +242,11 @@ fn run_command(conn: &Connection, command: LoopCommand, (ordered, supersede): (b
                 // A status let go after the one before it is claimed with it while the loop
                 // has room; the rest wait in the database.
                 let chained = match ordered {
-                    true => deliveries::release_chains(conn, &supersede::as_finished(&done, &superseded), &mut wants)?,
+                    true => deliveries::release_chains(
+                        conn,
+                        &crate::outbox::stale::as_finished(&done, &superseded),
+                        &mut wants,
+                    )?,
                     false => Vec::new(),
                 };
                 // A retry falls due later, a returned claim is claimable again; a finished
@@ -253,7 +257,7 @@ fn run_command(conn: &Connection, command: LoopCommand, (ordered, supersede): (b
                 let mut batch = deliveries::claim(conn, &wants, now)?;
                 batch.unfilled.iter().filter(|(_, due)| due.is_none()).for_each(|(s, _)| slots.clear_backlog(s));
                 batch.items.splice(0..0, chained);
-                batch.superseded = supersede::per_subscriber(superseded.iter().map(|(_, s)| s.as_str()));
+                batch.superseded = crate::outbox::stale::per_subscriber(superseded.iter().map(|(_, s)| s.as_str()));
                 Ok(batch)
             })();
             Ran::Cycle(reply, result)

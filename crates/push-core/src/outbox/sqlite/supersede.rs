@@ -3,11 +3,10 @@
 //! that subscriber, so the call's chain goes on exactly as after a dead one. Both paths only
 //! look at chains that already hold a failed status: the common case costs nothing.
 
-use std::borrow::Cow;
-
 use rusqlite::Connection;
 
 use super::{ingest::Request, Completion, IngestOutcome, NextState};
+use crate::outbox::stale;
 use crate::slots::Slots;
 
 /// Supersedes the deliveries whose ids are in `?1` (JSON) that are still pending and have a
@@ -41,19 +40,6 @@ pub(super) fn retries(tx: &Connection, done: &[Completion], now: i64) -> anyhow:
     let mut stmt = tx.prepare_cached(SUPERSEDE_RETRIES)?;
     let rows = stmt.query_map(rusqlite::params![serde_json::to_string(&ids)?, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// `done` as the chains see it: a superseded status finishes like a dead one, so
-/// `release_chains` lets the next status of its call go.
-pub(super) fn as_finished<'d>(done: &'d [Completion], superseded: &[(i64, String)]) -> Cow<'d, [Completion]> {
-    if superseded.is_empty() {
-        return Cow::Borrowed(done);
-    }
-    let mut finished = done.to_vec();
-    for c in finished.iter_mut().filter(|c| superseded.iter().any(|(id, _)| *id == c.id)) {
-        c.next = NextState::Dead;
-    }
-    Cow::Owned(finished)
 }
 
 /// In the ingest transaction, after the new rows are written: supersedes the failed, idle
@@ -92,32 +78,9 @@ pub(super) fn at_ingest(
     let now = requests.first().map_or(0, |r| r.now);
     for (subscriber, call_id) in heads(tx, &chains, now)? {
         slots.mark_backlog(&subscriber);
-        let stored_it =
-            |r: &Request<'_>| r.items.iter().any(|i| i.event.call_id == call_id && i.subscribers.contains(&subscriber));
-        let found = requests
-            .iter()
-            .zip(outcomes.iter_mut())
-            .find(|(r, o)| matches!(o, IngestOutcome::Accepted { .. }) && stored_it(r));
-        if let Some((_, IngestOutcome::Accepted { superseded, .. })) = found {
-            match superseded.iter_mut().find(|(s, _)| *s == subscriber) {
-                Some((_, n)) => *n += 1,
-                None => superseded.push((subscriber, 1)),
-            }
-        }
+        stale::credit(requests.iter().map(|r| r.items), outcomes, &subscriber, &call_id);
     }
     Ok(())
-}
-
-/// How many of `subscribers` there are of each.
-pub(super) fn per_subscriber<'s>(subscribers: impl Iterator<Item = &'s str>) -> Vec<(String, u64)> {
-    let mut counts: Vec<(String, u64)> = Vec::new();
-    for s in subscribers {
-        match counts.iter_mut().find(|(x, _)| x == s) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((s.to_string(), 1)),
-        }
-    }
-    counts
 }
 
 #[cfg(test)]
