@@ -42,12 +42,17 @@ pub(super) async fn notify(tx: &mut Tx<'_>, shared: &Shared, subscribers: &[Stri
     Ok(())
 }
 
-/// Lets this replica's claims go, so they are attempted again at once (by any replica).
+/// Lets this replica's claims go, so they are attempted again at once (by any replica). No
+/// index covers `lease_owner` (a lease change is then a HOT update, see `0003_hot_leases.sql`):
+/// this walks the pending rows, at start and at shutdown.
 pub(super) async fn release_claims(shared: &Shared) -> sqlx::Result<()> {
-    sqlx::query("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1")
-        .bind(&shared.owner)
-        .execute(&shared.pool)
-        .await?;
+    sqlx::query(
+        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE state = 'pending' AND lease_owner = $1",
+    )
+    .bind(&shared.owner)
+    .execute(&shared.pool)
+    .await?;
+    shared.held.lock().expect("held lock").clear();
     Ok(())
 }
 
@@ -63,12 +68,20 @@ pub(super) async fn cycle(
     }
     let mut tx = shared.pool.begin().await.map_err(StoreError::transaction)?;
     match round(&mut tx, shared, &done, wants, now).await {
-        Ok(batch) => {
+        Ok((batch, renewed)) => {
             tx.commit().await.map_err(|e| {
                 shared.slots.mark_all_backlogged();
                 StoreError::transaction(e)
             })?;
             shared.counters.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // What this replica holds changes only once the round is committed.
+            let mut held = shared.held.lock().expect("held lock");
+            for c in done.iter() {
+                held.remove(&c.id);
+            }
+            let until = now + shared.lease_ms;
+            held.extend(batch.items.iter().map(|c| (c.id, until)));
+            held.extend(renewed.into_iter().map(|id| (id, until)));
             Ok(batch)
         }
         Err(e) => {
@@ -85,9 +98,9 @@ async fn round(
     done: &[Completion],
     mut wants: Vec<(String, usize)>,
     now: i64,
-) -> sqlx::Result<ClaimBatch> {
+) -> sqlx::Result<(ClaimBatch, Vec<i64>)> {
     let (ordered, supersede) = (shared.ordered, shared.ordered && shared.supersede);
-    renew_leases(tx, shared, now).await?;
+    let renewed = renew_leases(tx, shared, done, now).await?;
     if ordered {
         // The chains' next heads (and, with `status.supersede`, the stale statuses) are
         // decided under the calls' locks, as ingest decides whether a new status is blocked
@@ -121,31 +134,40 @@ async fn round(
     batch.unfilled.iter().filter(|(_, due)| due.is_none()).for_each(|(s, _)| shared.slots.clear_backlog(s));
     batch.items.splice(0..0, chained);
     batch.superseded = stale::per_subscriber(superseded.iter().map(|(_, s)| s.as_str()));
-    Ok(batch)
+    Ok((batch, renewed))
 }
 
-/// Renews this replica's leases that are past half their time. Every claim a replica holds
-/// (running, or waiting in its delivery loop's ready queue) stays its own while the replica
-/// lives and its loop turns (at least once per `delivery.timeout` while attempts run): a
-/// lease runs out only when its holder died or stopped. The statement runs at most once per
-/// quarter lease (a claim past half its time is then renewed before three quarters): it
-/// walks every index entry of this replica's leases, and ran on every round trip once,
-/// the costliest statement of an e2e-status run (9 ms each).
-async fn renew_leases(tx: &mut Tx<'_>, shared: &Shared, now: i64) -> sqlx::Result<()> {
+/// Renews this replica's leases that are past half their time; returns their ids. Every
+/// claim a replica holds (running, or waiting in its delivery loop's ready queue) stays its
+/// own while the replica lives and its loop turns (at least once per `delivery.timeout`
+/// while attempts run): a lease runs out only when its holder died or stopped. The replica
+/// knows its claims ([`Shared::held`]), so the statement names them by id; it runs at most
+/// once per quarter lease (a claim past half its time is then renewed before three
+/// quarters), and not for the claims this round records.
+async fn renew_leases(tx: &mut Tx<'_>, shared: &Shared, done: &[Completion], now: i64) -> sqlx::Result<Vec<i64>> {
     let last = shared.last_renewal.load(std::sync::atomic::Ordering::Relaxed);
     if now >= last && now.saturating_sub(last) < shared.lease_ms / 4 {
-        return Ok(());
+        return Ok(Vec::new());
     }
     shared.last_renewal.store(now, std::sync::atomic::Ordering::Relaxed);
-    sqlx::query(
-        "UPDATE deliveries SET lease_until = $2 WHERE lease_owner = $1 AND state = 'pending' AND lease_until < $3",
-    )
-    .bind(&shared.owner)
-    .bind(now + shared.lease_ms)
-    .bind(now + shared.lease_ms / 2)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    let due: Vec<i64> = {
+        let held = shared.held.lock().expect("held lock");
+        let late = now + shared.lease_ms / 2;
+        held.iter()
+            .filter(|(id, until)| **until < late && !done.iter().any(|c| c.id == **id))
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    if due.is_empty() {
+        return Ok(due);
+    }
+    sqlx::query("UPDATE deliveries SET lease_until = $2 WHERE id = ANY($1) AND lease_owner = $3")
+        .bind(&due)
+        .bind(now + shared.lease_ms)
+        .bind(&shared.owner)
+        .execute(&mut **tx)
+        .await?;
+    Ok(due)
 }
 
 /// `(subscriber, call)` of each finished (delivered or dead) completion, once each, sorted.

@@ -78,6 +78,9 @@ pub(super) struct Shared {
     slots: Arc<Slots>,
     counters: Counters,
     purge: Mutex<purge::Cursor>,
+    /// This replica's claims and when their leases end (epoch ms): the claims its delivery
+    /// loop holds, changed after each committed round, for the renewal.
+    held: Mutex<std::collections::HashMap<i64, i64>>,
     /// When leases were last renewed (`deliveries::renew_leases`), epoch ms.
     last_renewal: std::sync::atomic::AtomicI64,
     /// The LISTEN task. It holds one of the pool's connections, and closing the pool waits for
@@ -146,6 +149,7 @@ impl PgOutbox {
             slots,
             counters: Counters::default(),
             purge: Mutex::new(purge::Cursor::default()),
+            held: Mutex::new(std::collections::HashMap::new()),
             last_renewal: std::sync::atomic::AtomicI64::new(i64::MIN),
             listener: Mutex::new(None),
         });
