@@ -106,19 +106,20 @@ fn diff(service: Service, old: &Settings, new: &Settings) -> ReloadReport {
         }
     }
     report.removed = before.iter().filter(|b| find(&after, &b.id).is_none()).map(|b| b.id.clone()).collect();
-    let sections: [(&str, String, String); 10] = [
-        ("log", format!("{:?}", old.log), format!("{:?}", new.log)),
-        ("retry", format!("{:?}", old.retry), format!("{:?}", new.retry)),
-        ("delivery", format!("{:?}", old.delivery), format!("{:?}", new.delivery)),
-        ("breaker", format!("{:?}", old.breaker), format!("{:?}", new.breaker)),
-        ("ingest", format!("{:?}", old.ingest), format!("{:?}", new.ingest)),
-        ("admin", format!("{:?}", old.admin.token.expose()), format!("{:?}", new.admin.token.expose())),
-        ("server", format!("{:?}", old.server), format!("{:?}", new.server)),
-        ("outbox", format!("{:?}", old.outbox), format!("{:?}", new.outbox)),
-        ("sources", format!("{:?}", old.sources), format!("{:?}", new.sources)),
-        (program_section(service), format!("{:?}", old.service(service)), format!("{:?}", new.service(service))),
+    // Compared by value: a `Debug` form would hide a changed token or password (redacted).
+    let sections: [(&str, bool); 10] = [
+        ("log", old.log != new.log),
+        ("retry", old.retry != new.retry),
+        ("delivery", old.delivery != new.delivery),
+        ("breaker", old.breaker != new.breaker),
+        ("ingest", old.ingest != new.ingest),
+        ("admin", old.admin != new.admin),
+        ("server", old.server != new.server),
+        ("outbox", old.outbox != new.outbox),
+        ("sources", old.sources != new.sources),
+        (program_section(service), old.service(service) != new.service(service)),
     ];
-    report.restart_needed = sections.into_iter().filter(|(_, a, b)| a != b).map(|(k, _, _)| k.to_string()).collect();
+    report.restart_needed = sections.into_iter().filter(|(_, differs)| *differs).map(|(k, _)| k.to_string()).collect();
     report
 }
 

@@ -108,7 +108,7 @@ pub struct Settings {
 }
 
 /// `log:` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// Default filter when `RUST_LOG` is not set.
@@ -118,7 +118,7 @@ pub struct LogSettings {
 }
 
 /// `retry:` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySettings {
     /// Wait before retry 1..N, counted from the failure before it.
@@ -130,7 +130,7 @@ pub struct RetrySettings {
 }
 
 /// `delivery:` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
     /// Deadline of one attempt.
@@ -173,7 +173,7 @@ impl Default for BreakerSettings {
 }
 
 /// `ingest:` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IngestSettings {
     /// Accepted Bearer tokens; empty means no authentication.
@@ -189,7 +189,7 @@ pub struct IngestSettings {
 
 /// `server:` section: what one client's connections may hold, so that slow or idle clients
 /// cannot exhaust the server (see `server`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// A request head must arrive whole within this time of its first byte.
@@ -204,7 +204,7 @@ pub struct ServerSettings {
 }
 
 /// `outbox:` section: retention. `0s` turns a purge off (the history is then kept for good).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxSettings {
     /// An event whose deliveries are all delivered is purged once this old.
@@ -220,7 +220,7 @@ pub struct OutboxSettings {
 }
 
 /// `admin:` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// Bearer token of the operations API; empty means open.
@@ -228,7 +228,7 @@ pub struct AdminSettings {
 }
 
 /// `cdr:` and `status:` sections.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSettings {
     /// Address of the HTTP listener; port 0 picks a free port.
@@ -246,7 +246,7 @@ pub struct ServiceSettings {
 }
 
 /// PEM files of the optional HTTPS listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// Certificate chain, PEM.

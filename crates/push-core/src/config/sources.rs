@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// `sources:` section; every source is off unless configured.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SourcesSettings {
     /// FreeSWITCH mod_json_cdr posting to `POST /v1/sources/freeswitch` (cdr-pusher).
@@ -44,7 +44,7 @@ fn yes() -> bool {
 }
 
 /// `sources.freeswitch`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FreeswitchSettings {
     /// `serviceType` of its CDRs.
@@ -85,7 +85,7 @@ pub enum CsvLayout {
 }
 
 /// One entry of `sources.asterisk_csv`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AsteriskCsvSettings {
     /// The file Asterisk appends to.
@@ -109,7 +109,7 @@ fn cdr_csv() -> CsvColumns {
 }
 
 /// `sources.ucm`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UcmSettings {
     /// Where the UCM's "CDR Real-time Output" connects (TCP); none = HTTP only.
@@ -134,7 +134,7 @@ fn ucm_idle() -> Duration {
 }
 
 /// `sources.redis`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// `redis://host:6379/0`.
@@ -169,7 +169,7 @@ fn processing_list() -> String {
 
 /// `sources.esl`: FreeSWITCH mod_event_socket (INTEGRATIONS.md §1.2), which status-pusher
 /// connects to as an inbound client for each leg's real-time state.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EslSettings {
     /// The switch (`event_socket.conf.xml`'s `listen-ip`).
@@ -193,7 +193,7 @@ fn esl_port() -> u16 {
 
 /// `sources.ami`: the Asterisk Manager Interface (INTEGRATIONS.md §2.2), which a program
 /// connects to and logs in to (`manager.conf`, `read = call,cdr`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AmiSettings {
     /// The Asterisk host.

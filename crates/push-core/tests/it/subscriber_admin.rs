@@ -235,3 +235,27 @@ async fn an_invalid_configuration_is_refused_naming_the_key_and_the_running_one_
     receiver.wait_for_successes(3, WAIT).await;
     app.stop().await.unwrap();
 }
+
+/// Sections other than the subscribers take effect at the next start, and a reload says
+/// which differ, secrets included: a changed ingest token or source password reads the same
+/// in a redacted `Debug` form, and was once missed.
+#[tokio::test]
+async fn a_reload_names_the_sections_that_need_a_restart_even_when_only_a_secret_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = TestReceiver::start().await;
+    let mut s = test_settings(dir.path(), &receiver.url());
+    s.ingest.auth_tokens = vec![push_core::config::Secret::new("token-one")];
+    let slot = Arc::new(Mutex::new(s.clone()));
+    let clock = ManualClock::at(1_900_000_000_000);
+    let app = TestApp::spawn_reloadable(Service::Cdr, s.clone(), clock, Some(loader(&slot))).await;
+    let (status, report) = app.post_json("/v1/reload", &json!({})).await;
+    assert_eq!((status, &report["restartNeeded"]), (200, &json!([])), "nothing changed: {report}");
+    let mut new = s.clone();
+    new.ingest.auth_tokens = vec![push_core::config::Secret::new("token-two")];
+    new.retry.schedule.push(Duration::from_secs(7));
+    *slot.lock().unwrap() = new;
+    let (status, report) = app.post_json("/v1/reload", &json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["restartNeeded"], json!(["retry", "ingest"]), "{report}");
+    app.stop().await.unwrap();
+}
