@@ -6,6 +6,7 @@
 //! `sqlite://` is the embedded default ([`sqlite`], the only module with SQL). A second
 //! backend is a sibling module implementing [`Store`], and a scheme in [`open`].
 
+mod chains;
 mod error;
 mod policy;
 mod postgres;

@@ -15,7 +15,7 @@ use super::{
     ingest::{lock_all_calls, lock_calls},
     ClaimBatch, Completion, RedeliverFilter, Shared, StoreError,
 };
-use crate::outbox::{stale, Claimed, NextState};
+use crate::outbox::{chains, stale, Claimed, NextState};
 
 type Tx<'c> = Transaction<'c, Postgres>;
 
@@ -117,7 +117,7 @@ async fn round(
         false => Vec::new(),
     };
     let as_finished = stale::as_finished(done, &superseded);
-    let finished = finished_chains(&as_finished);
+    let finished = chains::finished(&as_finished);
     let chained = match ordered {
         true => release_chains(tx, shared, &finished, &mut wants, now).await?,
         false => Vec::new(),
@@ -168,15 +168,6 @@ async fn renew_leases(tx: &mut Tx<'_>, shared: &Shared, done: &[Completion], now
         .execute(&mut **tx)
         .await?;
     Ok(due)
-}
-
-/// `(subscriber, call)` of each finished (delivered or dead) completion, once each, sorted.
-fn finished_chains(done: &[Completion]) -> Vec<(&str, &str)> {
-    let mut finished: Vec<(&str, &str)> =
-        done.iter().filter(|c| c.next.finishes()).map(|c| (c.subscriber.as_str(), c.call_id.as_str())).collect();
-    finished.sort_unstable();
-    finished.dedup();
-    finished
 }
 
 /// Claims this replica leases: up to `$3` due, unblocked, unleased deliveries of subscriber
@@ -319,26 +310,9 @@ async fn release_chains(
     wants: &mut [(String, usize)],
     now: i64,
 ) -> sqlx::Result<Vec<Claimed>> {
-    let mut room: Vec<usize> = wants.iter().map(|(_, n)| *n).collect();
-    let rows: Vec<(&str, &str, bool)> = finished
-        .iter()
-        .map(|&(subscriber, call_id)| {
-            let claim = match wants.iter().position(|(s, _)| s == subscriber) {
-                Some(i) if room[i] > 0 => {
-                    room[i] -= 1;
-                    true
-                }
-                _ => false,
-            };
-            (subscriber, call_id, claim)
-        })
-        .collect();
+    let rows = chains::plan(finished, wants);
     let claimed = release_heads(tx, shared, &rows, now).await?;
-    for c in &claimed {
-        if let Some((_, n)) = wants.iter_mut().find(|(s, _)| *s == c.subscriber) {
-            *n -= 1;
-        }
-    }
+    chains::took(wants, &claimed);
     Ok(claimed)
 }
 

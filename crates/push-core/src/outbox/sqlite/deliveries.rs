@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection};
 
 use super::{bulk, writer::Settle, ClaimBatch, Claimed, Completion, MoveReport, NextState, RedeliverFilter};
+use crate::outbox::chains;
 
 /// A claimed delivery from a row of [`CLAIM`] or [`RELEASE_HEADS`]: `id, call_id, attempts,
 /// round_start, _, event_id, payload`.
@@ -193,33 +194,9 @@ pub(super) fn release_chains(
     done: &[Completion],
     wants: &mut [(String, usize)],
 ) -> anyhow::Result<Vec<Claimed>> {
-    let mut finished: Vec<(&str, &str)> =
-        done.iter().filter(|c| c.next.finishes()).map(|c| (c.subscriber.as_str(), c.call_id.as_str())).collect();
-    finished.sort_unstable();
-    finished.dedup();
-    // Each subscriber's claims go to its first chains, as far as the loop asked for.
-    let mut room: Vec<usize> = wants.iter().map(|(_, n)| *n).collect();
-    let rows: Vec<(&str, &str, bool)> = finished
-        .iter()
-        .map(|&(subscriber, call_id)| {
-            let claim = match wants.iter().position(|(s, _)| s == subscriber) {
-                Some(i) if room[i] > 0 => {
-                    room[i] -= 1;
-                    true
-                }
-                _ => false,
-            };
-            (subscriber, call_id, claim)
-        })
-        .collect();
+    let rows = chains::plan(&chains::finished(done), wants);
     let claimed = release_heads(tx, &rows)?;
-    // The claim that follows asks for the rest (a claim set aside for a call with nothing
-    // left to send included).
-    for c in &claimed {
-        if let Some((_, n)) = wants.iter_mut().find(|(s, _)| *s == c.subscriber) {
-            *n -= 1;
-        }
-    }
+    chains::took(wants, &claimed);
     Ok(claimed)
 }
 
