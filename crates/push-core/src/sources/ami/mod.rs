@@ -22,6 +22,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use self::map::{Calls, StatusMapping};
+use super::connect::{FIRST_BACKOFF, MAX_BACKOFF};
 use super::{
     asterisk_csv::Mapping as CsvMapping,
     esl::frame::{Frame, Framer, Next},
@@ -34,8 +35,6 @@ use crate::{
 
 /// The kind and the name this source registers under.
 pub const KIND: &str = "ami";
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const HANDSHAKE: Duration = Duration::from_secs(5);
 /// The largest packet: AMI's are a few hundred bytes (there is no body).
 const MAX_PACKET: usize = 64 * 1024;
@@ -89,7 +88,7 @@ pub fn start(ctx: &Context, settings: &AmiSettings) -> anyhow::Result<JoinHandle
         feed: feed_of(ctx.intake.clone(), handle),
         shutdown: ctx.shutdown.clone(),
     };
-    Ok(tokio::spawn(client.run()))
+    Ok(tokio::spawn(super::connect::sessions(client, ctx.shutdown.clone())))
 }
 
 fn no_status(raw: &str) -> Mapped {
@@ -110,25 +109,9 @@ struct Client {
     shutdown: CancellationToken,
 }
 
-impl Client {
-    /// Sessions one after another, with back-off after each failed one, until shutdown.
-    async fn run(self) {
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            let ended = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                ended = self.session(&mut backoff) => ended,
-            };
-            match ended {
-                Ok(()) => return,
-                Err(e) => self.feed.handle().set_state(SourceState::Error(format!("{e:#}"))),
-            }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
+impl super::connect::Session for Client {
+    fn feed(&self) -> &Feed {
+        &self.feed
     }
 
     /// One connection: banner, login, then events until it drops (`Err`) or the program stops.
@@ -160,7 +143,9 @@ impl Client {
         *backoff = FIRST_BACKOFF;
         self.events(&mut stream, &mut framer).await
     }
+}
 
+impl Client {
     /// Waits for the login's `Response`: `Success`, else its `Message` is the error.
     async fn login_reply(&self, stream: &mut TcpStream, framer: &mut Framer) -> anyhow::Result<()> {
         let read = async {

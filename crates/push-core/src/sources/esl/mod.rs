@@ -30,6 +30,7 @@ use self::{
     frame::{Frame, Framer, Next},
     map::{EslMapping, Fields},
 };
+use super::connect::{FIRST_BACKOFF, MAX_BACKOFF};
 use super::{Context, Feed, Mapped, Parser, SourceState};
 use crate::{config::EslSettings, intake::IntakeError};
 
@@ -38,8 +39,6 @@ pub const KIND: &str = "esl";
 /// The events subscribed to (HEARTBEAT shows liveness).
 pub const EVENTS: &str =
     "CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE HEARTBEAT";
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long connecting, the greeting and each command reply may take.
 const HANDSHAKE: Duration = Duration::from_secs(5);
 
@@ -59,7 +58,7 @@ pub fn start(ctx: &Context, settings: &EslSettings) -> JoinHandle<()> {
         max_body: ctx.settings.ingest.max_body_bytes,
         shutdown: ctx.shutdown.clone(),
     };
-    tokio::spawn(client.run())
+    tokio::spawn(super::connect::sessions(client, ctx.shutdown.clone()))
 }
 
 struct Client {
@@ -71,25 +70,9 @@ struct Client {
     shutdown: CancellationToken,
 }
 
-impl Client {
-    /// Sessions one after another, with back-off after each failed one, until shutdown.
-    async fn run(self) {
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            let ended = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                ended = self.session(&mut backoff) => ended,
-            };
-            match ended {
-                Ok(()) => return,
-                Err(e) => self.feed.handle().set_state(SourceState::Error(format!("{e:#}"))),
-            }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
+impl super::connect::Session for Client {
+    fn feed(&self) -> &Feed {
+        &self.feed
     }
 
     /// One connection: handshake, then events until it drops (`Err`) or the program stops.
@@ -109,7 +92,9 @@ impl Client {
         *backoff = FIRST_BACKOFF;
         self.events(&mut stream, &mut framer).await
     }
+}
 
+impl Client {
     /// Sends `command` and reads its `command/reply`: `+OK`, else the reply is the error.
     async fn command(&self, stream: &mut TcpStream, framer: &mut Framer, command: &str) -> anyhow::Result<()> {
         stream.write_all(format!("{command}\n\n").as_bytes()).await.context("writing a command")?;
