@@ -78,8 +78,13 @@ async fn claim(store: &dyn Store, sub: &str, n: usize, now: i64) -> ClaimBatch {
 
 /// Records one attempt of `claimed` delivery `id` with outcome `next`.
 async fn finish(store: &dyn Store, batch: &ClaimBatch, i: usize, next: NextState, now: i64) {
-    let c = &batch.items[i];
-    let done = Completion {
+    store.cycle(Arc::new(vec![completion(&batch.items[i], next, now)]), vec![], now).await.expect("record");
+}
+
+/// The result of the next attempt of claimed delivery `c` at `now`: 200 when delivered,
+/// 500 otherwise.
+fn completion(c: &outbox::Claimed, next: NextState, now: i64) -> Completion {
+    Completion {
         id: c.id,
         subscriber: c.subscriber.clone(),
         call_id: c.call_id.clone(),
@@ -89,8 +94,7 @@ async fn finish(store: &dyn Store, batch: &ClaimBatch, i: usize, next: NextState
         error: None,
         latency_ms: 1,
         next,
-    };
-    store.cycle(Arc::new(vec![done]), vec![], now).await.expect("record");
+    }
 }
 
 fn counts(rows: &[outbox::StatsRow], sub: &str, state: &str) -> i64 {
@@ -199,18 +203,8 @@ async fn a_retry_waits_for_its_time_a_dead_delivery_is_redelivered_and_released_
 
 /// Records every claimed delivery of `batch` with outcome `next`, in one round trip.
 async fn finish_all(store: &dyn Store, batch: &ClaimBatch, next: NextState, now: i64) {
-    let done = batch.items.iter().map(|c| Completion {
-        id: c.id,
-        subscriber: c.subscriber.clone(),
-        call_id: c.call_id.clone(),
-        attempt: c.attempts + 1,
-        at: now,
-        status: Some(500),
-        error: None,
-        latency_ms: 1,
-        next,
-    });
-    store.cycle(Arc::new(done.collect()), vec![], now).await.expect("record");
+    let done = batch.items.iter().map(|c| completion(c, next, now)).collect();
+    store.cycle(Arc::new(done), vec![], now).await.expect("record");
 }
 
 /// A redelivery re-chains every call it touches, thousands at once (PostgreSQL takes every
@@ -272,19 +266,7 @@ async fn purging_removes_finished_events_and_their_keys_answer_inside_the_window
 
 /// The completion of one failed attempt of `c`, retried at `at`.
 fn failed(c: &outbox::Claimed, at: i64) -> Completion {
-    let (id, subscriber, call_id) = (c.id, c.subscriber.clone(), c.call_id.clone());
-    let next = NextState::RetryAt(at);
-    Completion {
-        id,
-        subscriber,
-        call_id,
-        attempt: c.attempts + 1,
-        at: NOW,
-        status: Some(500),
-        error: None,
-        latency_ms: 1,
-        next,
-    }
+    completion(c, NextState::RetryAt(at), NOW)
 }
 
 #[tokio::test]

@@ -81,7 +81,10 @@ pub(super) async fn cycle(
             }
             let until = now + shared.lease_ms;
             held.extend(batch.items.iter().map(|c| (c.id, until)));
-            held.extend(renewed.into_iter().map(|id| (id, until)));
+            if let Some(renewed) = renewed {
+                shared.last_renewal.store(now, std::sync::atomic::Ordering::Relaxed);
+                held.extend(renewed.into_iter().map(|id| (id, until)));
+            }
             Ok(batch)
         }
         Err(e) => {
@@ -98,7 +101,7 @@ async fn round(
     done: &[Completion],
     mut wants: Vec<(String, usize)>,
     now: i64,
-) -> sqlx::Result<(ClaimBatch, Vec<i64>)> {
+) -> sqlx::Result<(ClaimBatch, Option<Vec<i64>>)> {
     let (ordered, supersede) = (shared.ordered, shared.ordered && shared.supersede);
     let renewed = renew_leases(tx, shared, done, now).await?;
     if ordered {
@@ -143,13 +146,18 @@ async fn round(
 /// while attempts run): a lease runs out only when its holder died or stopped. The replica
 /// knows its claims ([`Shared::held`]), so the statement names them by id; it runs at most
 /// once per quarter lease (a claim past half its time is then renewed before three
-/// quarters), and not for the claims this round records.
-async fn renew_leases(tx: &mut Tx<'_>, shared: &Shared, done: &[Completion], now: i64) -> sqlx::Result<Vec<i64>> {
+/// quarters), and not for the claims this round records. `None`: not its time. The time of
+/// a renewal is kept once its round is committed, so a failed round renews at the next one.
+async fn renew_leases(
+    tx: &mut Tx<'_>,
+    shared: &Shared,
+    done: &[Completion],
+    now: i64,
+) -> sqlx::Result<Option<Vec<i64>>> {
     let last = shared.last_renewal.load(std::sync::atomic::Ordering::Relaxed);
     if now >= last && now.saturating_sub(last) < shared.lease_ms / 4 {
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    shared.last_renewal.store(now, std::sync::atomic::Ordering::Relaxed);
     let due: Vec<i64> = {
         let held = shared.held.lock().expect("held lock");
         let late = now + shared.lease_ms / 2;
@@ -159,7 +167,7 @@ async fn renew_leases(tx: &mut Tx<'_>, shared: &Shared, done: &[Completion], now
             .collect()
     };
     if due.is_empty() {
-        return Ok(due);
+        return Ok(Some(due));
     }
     sqlx::query("UPDATE deliveries SET lease_until = $2 WHERE id = ANY($1) AND lease_owner = $3")
         .bind(&due)
@@ -167,7 +175,7 @@ async fn renew_leases(tx: &mut Tx<'_>, shared: &Shared, done: &[Completion], now
         .bind(&shared.owner)
         .execute(&mut **tx)
         .await?;
-    Ok(due)
+    Ok(Some(due))
 }
 
 /// Claims this replica leases: up to `$3` due, unblocked, unleased deliveries of subscriber
@@ -332,7 +340,7 @@ const RELEASE_HEADS: &str = "WITH v AS (SELECT * FROM unnest($1::text[], $2::tex
      SELECT f.id, f.call_id, f.attempts, f.round_start, f.subscriber, e.event_id, e.payload
      FROM freed f JOIN events e ON e.id = f.event_row WHERE f.claim";
 
-pub(super) async fn release_heads(
+async fn release_heads(
     tx: &mut Tx<'_>,
     shared: &Shared,
     chains: &[(&str, &str, bool)],
@@ -402,8 +410,7 @@ async fn redeliver_in(tx: &mut Tx<'_>, shared: &Shared, filter: &RedeliverFilter
     .bind(shared.ordered)
     .fetch_all(&mut **tx)
     .await?;
-    let mut chains: Vec<(String, String)> =
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<sqlx::Result<_>>()?;
+    let mut chains: Vec<(String, String)> = super::two_columns(&rows)?;
     let count = chains.len() as u64;
     chains.sort();
     chains.dedup();
@@ -449,8 +456,18 @@ pub(super) async fn rechain(
     .bind(now)
     .fetch_all(&mut **tx)
     .await?;
-    let idle: Vec<(String, String)> =
-        idle.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<sqlx::Result<_>>()?;
-    let idle: Vec<(&str, &str, bool)> = idle.iter().map(|(s, c)| (s.as_str(), c.as_str(), false)).collect();
-    release_heads(tx, shared, &idle, now).await.map(drop)
+    let idle: Vec<(String, String)> = super::two_columns(&idle)?;
+    let_go(tx, shared, &idle, now).await
+}
+
+/// Unblocks the head of each `(subscriber, call)` chain, claiming none of them: the loop
+/// claims them when it asks.
+pub(super) async fn let_go(
+    tx: &mut Tx<'_>,
+    shared: &Shared,
+    chains: &[(String, String)],
+    now: i64,
+) -> sqlx::Result<()> {
+    let heads: Vec<(&str, &str, bool)> = chains.iter().map(|(s, c)| (s.as_str(), c.as_str(), false)).collect();
+    release_heads(tx, shared, &heads, now).await.map(drop)
 }

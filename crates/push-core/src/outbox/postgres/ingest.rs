@@ -119,7 +119,7 @@ pub(super) async fn apply(
         .bind(&calls)
         .fetch_all(&mut **tx)
         .await?;
-        known.calls = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<sqlx::Result<_>>()?;
+        known.calls = super::two_columns(&rows)?;
         known.chains = pairs(tx, PENDING_CHAINS, &calls).await?.into_iter().collect();
     }
     let mut rows = Rows::default();
@@ -171,7 +171,7 @@ const PENDING_CHAINS: &str =
 
 async fn pairs(tx: &mut Transaction<'_, Postgres>, sql: &str, arg: &[&str]) -> sqlx::Result<Vec<(String, String)>> {
     let rows = sqlx::query(sql).bind(arg).fetch_all(&mut **tx).await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    super::two_columns(&rows)
 }
 
 /// This request's own additions, merged into [`Known`] only if it is accepted.

@@ -184,6 +184,17 @@ impl Shared {
     }
 }
 
+/// The first two columns of every row, for the many statements that return pairs.
+fn two_columns<A, B, C>(rows: &[sqlx::postgres::PgRow]) -> sqlx::Result<C>
+where
+    A: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    B: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    C: FromIterator<(A, B)>,
+{
+    use sqlx::Row as _;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
 /// The URL without its password, for messages.
 fn redacted(url: &str) -> String {
     match url::Url::parse(url) {

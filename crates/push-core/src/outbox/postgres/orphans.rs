@@ -1,8 +1,6 @@
 //! A removed subscriber's pending deliveries, dropped (dead, kept) or moved to another
 //! subscriber by the operator (issue 14), as the SQLite backend does.
 
-use sqlx::Row as _;
-
 use super::{
     deliveries::{notify, rechain},
     ingest::lock_all_calls,
@@ -55,8 +53,7 @@ async fn move_in(
     .bind(shared.ordered)
     .fetch_all(&mut **tx)
     .await?;
-    let mut chains: Vec<(String, String)> =
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<sqlx::Result<_>>()?;
+    let mut chains: Vec<(String, String)> = super::two_columns(&rows)?;
     let moved = chains.len() as u64;
     let skipped: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE subscriber = $1 AND state = 'pending'")

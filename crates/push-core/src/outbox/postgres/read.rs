@@ -107,7 +107,7 @@ pub(super) async fn oldest_due(pool: &PgPool, now: i64) -> sqlx::Result<Vec<(Str
     .bind(now)
     .fetch_all(pool)
     .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    super::two_columns(&rows)
 }
 
 /// Pending deliveries per subscriber (the queue depth).
@@ -115,7 +115,7 @@ pub(super) async fn pending_counts(pool: &PgPool) -> sqlx::Result<Vec<(String, i
     let rows = sqlx::query("SELECT subscriber, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY 1 ORDER BY 1")
         .fetch_all(pool)
         .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    super::two_columns(&rows)
 }
 
 /// A source's last kept position.

@@ -5,9 +5,9 @@
 //! failed status, under the calls' locks (`ingest::lock_calls`), so two replicas decide on
 //! committed truth. "Idle" means not leased, or leased by a replica whose lease ran out.
 
-use sqlx::{Postgres, Row as _, Transaction};
+use sqlx::{Postgres, Transaction};
 
-use super::{deliveries::release_heads, Completion, Shared};
+use super::{deliveries::let_go, Completion, Shared};
 use crate::outbox::NextState;
 
 type Tx<'c> = Transaction<'c, Postgres>;
@@ -50,7 +50,7 @@ pub(super) async fn retries(tx: &mut Tx<'_>, done: &[Completion], now: i64) -> s
         .bind(vec!["pending"; ids.len()])
         .fetch_all(&mut **tx)
         .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    super::two_columns(&rows)
 }
 
 /// In the ingest transaction, after the new rows are written: supersedes the failed, idle
@@ -71,9 +71,7 @@ pub(super) async fn heads(
         .bind(now)
         .fetch_all(&mut **tx)
         .await?;
-    let found: Vec<(String, String)> =
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<sqlx::Result<_>>()?;
-    let release: Vec<(&str, &str, bool)> = found.iter().map(|(s, c)| (s.as_str(), c.as_str(), false)).collect();
-    release_heads(tx, shared, &release, now).await?;
+    let found: Vec<(String, String)> = super::two_columns(&rows)?;
+    let_go(tx, shared, &found, now).await?;
     Ok(found)
 }

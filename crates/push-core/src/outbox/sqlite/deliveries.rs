@@ -107,21 +107,31 @@ pub(super) fn claim(tx: &Connection, wants: &[(String, usize)], now: i64) -> any
     Ok(batch)
 }
 
+/// The statement recording attempted deliveries, with `$state` the new state's expression
+/// and `$round` what happens to `round_start`.
+macro_rules! record {
+    ($state:literal, $round:literal) => {
+        concat!(
+            "UPDATE deliveries SET state = ",
+            $state,
+            ", claimed = 0, attempts = v.column3,",
+            $round,
+            " next_attempt_at = COALESCE(v.column4, next_attempt_at), last_status = v.column5,
+             last_error = v.column6, delivered_at = v.column7, updated_at = v.column8,
+             last_attempt_at = v.column9, last_latency_ms = v.column10
+         FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1"
+        )
+    };
+}
+
 /// Records attempted deliveries: `v.column2` is the new state.
-const RECORD: &str = "UPDATE deliveries SET state = v.column2, claimed = 0, attempts = v.column3,
-         next_attempt_at = COALESCE(v.column4, next_attempt_at), last_status = v.column5,
-         last_error = v.column6, delivered_at = v.column7, updated_at = v.column8,
-         last_attempt_at = v.column9, last_latency_ms = v.column10
-     FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1";
+const RECORD: &str = record!("v.column2", "");
 
 /// As [`RECORD`], where a state may be `held`: pending again, with `round_start` moved on.
-const RECORD_WITH_HELD: &str =
-    "UPDATE deliveries SET state = CASE v.column2 WHEN 'held' THEN 'pending' ELSE v.column2 END,
-         claimed = 0, attempts = v.column3, round_start = round_start + (v.column2 = 'held'),
-         next_attempt_at = COALESCE(v.column4, next_attempt_at), last_status = v.column5,
-         last_error = v.column6, delivered_at = v.column7, updated_at = v.column8,
-         last_attempt_at = v.column9, last_latency_ms = v.column10
-     FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1";
+const RECORD_WITH_HELD: &str = record!(
+    "CASE v.column2 WHEN 'held' THEN 'pending' ELSE v.column2 END",
+    " round_start = round_start + (v.column2 = 'held'),"
+);
 
 /// Records finished attempts in bulk: the attempt log (a successful attempt lives on the
 /// delivery row only, see `read::attempts`) and the delivery's new state. For status
