@@ -1,7 +1,8 @@
-//! The compiled `status-pusher` against `callsim switch --esl` (issue 16, point 5): callsim
-//! plays FreeSWITCH's event socket (its `serve`, in-process, on a real TCP listener),
-//! status-pusher connects to it as `sources.esl` configures, and every generated call's
-//! statuses reach the subscriber once each, in the order the switch sent them.
+//! The compiled `status-pusher` against `callsim switch --esl` and `--ami` (issue 16, point
+//! 5): callsim plays FreeSWITCH's event socket or Asterisk's manager interface (its `serve`,
+//! in-process, on a real TCP listener), status-pusher connects to it as `sources.esl` /
+//! `sources.ami` configures, and every generated call's statuses reach the subscriber once
+//! each, in the order the switch sent them.
 
 use std::{collections::HashMap, io::Write as _, time::Duration};
 
@@ -47,18 +48,31 @@ fn expected() -> HashMap<String, Vec<(String, String)>> {
 
 #[tokio::test]
 async fn status_pusher_takes_every_call_of_callsim_switch_in_order() {
+    let protocol = Protocol::Esl { password: "ClueCon".into() };
+    takes_every_call(protocol, |port| format!("esl: {{host: 127.0.0.1, port: {port}, password: ClueCon}}")).await;
+}
+
+#[tokio::test]
+async fn status_pusher_takes_every_call_of_callsim_switch_ami_in_order() {
+    let protocol = Protocol::Ami { username: "voice".into(), secret: "push".into() };
+    let source = |port| format!("ami: {{host: 127.0.0.1, port: {port}, username: voice, secret: push}}");
+    takes_every_call(protocol, source).await;
+}
+
+/// callsim's switch speaking `protocol`, status-pusher configured with `source(port)` under
+/// `sources:`; every call's statuses once each, in order.
+async fn takes_every_call(protocol: Protocol, source: impl Fn(u16) -> String) {
     let dir = tempfile::tempdir().unwrap();
     let receiver = TestReceiver::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let switch = tokio::spawn(async move {
-        let protocol = Protocol::Esl { password: "ClueCon".into() };
         let mut generator = CallGenerator::new(config(), SEED);
         serve(&listener, &protocol, &mut generator, CALLS, 0.0).await
     });
     let config = write_config(dir.path(), &receiver.url());
     let mut file = std::fs::OpenOptions::new().append(true).open(&config).unwrap();
-    writeln!(file, "sources:\n  esl: {{host: 127.0.0.1, port: {port}, password: ClueCon}}").unwrap();
+    writeln!(file, "sources:\n  {}", source(port)).unwrap();
     let program = Program::start(EXE, Service::Status, &config, &[]);
     let expected = expected();
     let total: usize = expected.values().map(Vec::len).sum();
